@@ -20,9 +20,10 @@ clipper holds no hidden state and runs the same eagerly and inside ``tf.function
   the gradients come back as they were and the adaptive methods leave their state alone,
   so the training loop can stop the run (``clipstudy.training`` does).
 
-Global rescaling uses the expression of Keras' ``global_clipnorm``
+Where a method clips, global rescaling uses the expression of Keras' ``global_clipnorm``
 (``g * t * min(1/n, 1/t)``) and per-tensor rescaling that of Keras' ``clipnorm``
-(``g * t / max(n, t)``), so matching settings give the same weights as Keras' optimizers.
+(``g * t / max(n, t)``), so matching settings give the same weights as Keras' optimizers;
+where it does not clip, the gradients come back bit for bit (Keras multiplies by t/t).
 """
 from __future__ import annotations
 
@@ -44,16 +45,17 @@ def global_norm(grads) -> tf.Tensor:
     return tf.sqrt(tf.reduce_sum(tf.stack(squares)))
 
 
-def scale_to_global_norm(grads, norm, threshold):
-    """Rescale all gradients together so that their global norm is at most ``threshold``."""
-    scale = threshold * tf.minimum(1.0 / norm, 1.0 / threshold)
+def scale_to_global_norm(grads, norm, threshold, trigger=None):
+    """Rescale all gradients together to global norm ``threshold`` where ``trigger`` holds
+    (default: ``norm > threshold``); elsewhere they come back bit for bit.
+
+    The scale is Keras' ``threshold * min(1/norm, 1/threshold)``, so a triggered step gives
+    exactly the gradients of Keras' ``global_clipnorm``.
+    """
+    if trigger is None:
+        trigger = norm > threshold
+    scale = tf.where(trigger, threshold * tf.minimum(1.0 / norm, 1.0 / threshold), 1.0)
     return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
-
-
-def _rescale_where(condition, grads, norm, threshold):
-    """Rescale to ``threshold`` where ``condition`` holds; elsewhere keep the gradients bit for bit."""
-    rescaled = scale_to_global_norm(grads, norm, threshold)
-    return [None if g is None else tf.where(condition, r, g) for g, r in zip(grads, rescaled)]
 
 
 def unitwise_norm(x: tf.Tensor) -> tf.Tensor:
@@ -168,7 +170,8 @@ class NormClip(Clipper):
             l2sum = tf.reduce_sum(tf.square(g))
             # Keras' two-tap where: an all-zero gradient stays zero instead of 0/0.
             l2norm = tf.where(l2sum > 0, tf.sqrt(tf.where(l2sum > 0, l2sum, tf.ones_like(l2sum))), l2sum)
-            out.append(g * t / tf.maximum(l2norm, t))
+            # Keras' expression where it clips; the gradient untouched where it does not.
+            out.append(tf.where(l2norm > t, g * t / tf.maximum(l2norm, t), g))
             hits.append(tf.cast(l2norm > t, tf.float32))
         fraction = tf.reduce_mean(tf.stack(hits)) if hits else 0.0
         return out, state, fraction, t
@@ -263,7 +266,7 @@ class AutoClip(Clipper):
         filled = tf.cast(tf.minimum(count, self.history), tf.int32)
         threshold = percentile_linear(norms[: tf.maximum(filled, 1)], self.percentile)
         threshold = tf.where(filled > 0, threshold, _NAN)
-        clipped = _rescale_where(norm > threshold, grads, norm, threshold)
+        clipped = scale_to_global_norm(grads, norm, threshold)
         return clipped, {"norms": norms, "count": count}, norm > threshold, threshold
 
     def config(self):
@@ -340,7 +343,7 @@ class ZClip(Clipper):
 
         mean = tf.where(starts, start_mean, tf.where(ready, ema_mean, state["mean"]))
         var = tf.where(starts, start_var, tf.where(ready, ema_var, state["var"]))
-        clipped = _rescale_where(spike, grads, norm, target)
+        clipped = scale_to_global_norm(grads, norm, target, trigger=spike)
         threshold = tf.where(warming, _NAN, trigger_level)
         new_state = {"warmup": buffer, "count": count, "mean": mean, "var": var}
         return clipped, new_state, spike, threshold

@@ -229,12 +229,15 @@ def train(
                 diverged, reason = True, f"loss above {divergence_factor:g}x its start for {divergence_window} steps"
             if diverged:
                 break
+        eval_start = time.perf_counter()
         test_loss, test_acc = evaluate() if not diverged else (math.nan, math.nan)
+        eval_time = time.perf_counter() - eval_start
         epoch_rows.append({
             "epoch": epoch, "step": step,
             "train_loss": epoch_loss / seen, "train_accuracy": epoch_correct / seen,
             "test_loss": test_loss, "test_accuracy": test_acc,
             "wall_time_s": time.perf_counter() - start_wall,
+            "eval_time_s": eval_time,
         })
         if diverged:
             break

@@ -1,0 +1,20 @@
+import keras
+import numpy as np
+
+from clipstudy.models import seed_cnn
+
+
+def test_seed_cnn_is_the_articles_network():
+    model = seed_cnn()
+    # Hand count: conv 3*3*1*32+32, conv 3*3*32*64+64, dense 1600*128+128, dense 128*10+10.
+    assert model.count_params() == 320 + 18496 + 204928 + 1290 == 225034
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    assert [l.activation.__name__ for l in model.layers if hasattr(l, "activation")] == \
+        ["relu", "relu", "relu", "softmax"]
+
+
+def test_seed_cnn_outputs_class_probabilities():
+    probs = seed_cnn()(np.zeros((2, 28, 28, 1), np.float32)).numpy()
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)

@@ -1,0 +1,99 @@
+"""The training loop: determinism, complete telemetry, divergence as a result."""
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipstudy import training
+from clipstudy.models import seed_cnn
+
+SMALL = dict(epochs=2, batch_size=64, train_subset=384, test_subset=200, progress=False)
+
+
+def test_a_short_run_is_deterministic(mnist):
+    runs = [training.train(seed_cnn, mnist, clipper="global_norm", clip_params={"threshold": 1.0}, seed=3, **SMALL)
+            for _ in range(2)]
+    timing = ["step_time_s"]
+    pd.testing.assert_frame_equal(runs[0].steps.drop(columns=timing), runs[1].steps.drop(columns=timing))
+    pd.testing.assert_frame_equal(runs[0].epochs.drop(columns=["wall_time_s", "eval_time_s"]),
+                                  runs[1].epochs.drop(columns=["wall_time_s", "eval_time_s"]))
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_another_seed_gives_other_numbers(mnist):
+    a = training.train(seed_cnn, mnist, seed=0, **SMALL)
+    b = training.train(seed_cnn, mnist, seed=1, **SMALL)
+    assert not np.array_equal(a.steps["loss"].to_numpy(), b.steps["loss"].to_numpy())
+
+
+def test_every_step_and_epoch_field_is_recorded(mnist):
+    run = training.train(seed_cnn, mnist, clipper="zclip", clip_params={"warmup_steps": 3}, **SMALL)
+    assert len(run.steps) == 2 * math.ceil(384 / 64)
+    assert list(run.steps.columns) == ["step", "epoch", "loss", "norm_before", "norm_after", "clipped",
+                                       "threshold", "nonfinite", "step_time_s"]
+    assert run.steps["step"].tolist() == list(range(1, 13))
+    assert run.steps["epoch"].tolist() == [1] * 6 + [2] * 6
+    assert run.steps[["loss", "norm_before", "norm_after", "step_time_s"]].notna().all().all()
+    assert run.steps["threshold"].iloc[:3].isna().all() and run.steps["threshold"].iloc[3:].notna().all()
+    assert list(run.epochs.columns) == ["epoch", "step", "train_loss", "train_accuracy", "test_loss",
+                                        "test_accuracy", "wall_time_s", "eval_time_s"]
+    s = run.summary
+    for key in ["final_test_accuracy", "steps_to_98", "steps_to_99", "diverged", "wall_time_s",
+                "parameters", "versions", "clip_fraction", "method", "clip_params"]:
+        assert key in s
+    assert s["parameters"] == 225034 and s["method"] == "zclip" and not s["diverged"]
+    assert s["versions"]["keras"] == keras.__version__
+
+
+def test_test_accuracy_agrees_with_keras_evaluate(mnist):
+    run = training.train(seed_cnn, mnist, **SMALL)
+    (_, _), (x_test, y_test) = mnist
+    idx = training._subset_indices(len(x_test), 200, 0, "test_subset")
+    run.model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, acc = run.model.evaluate(training.prepare_images(x_test[idx]), y_test[idx], verbose=0)
+    assert run.epochs["test_accuracy"].iloc[-1] == pytest.approx(acc, abs=1e-6)  # Keras keeps float32
+    assert run.epochs["test_loss"].iloc[-1] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_huge_learning_rate_is_reported_as_diverged_not_raised(mnist):
+    run = training.train(seed_cnn, mnist, optimizer="sgd", learning_rate=1e5, **SMALL)
+    assert run.summary["diverged"]
+    assert run.summary["steps_run"] < run.summary["steps_planned"]
+    # The step that went non-finite was not applied: the weights stay finite.
+    assert all(np.isfinite(w).all() for w in run.model.get_weights())
+
+
+def test_steps_to_target_reads_the_first_epoch_at_target():
+    epochs = pd.DataFrame({"step": [10, 20, 30], "test_accuracy": [0.97, 0.985, 0.991]})
+    assert training.steps_to_target(epochs, 0.98) == 20
+    assert training.steps_to_target(epochs, 0.99) == 30
+    assert math.isnan(training.steps_to_target(epochs, 0.995))
+
+
+@pytest.mark.parametrize("name, expected", [("sgd", (keras.optimizers.SGD, 0.0)),
+                                            ("momentum", (keras.optimizers.SGD, 0.9)),
+                                            ("rmsprop", (keras.optimizers.RMSprop, None)),
+                                            ("adam", (keras.optimizers.Adam, None))])
+def test_optimizers_by_name(name, expected):
+    opt = training.make_optimizer(name, 0.01)
+    assert type(opt) is expected[0]
+    assert float(opt.learning_rate) == pytest.approx(0.01)
+    if expected[1] is not None:
+        assert opt.momentum == expected[1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"optimizer": "adagrad"}, "valid choices: sgd, momentum, rmsprop, adam"),
+    ({"learning_rate": 0.0}, "learning_rate=0.0"),
+    ({"epochs": 0}, "epochs=0"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"train_subset": 10**6}, "train_subset=1000000"),
+    ({"clipper": "clip_everything"}, "valid choices"),
+])
+def test_bad_training_arguments_name_the_value(mnist, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        training.train(seed_cnn, mnist, **{**SMALL, **kwargs})
+    assert message in str(info.value)
