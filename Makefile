@@ -40,7 +40,7 @@ test: $(STAMP) data/mnist.npz
 	$(BIN)/python -m pytest -q tests $(NBVAL_TARGETS)
 
 bench: $(STAMP) data/mnist.npz
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m clipstudy.bench
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/

@@ -1,0 +1,109 @@
+"""Throughput of the study's training loop against Keras ``model.fit`` (``make bench``).
+
+Both sides train the seed CNN on the same images at the same batch size, with the same seed and
+op determinism on (so ``fit`` runs without XLA, as the study does). Each measurement times
+training epochs after the first (which pays for tracing), excluding evaluation; the pairs run
+alternately, ``--repeats`` times, and the report gives medians and the ratio of the medians.
+
+    python -m clipstudy.bench [--images 12800] [--epochs 3] [--repeats 5] [--threshold 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+
+from clipstudy import data, training
+from clipstudy.models import seed_cnn
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.durations = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(time.perf_counter() - self._start)
+
+
+def fit_rate(x, y, *, batch_size, epochs, seed, global_clipnorm=None) -> float:
+    """Images per second of ``model.fit`` over epochs 2..n."""
+    training.set_determinism(seed)
+    model = seed_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=global_clipnorm),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    timer = _EpochTimer()
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
+    return len(x) * (epochs - 1) / sum(timer.durations[1:])
+
+
+def loop_rate(mnist, *, images, batch_size, epochs, seed, clipper, clip_params) -> float:
+    """Images per second of ``clipstudy.training.train`` over epochs 2..n, evaluation excluded."""
+    run = training.train(seed_cnn, mnist, clipper=clipper, clip_params=clip_params, epochs=epochs,
+                         batch_size=batch_size, seed=seed, train_subset=images, test_subset=100, progress=False)
+    e = run.epochs
+    train_time = (e["wall_time_s"].diff() - e["eval_time_s"]).iloc[1:].sum()
+    return images * (epochs - 1) / train_time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=12800)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=1.0)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch is excluded as warm-up")
+
+    mnist = data.load_mnist()
+    (x_train, y_train), _ = mnist
+    idx = training._subset_indices(len(x_train), args.images, 0, "images")
+    x = training.prepare_images(x_train[idx])
+    y = y_train[idx].astype(np.int32)
+    common = dict(batch_size=args.batch_size, epochs=args.epochs, seed=0)
+    pairs = {
+        "none": (lambda: loop_rate(mnist, images=args.images, clipper="none", clip_params={}, **common),
+                 lambda: fit_rate(x, y, **common)),
+        "global_norm": (lambda: loop_rate(mnist, images=args.images, clipper="global_norm",
+                                          clip_params={"threshold": args.threshold}, **common),
+                        lambda: fit_rate(x, y, global_clipnorm=args.threshold, **common)),
+    }
+    rates = {name: {"loop": [], "fit": []} for name in pairs}
+    for r in range(args.repeats):
+        for name, (ours, theirs) in pairs.items():
+            rates[name]["loop"].append(ours())
+            rates[name]["fit"].append(theirs())
+            print(f"repeat {r + 1}/{args.repeats} {name:12s} loop {rates[name]['loop'][-1]:8.0f} img/s   "
+                  f"fit {rates[name]['fit'][-1]:8.0f} img/s", flush=True)
+
+    print(f"\nseed CNN, batch {args.batch_size}, {args.images} images/epoch, epochs 2..{args.epochs}, "
+          f"median of {args.repeats}")
+    print(f"{'method':12s} {'clipstudy loop':>15s} {'keras fit':>12s} {'ratio':>7s} {'target':>7s}")
+    results = {}
+    ok = True
+    for name, r in rates.items():
+        loop, fit = statistics.median(r["loop"]), statistics.median(r["fit"])
+        ratio = loop / fit
+        ok &= ratio >= 0.95
+        results[name] = {"loop_images_per_s": loop, "fit_images_per_s": fit, "ratio": ratio, "runs": r}
+        print(f"{name:12s} {loop:15.0f} {fit:12.0f} {ratio:7.3f} {'>=0.95':>7s}")
+    print("meets the 0.95x target" if ok else "BELOW the 0.95x target")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results, "versions": training.library_versions()}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
