@@ -38,7 +38,7 @@ def test_every_step_and_epoch_field_is_recorded(mnist):
     assert run.steps["epoch"].tolist() == [1] * 6 + [2] * 6
     assert run.steps[["loss", "norm_before", "norm_after", "step_time_s"]].notna().all().all()
     assert run.steps["threshold"].iloc[:3].isna().all() and run.steps["threshold"].iloc[3:].notna().all()
-    assert list(run.epochs.columns) == ["epoch", "step", "train_loss", "train_accuracy", "test_loss",
+    assert list(run.epochs.columns) == ["epoch", "step", "epoch_end", "train_loss", "train_accuracy", "test_loss",
                                         "test_accuracy", "wall_time_s", "eval_time_s"]
     s = run.summary
     for key in ["final_test_accuracy", "steps_to_98", "steps_to_99", "diverged", "wall_time_s",
@@ -66,6 +66,13 @@ def test_a_huge_learning_rate_is_reported_as_diverged_not_raised(mnist):
     assert all(np.isfinite(w).all() for w in run.model.get_weights())
 
 
+def test_eval_every_adds_evaluations_inside_epochs(mnist):
+    run = training.train(seed_cnn, mnist, eval_every=4, **SMALL)  # 6 steps an epoch
+    assert run.epochs["step"].tolist() == [4, 6, 8, 12]  # every 4th global step, plus epoch ends
+    assert run.epochs["epoch_end"].tolist() == [False, True, False, True]
+    assert run.epochs["epoch"].tolist() == [1, 1, 2, 2]
+
+
 def test_steps_to_target_reads_the_first_epoch_at_target():
     epochs = pd.DataFrame({"step": [10, 20, 30], "test_accuracy": [0.97, 0.985, 0.991]})
     assert training.steps_to_target(epochs, 0.98) == 20
@@ -90,6 +97,7 @@ def test_optimizers_by_name(name, expected):
     ({"learning_rate": 0.0}, "learning_rate=0.0"),
     ({"epochs": 0}, "epochs=0"),
     ({"batch_size": 0}, "batch_size=0"),
+    ({"eval_every": 0}, "eval_every=0"),
     ({"train_subset": 10**6}, "train_subset=1000000"),
     ({"clipper": "clip_everything"}, "valid choices"),
 ])

@@ -17,6 +17,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -241,8 +242,34 @@ def fetch_mnist(
         )
     verify_arrays(arrays)
     write_npz_atomic(arrays, path)
+    _write_provenance(path, {"source": source, "file_sha256": sha256_file(path),
+                             "array_sha256": dict(ARRAY_SHA256)})
     log(f"wrote {path} from {source}; all four array checksums verified")
     return path
+
+
+def provenance_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _write_provenance(path: Path, record: dict) -> None:
+    target = provenance_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_provenance(path: str | Path | None = None) -> dict:
+    """Where ``make data`` got the file from (``{}`` if it was made another way)."""
+    path = Path(path) if path is not None else default_mnist_path()
+    record = provenance_path(path)
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def load_mnist(path: str | Path | None = None, verify: bool = True):

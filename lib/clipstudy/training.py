@@ -96,6 +96,45 @@ def steps_to_target(epochs: pd.DataFrame, target: float, column: str = "test_acc
     return float(reached.iloc[0]) if len(reached) else math.nan
 
 
+class ClassificationTask:
+    """Sparse-label classification: cross-entropy loss, accuracy, steps to 98% and 99% test accuracy."""
+
+    name = "classifier"
+    score_name = "accuracy"   # the per-batch score reported as train_<score_name>
+    metric_names = ("test_loss", "test_accuracy")
+    loss = "sparse_categorical_crossentropy"
+
+    def __init__(self):
+        loss_obj = keras.losses.get(self.loss)
+        self._per_example = loss_obj.call if isinstance(loss_obj, keras.losses.Loss) else loss_obj
+
+    def prepare(self, x, y):
+        return prepare_images(x), np.asarray(y).astype(np.int32)
+
+    def per_example_loss(self, y, pred):
+        return self._per_example(y, pred)
+
+    def batch_score(self, y, pred):
+        """Summed over the batch: the number of correct predictions."""
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1, output_type=tf.int32), y), tf.float32))
+
+    def evaluate(self, predict, x, y, batch_size) -> dict[str, float]:
+        total_loss = total_correct = 0.0
+        for start in range(0, len(x), batch_size):
+            pred = predict(x[start:start + batch_size])
+            yb = y[start:start + batch_size]
+            total_loss += float(tf.reduce_sum(self.per_example_loss(yb, pred)))
+            total_correct += float(self.batch_score(yb, pred))
+        return {"test_loss": total_loss / len(x), "test_accuracy": total_correct / len(x)}
+
+    def targets(self) -> dict[str, tuple[str, float]]:
+        """Summary key -> (epochs-table column, value to reach)."""
+        return {f"steps_to_{round(t * 100)}": ("test_accuracy", t) for t in ACCURACY_TARGETS}
+
+    def final_metrics(self, row) -> dict[str, float]:
+        return {"final_test_loss": float(row["test_loss"]), "final_test_accuracy": float(row["test_accuracy"])}
+
+
 def train(
     model: keras.Model | Callable[[], keras.Model],
     data,
@@ -109,13 +148,14 @@ def train(
     seed: int = 0,
     train_subset: int | None = None,
     test_subset: int | None = None,
-    loss: str | keras.losses.Loss = "sparse_categorical_crossentropy",
+    eval_every: int | None = None,
+    task=None,
     divergence_factor: float = 3.0,
     divergence_window: int = 20,
     eval_batch_size: int = 1000,
     progress: bool = True,
 ) -> RunResult:
-    """Train a classifier with one clipping method and record what clipping did.
+    """Train a model with one clipping method and record what clipping did.
 
     Args:
       model: a zero-argument function that builds the model (built after seeding, so the
@@ -125,7 +165,9 @@ def train(
       clipper: a method name from ``clipping.METHODS`` (with ``clip_params``) or a ``Clipper``.
       epochs, batch_size: as in ``model.fit``; the last, partial batch of an epoch is kept.
       seed: seeds weights, shuffling and the subsets; op determinism is switched on.
-      train_subset, test_subset: use this many images (chosen by ``seed``) instead of all.
+      train_subset, test_subset: use this many examples (chosen by ``seed``) instead of all.
+      eval_every: also evaluate on the test set every this many steps (default: at epoch ends only).
+      task: what is learned and measured; default ``ClassificationTask()`` (the detector brings its own).
       divergence_factor, divergence_window: the run is stopped as diverged when the mean loss
         of the last ``divergence_window`` steps exceeds ``divergence_factor`` × the first
         step's loss, or at once on a non-finite loss or gradient (no update is applied then).
@@ -133,26 +175,26 @@ def train(
     Returns:
       ``RunResult`` with ``steps`` (one row per optimizer step: ``loss``, ``norm_before``,
       ``norm_after``, ``clipped``, ``threshold``, ``nonfinite``, ``step_time_s``), ``epochs``
-      (train and test loss and accuracy after each epoch), ``summary`` and ``model``.
+      (one row per evaluation: train loss and score so far in the epoch, test metrics;
+      ``epoch_end`` marks the rows at the end of an epoch), ``summary`` and ``model``.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} is invalid; it must be an integer ≥ 1")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is invalid; it must be an integer ≥ 1")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid; it must be an integer ≥ 1")
+    if eval_every is not None and (not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1):
+        raise ValueError(f"eval_every={eval_every!r} is invalid; it must be an integer ≥ 1 or None")
+    task = task or ClassificationTask()
     clip = clipping.get(clipper, **(clip_params or {}))
     set_determinism(seed)
     net = model() if callable(model) and not isinstance(model, keras.Model) else model
     opt = make_optimizer(optimizer, learning_rate)
-    loss_obj = keras.losses.get(loss)
-    per_example_loss = loss_obj.call if isinstance(loss_obj, keras.losses.Loss) else loss_obj
 
     (x_train, y_train), (x_test, y_test) = data
     train_idx = _subset_indices(len(x_train), train_subset, seed, "train_subset")
     test_idx = _subset_indices(len(x_test), test_subset, seed, "test_subset")
-    x_tr = tf.constant(prepare_images(np.asarray(x_train)[train_idx]))
-    y_tr = tf.constant(np.asarray(y_train)[train_idx].astype(np.int32))
-    x_te = prepare_images(np.asarray(x_test)[test_idx])
-    y_te = np.asarray(y_test)[test_idx].astype(np.int32)
+    x_tr, y_tr = task.prepare(np.asarray(x_train)[train_idx], np.asarray(y_train)[train_idx])
+    x_te, y_te = task.prepare(np.asarray(x_test)[test_idx], np.asarray(y_test)[test_idx])
+    x_tr, y_tr = tf.constant(x_tr), tf.constant(y_tr)
 
     variables = net.trainable_variables
     opt.build(variables)
@@ -164,7 +206,7 @@ def train(
         y = tf.gather(y_tr, batch)
         with tf.GradientTape() as tape:
             pred = net(x, training=True)
-            batch_loss = tf.reduce_mean(per_example_loss(y, pred))
+            batch_loss = tf.reduce_mean(task.per_example_loss(y, pred))
         grads = tape.gradient(batch_loss, variables)
         state = {k: v.read_value() for k, v in clip_state.items()}
         clipped, new_state, stats = clip(grads, variables, state)
@@ -173,26 +215,13 @@ def train(
             opt.apply(clipped, variables)
             for k, v in clip_state.items():
                 v.assign(new_state[k])
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1, output_type=tf.int32), y), tf.float32))
         record = [batch_loss, stats["norm_before"], stats["norm_after"], stats["clipped"],
-                  stats["threshold"], tf.cast(stats["nonfinite"], tf.float32), correct]
+                  stats["threshold"], tf.cast(stats["nonfinite"], tf.float32), task.batch_score(y, pred)]
         return tf.stack([tf.cast(r, tf.float32) for r in record])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *x_te.shape[1:]], tf.float32),
-                                  tf.TensorSpec([None], tf.int32)])
-    def eval_step(x, y):
-        pred = net(x, training=False)
-        per_example = per_example_loss(y, pred)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1, output_type=tf.int32), y), tf.float32))
-        return tf.reduce_sum(per_example), correct
-
-    def evaluate() -> tuple[float, float]:
-        total_loss = total_correct = 0.0
-        for start in range(0, len(x_te), eval_batch_size):
-            l, c = eval_step(x_te[start:start + eval_batch_size], y_te[start:start + eval_batch_size])
-            total_loss += float(l)
-            total_correct += float(c)
-        return total_loss / len(x_te), total_correct / len(x_te)
+    @tf.function(input_signature=[tf.TensorSpec([None, *x_te.shape[1:]], tf.float32)])
+    def predict(x):
+        return net(x, training=False)
 
     n_train = len(train_idx)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -200,14 +229,24 @@ def train(
     records = np.full((total_steps, len(STEP_FIELDS) + 1), np.nan, dtype=np.float64)
     step_times = np.full(total_steps, np.nan)
     shuffler = np.random.default_rng([seed, 2])
-    epoch_rows = []
+    eval_rows = []
     diverged, reason, first_loss = False, None, None
     step = images_seen = 0
     bar = _progress(total_steps, progress, f"{clip.name}/{optimizer}/lr={learning_rate:g}")
     start_wall = time.perf_counter()
+    score_column = f"train_{task.score_name}"
+
+    def record_evaluation(epoch, epoch_loss, epoch_score, seen, epoch_end):
+        t0 = time.perf_counter()
+        metrics = task.evaluate(predict, x_te, y_te, eval_batch_size)
+        eval_rows.append({"epoch": epoch, "step": step, "epoch_end": epoch_end,
+                          "train_loss": epoch_loss / seen, score_column: epoch_score / seen, **metrics,
+                          "wall_time_s": time.perf_counter() - start_wall,
+                          "eval_time_s": time.perf_counter() - t0})
+
     for epoch in range(1, epochs + 1):
         order = shuffler.permutation(n_train).astype(np.int32)
-        epoch_loss = epoch_correct = seen = 0.0
+        epoch_loss = epoch_score = seen = 0.0
         for b in range(steps_per_epoch):
             batch = order[b * batch_size:(b + 1) * batch_size]
             t0 = time.perf_counter()
@@ -216,7 +255,7 @@ def train(
             records[step] = row
             step += 1
             epoch_loss += row[0] * len(batch)
-            epoch_correct += row[-1]
+            epoch_score += row[-1]
             seen += len(batch)
             images_seen += len(batch)
             bar.update(1)
@@ -229,18 +268,14 @@ def train(
                 diverged, reason = True, f"loss above {divergence_factor:g}x its start for {divergence_window} steps"
             if diverged:
                 break
-        eval_start = time.perf_counter()
-        test_loss, test_acc = evaluate() if not diverged else (math.nan, math.nan)
-        eval_time = time.perf_counter() - eval_start
-        epoch_rows.append({
-            "epoch": epoch, "step": step,
-            "train_loss": epoch_loss / seen, "train_accuracy": epoch_correct / seen,
-            "test_loss": test_loss, "test_accuracy": test_acc,
-            "wall_time_s": time.perf_counter() - start_wall,
-            "eval_time_s": eval_time,
-        })
+            if eval_every and step % eval_every == 0 and b + 1 < steps_per_epoch:
+                record_evaluation(epoch, epoch_loss, epoch_score, seen, epoch_end=False)
         if diverged:
+            eval_rows.append({"epoch": epoch, "step": step, "epoch_end": True, "train_loss": epoch_loss / seen,
+                              score_column: epoch_score / seen, **{k: math.nan for k in task.metric_names},
+                              "wall_time_s": time.perf_counter() - start_wall, "eval_time_s": 0.0})
             break
+        record_evaluation(epoch, epoch_loss, epoch_score, seen, epoch_end=True)
     wall = time.perf_counter() - start_wall
     bar.close()
 
@@ -249,11 +284,15 @@ def train(
     steps_df.insert(1, "epoch", np.minimum((np.arange(step) // steps_per_epoch) + 1, epochs))
     steps_df["nonfinite"] = steps_df["nonfinite"].astype(bool)
     steps_df["step_time_s"] = step_times[:step]
-    epochs_df = pd.DataFrame(epoch_rows)
+    epochs_df = pd.DataFrame(eval_rows)
 
     last = epochs_df.iloc[-1]
     finite_norms = steps_df["norm_before"][np.isfinite(steps_df["norm_before"])]
+    targets = {key: (steps_to_target(epochs_df, value, column) if column in epochs_df else math.nan)
+               for key, (column, value) in task.targets().items()}
+    best_column = next(iter(task.targets().values()))[0]
     summary = {
+        "task": task.name,
         "method": clip.name,
         "clip_params": clip.config(),
         "optimizer": optimizer,
@@ -266,11 +305,9 @@ def train(
         "steps_run": int(step),
         "steps_planned": int(total_steps),
         "final_train_loss": float(last["train_loss"]),
-        "final_train_accuracy": float(last["train_accuracy"]),
-        "final_test_loss": float(last["test_loss"]),
-        "final_test_accuracy": float(last["test_accuracy"]),
-        "best_test_accuracy": float(epochs_df["test_accuracy"].max()) if epochs_df["test_accuracy"].notna().any() else math.nan,
-        **{f"steps_to_{round(t * 100)}": steps_to_target(epochs_df, t) for t in ACCURACY_TARGETS},
+        **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()},
+        f"best_{best_column}": float(epochs_df[best_column].max()) if best_column in epochs_df and epochs_df[best_column].notna().any() else math.nan,
+        **targets,
         "diverged": bool(diverged),
         "divergence_reason": reason,
         "clip_fraction": float(steps_df["clipped"].mean()) if step else math.nan,

@@ -1,0 +1,118 @@
+"""Aggregation of a profile's runs into tidy tables, and the report build (``make report``).
+
+    python -m clipstudy.report --profile quick
+
+executes ``notebooks/90_report.ipynb`` for the profile into ``reports/<profile>/report.ipynb``
+and exports it, without code cells, to ``reports/<profile>/report.html``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from clipstudy import plots, runs
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_REPORTS = REPO / "reports"
+PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed"]
+
+
+@dataclass
+class ProfileRuns:
+    """Every run of a profile: one row per run, and the per-step and per-epoch rows of all runs."""
+
+    summaries: pd.DataFrame
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+    failed: pd.DataFrame
+
+
+def load_runs(root: str | Path) -> ProfileRuns:
+    """Read every finished run under ``root`` (``reports/<profile>/runs``) into tidy DataFrames."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: run the sweep first (make reproduce, or "
+                                f"python -m clipstudy.sweep --profile {root.parent.name})")
+    rows, steps, epochs, failed = [], [], [], []
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not runs.is_finished(run_dir):
+            if (run_dir / runs.ERROR).is_file():
+                err = json.loads((run_dir / runs.ERROR).read_text())
+                failed.append({"run_id": run_dir.name, "error": err.get("error")})
+            continue
+        summary = runs.load_summary(run_dir)
+        params = summary.get("params", {})
+        row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
+               "clip_params": runs.format_params(params.get("clip_params") or {})}
+        row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
+        rows.append(row)
+        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params"]}
+        steps.append(pd.read_parquet(run_dir / runs.STEPS).assign(**keys))
+        epochs.append(pd.read_parquet(run_dir / runs.EPOCHS).assign(**keys))
+    if not rows:
+        raise FileNotFoundError(f"no finished runs under {root}: run the sweep first")
+    summaries = pd.DataFrame(rows)
+    for col in summaries.columns:
+        if summaries[col].dtype == object and summaries[col].map(lambda v: v is None or isinstance(v, float)).all():
+            summaries[col] = summaries[col].astype(float)  # JSON null back to NaN
+    return ProfileRuns(summaries, pd.concat(steps, ignore_index=True), pd.concat(epochs, ignore_index=True),
+                       pd.DataFrame(failed, columns=["run_id", "error"]))
+
+
+def method_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Per method, optimizer and learning rate: runs, divergence rate, mean final test accuracy and clip fraction."""
+    grouped = summaries.groupby(["optimizer", "learning_rate", "method"], sort=True)
+    table = grouped.agg(runs=("run_id", "count"), diverged=("diverged", "mean"),
+                        test_accuracy=("final_test_accuracy", "mean"), clip_fraction=("clip_fraction", "mean"))
+    table = table.reset_index()
+    order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
+    return table.sort_values(["optimizer", "learning_rate", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                             ignore_index=True)
+
+
+def build_report(profile: str, reports: str | Path | None = None) -> Path:
+    """Execute the report notebook for ``profile`` and export it to HTML without code; return the HTML path."""
+    import papermill as pm
+
+    out = Path(reports or DEFAULT_REPORTS) / profile
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / "report.ipynb"
+    tmp_nb = out / ".tmp.report.ipynb"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    pm.execute_notebook(str(REPO / "notebooks" / "90_report.ipynb"), str(tmp_nb),
+                        parameters={"profile": profile, "reports_dir": str(out.parent)},
+                        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False)
+    os.replace(tmp_nb, executed)
+    fd, tmp_html = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=out)
+    os.close(fd)
+    try:
+        subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
+                        str(executed), "--output", Path(tmp_html).name, "--output-dir", str(out)], check=True)
+        os.chmod(tmp_html, 0o644)
+        os.replace(tmp_html, out / "report.html")
+    except BaseException:
+        Path(tmp_html).unlink(missing_ok=True)
+        raise
+    return out / "report.html"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Build reports/<profile>/report.html from the profile's runs.")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--reports", default=str(DEFAULT_REPORTS))
+    args = parser.parse_args(argv)
+    html = build_report(args.profile, args.reports)
+    print(f"report: {html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
