@@ -29,39 +29,43 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (clipstudy)" >/dev/null
 	touch $@
 
-data: data/mnist.npz
+data: data/mnist.npz data/tfds/.prepared
 data/mnist.npz: | $(STAMP)
 	$(BIN)/python -m clipstudy.data
+# The detection canvases (TFDS mnist_detection) of the smoke and quick sizes; full is built on first use.
+data/tfds/.prepared: data/mnist.npz lib/clipstudy/detection_data.py
+	$(BIN)/python -m clipstudy.data --detection smoke quick
+	touch $@
 
-NOTEBOOKS := notebooks/00_data.ipynb notebooks/10_train_classifier.ipynb notebooks/90_report.ipynb
+NOTEBOOKS := notebooks/00_data.ipynb notebooks/10_train_classifier.ipynb notebooks/20_train_detector.ipynb notebooks/90_report.ipynb
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 # The report notebook's defaults read the smoke profile's runs: make them first (a no-op once done).
-smoke-runs: $(STAMP) data/mnist.npz
+smoke-runs: $(STAMP) data
 	$(BIN)/python -m clipstudy.sweep --profile smoke
 
-test: $(STAMP) data/mnist.npz smoke-runs
+test: $(STAMP) data smoke-runs
 	$(BIN)/python -m pytest tests $(NBVAL) $(NOTEBOOKS)
 
-unit: $(STAMP) data/mnist.npz
+unit: $(STAMP) data
 	$(BIN)/python -m pytest tests
 
-nbtest: $(STAMP) data/mnist.npz smoke-runs
+nbtest: $(STAMP) data smoke-runs
 	$(BIN)/python -m pytest $(NBVAL) $(NOTEBOOKS)
 
 # Re-execute the notebooks with their defaults so the outputs nbval compares are current.
-notebooks: $(STAMP) data/mnist.npz smoke-runs
+notebooks: $(STAMP) data smoke-runs
 	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
 	  ../$(BIN)/papermill $$nb .tmp.$$nb -k python3 --cwd . --no-progress-bar --log-level WARNING && \
 	  mv .tmp.$$nb $$nb || { rm -f .tmp.$$nb; exit 1; }; done
 
-sweep: $(STAMP) data/mnist.npz
+sweep: $(STAMP) data
 	$(BIN)/python -m clipstudy.sweep --profile $(PROFILE)
 
 report: $(STAMP)
 	$(BIN)/python -m clipstudy.report --profile $(PROFILE)
 
-reproduce: $(STAMP) data/mnist.npz
+reproduce: $(STAMP) data
 	$(BIN)/python -m clipstudy.sweep --profile $(PROFILE)
 	$(BIN)/python -m clipstudy.report --profile $(PROFILE)
 

@@ -22,8 +22,10 @@ def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
     assert result.ok and sorted(result.done) == sorted(s.run_id for s in specs) and not result.skipped
     for spec in specs:
         run_dir = reports / "smoke" / "runs" / spec.run_id
-        assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-            ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS])
+        expected = ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS]
+        if spec.params["task"] == "detector":
+            expected += ["ground_truth.json", "detections.json"]
+        assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
         summary = runs.load_summary(run_dir)
         assert summary["params"] == spec.params
         assert summary["params_hash"] == spec.run_id.rsplit("-", 1)[1]

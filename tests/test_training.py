@@ -51,7 +51,7 @@ def test_every_step_and_epoch_field_is_recorded(mnist):
 def test_test_accuracy_agrees_with_keras_evaluate(mnist):
     run = training.train(seed_cnn, mnist, **SMALL)
     (_, _), (x_test, y_test) = mnist
-    idx = training._subset_indices(len(x_test), 200, 0, "test_subset")
+    idx = training.subset_indices(len(x_test), 200, 0, "test_subset")
     run.model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     loss, acc = run.model.evaluate(training.prepare_images(x_test[idx]), y_test[idx], verbose=0)
     assert run.epochs["test_accuracy"].iloc[-1] == pytest.approx(acc, abs=1e-6)  # Keras keeps float32

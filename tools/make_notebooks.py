@@ -43,6 +43,7 @@ re-checks them, shows sample digits per class and the class balance.
     code("""
 # Parameters
 data_path = None  # None: data/mnist.npz (run `make data` first)
+detection_config = "smoke"  # which mnist_detection size to show: smoke, quick, full
 """, tags=["parameters"]),
     code("""
 import clipstudy
@@ -72,6 +73,27 @@ print("test: ", np.bincount(y_test).tolist())
 """),
     code("""
 fig = plots.class_balance(y_train, y_test)
+"""),
+    md("""
+## The detection canvases
+
+For the detector, digits are pasted onto 64×64 canvases (one to three each, 16–28 px, boxes
+overlapping by IoU ≤ 0.1), each with a tight box around its ink. Train canvases use training
+digits, validation and test canvases use disjoint halves of the test digits. The canvases are
+served by a TensorFlow Datasets builder, `mnist_detection`, built offline from `data/mnist.npz`.
+"""),
+    code("""
+from clipstudy import detection_data
+
+canvases, boxes, classes = detection_data.load_split(detection_config, "train")
+"""),
+    code(CHECK + """
+print(f"mnist_detection/{detection_config}: sizes", detection_data.SPLIT_SIZES[detection_config])
+print("digits per canvas in train:", np.bincount([len(c) for c in classes]).tolist())
+print("first canvas boxes (x0, y0, x1, y1):", boxes[0].astype(int).tolist(), "classes:", classes[0].tolist())
+"""),
+    code("""
+fig = plots.draw_detections(canvases[:8], boxes[:8], classes[:8], title="Training canvases")
 """),
 ])
 
@@ -133,14 +155,96 @@ fig = plots.norm_trace(result.steps, title=f"Global gradient norm · {method} {r
 """),
 ])
 
+write("20_train_detector.ipynb", [
+    md("""
+# 20 · Train the digit detector with one clipping method
+
+One detector run of the study: a small CenterNet-style detector (class heatmaps, box size and
+centre offset at stride 4) trained from scratch on the `mnist_detection` canvases with the
+clipping method, optimizer and learning rate of the parameters cell, through the same training
+function and clippers as the classifier. It writes COCO-format `ground_truth.json` and
+`detections.json` for the test canvases and scores them with pycocotools. The defaults run in
+about a minute.
+"""),
+    code("""
+# Parameters
+task = "detector"
+method = "global_norm"          # none, value, norm, global_norm, agc, autoclip, zclip
+clip_params = {"threshold": 1.0}
+optimizer = "adam"              # sgd, momentum, rmsprop, adam
+learning_rate = 0.003
+batch_size = 32
+epochs = 4
+dataset = "smoke"               # mnist_detection size: smoke, quick, full
+train_subset = None             # None: every training canvas of the dataset
+test_subset = None
+eval_every = 32
+seed = 0
+output_dir = None               # where the run's files go; None: keep them in memory only
+""", tags=["parameters"]),
+    code("""
+import clipstudy
+from clipstudy import detection_data, detector, plots, runs, training
+
+params = dict(task=task, method=method, clip_params=clip_params, optimizer=optimizer,
+              learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, dataset=dataset,
+              train_subset=train_subset, test_subset=test_subset, eval_every=eval_every, seed=seed)
+train_split = detection_data.load_split(dataset, "train")
+test_split = detection_data.load_split(dataset, "test")
+"""),
+    md("## Train\nThe classifier's training function with the detection task: focal loss on the heatmaps, L1 on size and offset; COCO metrics on the test canvases at every evaluation."),
+    code("""
+result = training.train(detector.centernet, (detection_data.as_training_data(*train_split),
+                                             detection_data.as_training_data(*test_split)),
+                        task=detector.DetectionTask(), optimizer=optimizer, learning_rate=learning_rate,
+                        clipper=method, clip_params=clip_params, epochs=epochs, batch_size=batch_size,
+                        seed=seed, train_subset=train_subset, test_subset=test_subset, eval_every=eval_every,
+                        eval_batch_size=250)
+"""),
+    md("## COCO evaluation of the final model\nGround truth and detections of the test canvases in COCO format, scored by pycocotools."),
+    code("""
+canvases, boxes, classes = test_split
+idx = training.subset_indices(len(canvases), test_subset, seed, "test_subset")
+gt, dets, metrics = detector.coco_results(result.model, canvases[idx], [boxes[i] for i in idx], [classes[i] for i in idx])
+if output_dir is not None:
+    from clipstudy import coco
+    coco.write_coco_files(gt, dets, output_dir)
+    runs.save_run(result, output_dir, params)
+"""),
+    code(CHECK + """
+print(runs.format_summary(result.summary))
+print("COCO on the final model:", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+"""),
+    md("## Learning curves"),
+    code("""
+fig = plots.detection_curves(result.epochs, title=f"Detector · {method} · {optimizer} · lr={learning_rate:g} · seed {seed}")
+"""),
+    md("## What clipping did"),
+    code("""
+fig = plots.norm_trace(result.steps, title=f"Detector gradient norm · {method} {runs.format_params(clip_params)}")
+"""),
+    md("## Sample predictions"),
+    code("""
+import numpy as np
+
+sample = idx[:8]
+task_ = detector.DetectionTask()
+outputs = task_.predict_all(lambda x: result.model(x, training=False), canvases[sample][..., None] / 255.0, 8)
+pred_boxes, pred_scores, pred_classes = task_.decode_all(outputs)
+fig = plots.draw_detections(canvases[sample], [boxes[i] for i in sample], [classes[i] for i in sample],
+                            pred_boxes, pred_scores, pred_classes, title="Test canvases")
+"""),
+])
+
 write("90_report.ipynb", [
     md("""
 # 90 · Report: what clipping did across the profile's runs
 
 Every finished run of a profile (`reports/<profile>/runs/`) read into one tidy table, then the
-figures of the study. `make reproduce` executes this notebook and exports it without code to
-`reports/<profile>/report.html`; figures are saved as PNG and SVG under
-`reports/<profile>/figures/`. Intervals are 95% confidence intervals over seeds.
+figures of the study: first the MNIST classifier, then the digit detector. `make reproduce`
+executes this notebook and exports it without code to `reports/<profile>/report.html`; figures are
+saved as PNG and SVG under `reports/<profile>/figures/`. Intervals are 95% confidence intervals over
+seeds; a diverged run has no final metric (NaN).
 """),
     code("""
 # Parameters
@@ -157,46 +261,98 @@ out = Path(reports_dir) / profile
 figures = out / "figures"
 table = report.load_runs(out / "runs")
 s = table.summaries
+cls = s[s["task"] == "classifier"]
+det = s[s["task"] == "detector"]
+cls_epochs = table.epochs[table.epochs["task"] == "classifier"]
+det_epochs = table.epochs[table.epochs["task"] == "detector"]
 """),
     md("## The runs"),
     code(CHECK + """
-print(f"profile {profile}: {len(s)} finished runs, {len(table.failed)} failed")
-print("methods:", ", ".join(plots.method_order(s["method"])))
-print("optimizers:", ", ".join(sorted(s["optimizer"].unique())))
-print("learning rates:", ", ".join(f"{v:g}" for v in sorted(s["learning_rate"].unique())))
-print("seeds:", ", ".join(str(v) for v in sorted(s["seed"].unique())))
+print(f"profile {profile}: {len(s)} finished runs ({len(cls)} classifier, {len(det)} detector), {len(table.failed)} failed")
+for task, sub in (("classifier", cls), ("detector", det)):
+    if len(sub):
+        print(f"{task}: settings", "; ".join(plots._hue(sub)[1]))
+        print(f"  optimizers {', '.join(sorted(sub['optimizer'].unique()))}; learning rates "
+              f"{', '.join(f'{v:g}' for v in sorted(sub['learning_rate'].unique()))}; seeds {sorted(sub['seed'].unique())}")
 """),
-    md("## Final test accuracy and divergence per method, optimizer and learning rate\nMean over seeds; `diverged` is the share of seeds whose run was stopped as diverged."),
+    md("# The classifier\n## Final test accuracy and divergence per method, optimizer and learning rate\nMean over seeds; `diverged` is the share of seeds whose run was stopped as diverged."),
     code(CHECK + """
-print(report.method_table(s).round(3).to_string(index=False))
+if len(cls):
+    print(report.method_table(cls).round(3).to_string(index=False))
 """),
-    md("## Learning curves\nTest accuracy after each epoch against optimizer steps, per method, with a 95% band over seeds."),
+    md("## Learning curves\nTest accuracy at every evaluation against optimizer steps, per method, with a 95% band over seeds."),
     code("""
-fig = plots.curves_with_ci(table.epochs, "test_accuracy")
-_ = plots.save_figure(fig, figures, "learning_curves")
+if len(cls):
+    fig = plots.curves_with_ci(cls_epochs, "test_accuracy")
+    _ = plots.save_figure(fig, figures, "learning_curves")
 """),
     md("## Final accuracy with intervals"),
     code("""
-fig = plots.final_metric_points(s, "final_test_accuracy")
-_ = plots.save_figure(fig, figures, "final_accuracy")
+if len(cls):
+    fig = plots.final_metric_points(cls, "final_test_accuracy")
+    _ = plots.save_figure(fig, figures, "final_accuracy")
 """),
     md("## Gradient norms before and after clipping, with the thresholds in force\nMedian over seeds of each step, at the lowest learning rate of each optimizer (the stable regime)."),
     code("""
-for opt in sorted(table.steps["optimizer"].unique()):
-    sub = table.steps[table.steps["optimizer"] == opt]
+cls_steps = table.steps[table.steps["task"] == "classifier"]
+for opt in sorted(cls_steps["optimizer"].unique()):
+    sub = cls_steps[cls_steps["optimizer"] == opt]
     sub = sub[sub["learning_rate"] == sub["learning_rate"].min()]
-    fig = plots.norms_by_method(sub, f"Gradient norm per method · {opt}, lr={sub['learning_rate'].iloc[0]:g}")
+    fig = plots.norms_by_method(sub, f"Classifier gradient norm per method · {opt}, lr={sub['learning_rate'].iloc[0]:g}")
     _ = plots.save_figure(fig, figures, f"norms_{opt}")
 """),
     md("## How often each method clipped"),
     code("""
-fig = plots.clip_fraction_bars(s)
-_ = plots.save_figure(fig, figures, "clip_fraction")
+if len(cls):
+    fig = plots.clip_fraction_bars(cls)
+    _ = plots.save_figure(fig, figures, "clip_fraction")
 """),
     md("## Which runs diverged"),
     code("""
-fig = plots.divergence_map(s)
-_ = plots.save_figure(fig, figures, "divergence")
+if len(cls):
+    fig = plots.divergence_map(cls)
+    _ = plots.save_figure(fig, figures, "divergence")
+"""),
+    md("# The detector\n## COCO AP50 and divergence per method setting, optimizer and learning rate"),
+    code(CHECK + """
+if len(det):
+    print(report.method_table(det, "final_AP50").round(3).to_string(index=False))
+    print(report.method_table(det, "final_AP").round(3)[["optimizer", "learning_rate", "method", "clip_params", "AP"]].to_string(index=False))
+"""),
+    md("## AP50 per method with intervals"),
+    code("""
+if len(det):
+    fig = plots.final_metric_points(det, "final_AP50")
+    _ = plots.save_figure(fig, figures, "detector_ap50")
+    fig = plots.curves_with_ci(det_epochs, "AP50", title="Detector AP50 over training (mean, 95% CI over seeds)")
+    _ = plots.save_figure(fig, figures, "detector_curves")
+"""),
+    md("""
+## The detector's gradient norms against the thresholds real detection codebases use
+
+Norms of the unclipped detector runs, with the global-norm thresholds of mmdetection's DETR/DINO
+(0.1), Ultralytics YOLO (10) and mmdetection's YOLOv3/FCOS (35), and the share of steps each would
+clip on this model. Loss scale differs between codebases, so this says how a threshold *would*
+act here, not what it does in theirs.
+"""),
+    code(CHECK + """
+det_steps = table.steps[(table.steps["task"] == "detector") & (table.steps["method"] == "none")]
+if len(det_steps):
+    print(report.clip_share_at(det_steps, [0.1, 10.0, 35.0]).round(4).to_string(index=False))
+"""),
+    code("""
+if len(det_steps):
+    fig = plots.norm_distribution(det_steps, (0.1, 10.0, 35.0), title="Detector gradient norms (unclipped runs) against common thresholds")
+    _ = plots.save_figure(fig, figures, "detector_norms")
+"""),
+    md("## Sample predictions\nThe run with the best final AP50, on the first test canvases."),
+    code("""
+if len(det):
+    best = det.sort_values("final_AP50", ascending=False).iloc[0]
+    sample = report.sample_predictions(out / "runs" / best["run_id"])
+    fig = plots.draw_detections(sample["canvases"], sample["gt_boxes"], sample["gt_classes"], sample["boxes"],
+                                sample["scores"], sample["classes"], title=f"Best run: {best['label']}, {best['optimizer']} lr={best['learning_rate']:g}")
+    _ = plots.save_figure(fig, figures, "detector_samples")
 """),
 ])
 print("notebooks written to", HERE)

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     mnist = data.load_mnist()
     (x_train, y_train), _ = mnist
-    idx = training._subset_indices(len(x_train), args.images, 0, "images")
+    idx = training.subset_indices(len(x_train), args.images, 0, "images")
     x = training.prepare_images(x_train[idx])
     y = y_train[idx].astype(np.int32)
     common = dict(batch_size=args.batch_size, epochs=args.epochs, seed=0)

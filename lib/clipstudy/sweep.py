@@ -43,6 +43,10 @@ TASKS = {
         "epochs": (int, 1), "batch_size": (int, 128), "train_subset": (_OPTIONAL_INT, None),
         "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None),
     }),
+    "detector": ("20_train_detector.ipynb", {
+        "dataset": (str, "smoke"), "epochs": (int, 1), "batch_size": (int, 32), "train_subset": (_OPTIONAL_INT, None),
+        "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None),
+    }),
 }
 #: Measured on the 2-core machine (README, "Choosing workers"): two single-threaded workers.
 DEFAULT_WORKERS = 2
@@ -121,6 +125,11 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
             _check(isinstance(value, accepted[key][0]) and not isinstance(value, bool), src, f"{at}.settings.{key}",
                    f"{value!r} has the wrong type; expected {_type_name(accepted[key][0])}")
         settings = {**{k: default for k, (_, default) in accepted.items()}, **settings}
+        if exp["task"] == "detector":
+            from clipstudy.detection_data import SPLIT_SIZES
+
+            _check(settings["dataset"] in SPLIT_SIZES, src, f"{at}.settings.dataset",
+                   f"{settings['dataset']!r} is not one of {', '.join(SPLIT_SIZES)}")
 
         methods = exp["methods"]
         _check(isinstance(methods, list) and methods, src, f"{at}.methods", "must be a non-empty list")
@@ -209,6 +218,16 @@ def execute_run(spec: RunSpec, root: str, tf_threads: int | None = None) -> dict
     return status
 
 
+def prepare_datasets(specs) -> None:
+    """Build the TFDS detection datasets the runs need, once, before the runs race to build them."""
+    configs = sorted({s.params["dataset"] for s in specs if s.params["task"] == "detector"})
+    if configs:
+        from clipstudy import detection_data
+
+        for config in configs:
+            detection_data.prepare(config)
+
+
 def remove_stale_partials(root: Path) -> int:
     """Delete what killed runs left behind (they are redone)."""
     stale = list(root.glob(".*.partial-*")) if root.exists() else []
@@ -241,6 +260,7 @@ def run_sweep(profile: str | Path, reports: str | Path | None = None, *, schedul
     result = SweepResult(name, root, [], [s.run_id for s in specs if s not in todo], {})
     if not todo:
         return result
+    prepare_datasets(todo)
 
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm

@@ -81,7 +81,7 @@ class RunResult:
     model: keras.Model | None = field(default=None, repr=False)
 
 
-def _subset_indices(n: int, subset: int | None, seed: int, name: str) -> np.ndarray:
+def subset_indices(n: int, subset: int | None, seed: int, name: str) -> np.ndarray:
     if subset is None:
         return np.arange(n)
     if not isinstance(subset, int) or isinstance(subset, bool) or not 0 < subset <= n:
@@ -110,6 +110,9 @@ class ClassificationTask:
 
     def prepare(self, x, y):
         return prepare_images(x), np.asarray(y).astype(np.int32)
+
+    def prepare_test(self, x, y):
+        return self.prepare(x, y)
 
     def per_example_loss(self, y, pred):
         return self._per_example(y, pred)
@@ -190,10 +193,10 @@ def train(
     opt = make_optimizer(optimizer, learning_rate)
 
     (x_train, y_train), (x_test, y_test) = data
-    train_idx = _subset_indices(len(x_train), train_subset, seed, "train_subset")
-    test_idx = _subset_indices(len(x_test), test_subset, seed, "test_subset")
+    train_idx = subset_indices(len(x_train), train_subset, seed, "train_subset")
+    test_idx = subset_indices(len(x_test), test_subset, seed, "test_subset")
     x_tr, y_tr = task.prepare(np.asarray(x_train)[train_idx], np.asarray(y_train)[train_idx])
-    x_te, y_te = task.prepare(np.asarray(x_test)[test_idx], np.asarray(y_test)[test_idx])
+    x_te, y_te = task.prepare_test(np.asarray(x_test)[test_idx], np.asarray(y_test)[test_idx])
     x_tr, y_tr = tf.constant(x_tr), tf.constant(y_tr)
 
     variables = net.trainable_variables
