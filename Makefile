@@ -70,7 +70,7 @@ reproduce: $(STAMP) data
 	$(BIN)/python -m clipstudy.report --profile $(PROFILE)
 
 bench: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.bench
+	$(BIN)/python -m clipstudy.bench --json reports/bench.json
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/

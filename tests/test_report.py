@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipstudy import report, runs
+from clipstudy import report, runs, sweep
 from clipstudy.training import RunResult
 
 
@@ -21,37 +21,66 @@ def fake_run(method, optimizer, lr, seed, accuracy, diverged=False, clip_fractio
               "optimizer": optimizer, "learning_rate": lr, "seed": seed}
     summary = {"method": method, "optimizer": optimizer, "learning_rate": lr, "seed": seed,
                "final_test_accuracy": accuracy if not diverged else math.nan, "diverged": diverged,
-               "clip_fraction": clip_fraction, "steps_to_98": math.nan, "clip_params": params["clip_params"]}
+               "clip_fraction": clip_fraction, "steps_to_98": math.nan, "clip_params": params["clip_params"],
+               "parameters": 225034, "median_step_time_s": 0.010 if method == "none" else 0.0101}
     return RunResult(steps, epochs, summary), params
 
 
+PROFILE = {"experiments": [{"name": "fake", "task": "classifier", "settings": {"epochs": 2},
+                            "methods": ["none", {"method": "global_norm", "threshold": 1.0}],
+                            "optimizers": {"adam": [0.001], "sgd": [0.1]}, "seeds": [0, 1]}]}
+ACCURACY = {("none", "adam", 0): 0.90, ("none", "adam", 1): 0.80, ("global_norm", "adam", 0): 0.95,
+            ("global_norm", "adam", 1): 0.85, ("none", "sgd", 0): 0.5, ("none", "sgd", 1): 0.5,
+            ("global_norm", "sgd", 0): 0.6, ("global_norm", "sgd", 1): 0.7}
+
+
 @pytest.fixture
-def runs_root(tmp_path):
+def profile_path(tmp_path):
+    """A profile file whose planned runs all exist as fake run folders, plus a failed and a killed run."""
+    import yaml
+
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(PROFILE))
     root = tmp_path / "reports" / "fake" / "runs"
-    table = [("none", "adam", 0.001, 0, 0.90), ("none", "adam", 0.001, 1, 0.80),
-             ("global_norm", "adam", 0.001, 0, 0.95), ("global_norm", "adam", 0.001, 1, 0.85),
-             ("none", "sgd", 0.1, 0, 0.5), ("global_norm", "sgd", 0.1, 0, 0.6)]
-    for i, (m, o, lr, s, acc) in enumerate(table):
-        result, params = fake_run(m, o, lr, s, acc, diverged=(m == "none" and o == "sgd"), clip_fraction=0.75 if m != "none" else 0)
-        runs.save_run(result, root / runs.run_id(params), params)
-    # A failed run and a killed one (no summary) are not results.
+    _, specs = sweep.load_profile(path)
+    for spec in specs:
+        p = spec.params
+        result, _ = fake_run(p["method"], p["optimizer"], p["learning_rate"], p["seed"],
+                             ACCURACY[(p["method"], p["optimizer"], p["seed"])],
+                             diverged=(p["method"] == "none" and p["optimizer"] == "sgd"),
+                             clip_fraction=0.75 if p["method"] != "none" else 0)
+        runs.save_run(result, root / spec.run_id, p)
     (root / "broken").mkdir()
     runs.write_json_atomic({"error": "ValueError: boom"}, root / "broken" / runs.ERROR)
     (root / "killed").mkdir()
-    return root
+    stale, _ = fake_run("none", "adam", 0.001, 0, 0.1)
+    runs.save_run(stale, root / "left-over-from-an-older-profile", {"method": "none"})
+    return path
+
+
+@pytest.fixture
+def runs_root(profile_path):
+    return profile_path.parent / "reports" / "fake" / "runs"
 
 
 def test_load_runs_reads_every_finished_run_into_tidy_tables(runs_root):
     table = report.load_runs(runs_root)
-    assert len(table.summaries) == 6
-    assert len(table.steps) == 6 * 4 and len(table.epochs) == 6 * 2
+    assert len(table.summaries) == 9  # the eight planned and the left-over one
+    assert len(table.steps) == 9 * 4 and len(table.epochs) == 9 * 2
     assert table.failed.to_dict("records") == [{"run_id": "broken", "error": "ValueError: boom"}]
     assert set(table.steps.columns) >= {"run_id", "method", "optimizer", "learning_rate", "seed", "norm_before"}
-    assert table.summaries["final_test_accuracy"].isna().sum() == 1  # JSON null is NaN again
+    assert table.summaries["final_test_accuracy"].isna().sum() == 2  # the diverged runs: JSON null is NaN again
 
 
-def test_method_table_averages_over_seeds(runs_root):
-    t = report.method_table(report.load_runs(runs_root).summaries)
+def test_a_profiles_report_reads_only_its_planned_runs(profile_path):
+    name, table, missing = report.load_profile_runs(profile_path, profile_path.parent / "reports")
+    assert name == "fake" and len(table.summaries) == 8 and missing == []
+    assert "left-over-from-an-older-profile" not in set(table.summaries["run_id"])
+
+
+def test_method_table_averages_over_seeds(profile_path):
+    _, table, _ = report.load_profile_runs(profile_path, profile_path.parent / "reports")
+    t = report.method_table(table.summaries)
     row = t[(t.optimizer == "adam") & (t.method == "global_norm")].iloc[0]
     assert row["runs"] == 2
     assert row["test_accuracy"] == pytest.approx(np.mean([0.95, 0.85]))
@@ -66,13 +95,18 @@ def test_no_runs_says_to_run_the_sweep(tmp_path):
         report.load_runs(tmp_path / "reports" / "nothing" / "runs")
 
 
-def test_the_report_is_exported_to_html_without_code_and_saves_figures(runs_root):
-    reports = runs_root.parents[1]
-    html = report.build_report("fake", reports)
+def test_the_report_is_exported_to_html_without_code_and_saves_figures(profile_path):
+    reports = profile_path.parent / "reports"
+    html = report.build_report(profile_path, reports)
     text = html.read_text()
     assert "Report: what clipping did" in text
     assert "report.load_runs" not in text  # code cells are left out
+    claims_csv = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
+    assert claims_csv["claim"].tolist() == [str(i) for i in range(1, 9)]
+    assert set(claims_csv["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert "Claim 4:" in text
     figures = reports / "fake" / "figures"
-    for name in ["learning_curves", "final_accuracy", "clip_fraction", "divergence", "norms_adam", "norms_sgd"]:
+    for name in ["learning_curves", "final_accuracy", "clip_fraction", "divergence", "norms_adam", "norms_sgd",
+                 "stability_map", "overhead"]:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.svg").exists()

@@ -78,6 +78,12 @@ def good_experiment(**overrides):
     (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
     (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a number > 0"),
     (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
+    (good_experiment(methods=["none", {"method": "norm", "threshold": {"baseline_percentile": 50}}]),
+     "experiments[0].methods[1].threshold", "on global_norm"),
+    (good_experiment(methods=[{"method": "global_norm", "threshold": {"baseline_percentile": 50}}]),
+     "experiments[0].methods[0].threshold", "needs the unclipped method 'none'"),
+    (good_experiment(settings={"spikes": {"steps": [1], "kind": "boom"}}), "experiments[0].settings.spikes",
+     "valid choices: scale_loss"),
 ])
 def test_a_bad_profile_is_rejected_before_anything_runs(tmp_path, experiment, field, reason):
     path = write_profile(tmp_path, {"experiments": [experiment]})
@@ -108,3 +114,21 @@ def test_a_failing_run_is_recorded_and_does_not_stop_the_others(tmp_path, capsys
     assert "train_subset=1000000" in error["error"]
     assert (failed[0] / "notebook.ipynb").exists()
     assert f"FAILED {failed[0].name}" in capsys.readouterr().err
+
+
+def test_a_threshold_from_data_is_the_baseline_runs_percentile(tmp_path):
+    exp = good_experiment(methods=["none", {"method": "global_norm", "threshold": {"baseline_percentile": 50}}])
+    path = write_profile(tmp_path, {"experiments": [exp]})
+    reports = tmp_path / "reports"
+    result = sweep.run_sweep(path, reports, workers=1, progress=False)
+    assert result.ok and len(result.done) == 2
+    _, specs = sweep.load_profile(path)
+    base, clipped = sorted(specs, key=lambda s: s.params["method"] != "none")
+    root = reports / "custom" / "runs"
+    import numpy as np
+    import pandas as pd
+
+    expected = float(np.percentile(pd.read_parquet(root / base.run_id / runs.STEPS)["norm_before"], 50))
+    summary = runs.load_summary(root / clipped.run_id)
+    assert summary["clip_params"]["threshold"] == pytest.approx(expected, rel=1e-6)
+    assert summary["params"]["threshold_rule"] == f"baseline_percentile 50 of {base.run_id}"

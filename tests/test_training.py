@@ -73,6 +73,31 @@ def test_eval_every_adds_evaluations_inside_epochs(mnist):
     assert run.epochs["epoch"].tolist() == [1, 1, 2, 2]
 
 
+def test_a_scaled_loss_spike_scales_the_sgd_update_and_global_norm_clipping_undoes_it(mnist):
+    kw = dict(SMALL, epochs=1, optimizer="sgd", learning_rate=0.05)
+    plain = training.train(seed_cnn, mnist, **kw)
+    spiked = training.train(seed_cnn, mnist, spikes={"steps": [3], "kind": "scale_loss", "factor": 50.0}, **kw)
+    # Same batches: identical up to the spike (its own loss is recorded before scaling), different after.
+    np.testing.assert_array_equal(plain.steps["loss"].iloc[:3], spiked.steps["loss"].iloc[:3])
+    assert spiked.steps["norm_before"].iloc[2] == pytest.approx(50 * plain.steps["norm_before"].iloc[2], rel=1e-4)
+    assert not np.allclose(plain.steps["loss"].iloc[3:], spiked.steps["loss"].iloc[3:])
+    # With a global-norm threshold below every norm, each update has the same length whatever the
+    # scale, so the spiked run follows the plain one (up to float rounding).
+    clip = dict(clipper="global_norm", clip_params={"threshold": 1e-3})
+    a = training.train(seed_cnn, mnist, **kw, **clip)
+    b = training.train(seed_cnn, mnist, spikes={"steps": [3], "kind": "scale_loss", "factor": 50.0}, **kw, **clip)
+    np.testing.assert_allclose(b.steps["loss"], a.steps["loss"], rtol=1e-4)
+    assert {"spike_loss_before", "spike_steps_to_recover"} <= set(b.summary)
+
+
+def test_shuffled_label_spikes_change_the_recorded_loss(mnist):
+    kw = dict(SMALL, epochs=1)
+    plain = training.train(seed_cnn, mnist, **kw)
+    spiked = training.train(seed_cnn, mnist, spikes={"steps": [2], "kind": "shuffle_labels"}, **kw)
+    assert plain.steps["loss"].iloc[0] == spiked.steps["loss"].iloc[0]
+    assert plain.steps["loss"].iloc[1] != spiked.steps["loss"].iloc[1]
+
+
 def test_steps_to_target_reads_the_first_epoch_at_target():
     epochs = pd.DataFrame({"step": [10, 20, 30], "test_accuracy": [0.97, 0.985, 0.991]})
     assert training.steps_to_target(epochs, 0.98) == 20
@@ -100,6 +125,8 @@ def test_optimizers_by_name(name, expected):
     ({"eval_every": 0}, "eval_every=0"),
     ({"train_subset": 10**6}, "train_subset=1000000"),
     ({"clipper": "clip_everything"}, "valid choices"),
+    ({"spikes": {"steps": [1], "kind": "nan"}}, "valid choices: scale_loss, shuffle_labels"),
+    ({"spikes": {"steps": [], "kind": "scale_loss"}}, "spikes steps=[]"),
 ])
 def test_bad_training_arguments_name_the_value(mnist, kwargs, message):
     with pytest.raises(ValueError) as info:

@@ -118,8 +118,10 @@ epochs = 2
 train_subset = 4096             # None: all 60,000 training images
 test_subset = 2000              # None: all 10,000 test images
 eval_every = 16                 # also evaluate every this many steps; None: at epoch ends only
+spikes = None                   # bad batches to inject, e.g. {"steps": [40, 41], "kind": "scale_loss", "factor": 100}
 seed = 0
 output_dir = None               # where the run's files go; None: keep them in memory only
+threshold_rule = None           # set by the sweep when the threshold was read from the baseline run's norms
 """, tags=["parameters"]),
     code("""
 import clipstudy
@@ -128,13 +130,16 @@ from clipstudy.models import seed_cnn
 
 params = dict(task=task, method=method, clip_params=clip_params, optimizer=optimizer,
               learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-              train_subset=train_subset, test_subset=test_subset, eval_every=eval_every, seed=seed)
+              train_subset=train_subset, test_subset=test_subset, eval_every=eval_every, spikes=spikes, seed=seed)
+if threshold_rule is not None:
+    params["threshold_rule"] = threshold_rule
 """),
     md("## Train\nOne compiled step per batch: forward, loss, gradients, the clipper, the optimizer update. Every step's gradient telemetry is kept."),
     code("""
 result = training.train(seed_cnn, data.load_mnist(), optimizer=optimizer, learning_rate=learning_rate,
                         clipper=method, clip_params=clip_params, epochs=epochs, batch_size=batch_size,
-                        seed=seed, train_subset=train_subset, test_subset=test_subset, eval_every=eval_every)
+                        seed=seed, train_subset=train_subset, test_subset=test_subset, eval_every=eval_every,
+                        spikes=spikes)
 if output_dir is not None:
     runs.save_run(result, output_dir, params)
 """),
@@ -179,8 +184,10 @@ dataset = "smoke"               # mnist_detection size: smoke, quick, full
 train_subset = None             # None: every training canvas of the dataset
 test_subset = None
 eval_every = 32
+spikes = None                   # bad batches to inject, e.g. {"steps": [40, 41], "kind": "scale_loss", "factor": 100}
 seed = 0
 output_dir = None               # where the run's files go; None: keep them in memory only
+threshold_rule = None           # set by the sweep when the threshold was read from the baseline run's norms
 """, tags=["parameters"]),
     code("""
 import clipstudy
@@ -188,7 +195,9 @@ from clipstudy import detection_data, detector, plots, runs, training
 
 params = dict(task=task, method=method, clip_params=clip_params, optimizer=optimizer,
               learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, dataset=dataset,
-              train_subset=train_subset, test_subset=test_subset, eval_every=eval_every, seed=seed)
+              train_subset=train_subset, test_subset=test_subset, eval_every=eval_every, spikes=spikes, seed=seed)
+if threshold_rule is not None:
+    params["threshold_rule"] = threshold_rule
 train_split = detection_data.load_split(dataset, "train")
 test_split = detection_data.load_split(dataset, "test")
 """),
@@ -199,7 +208,7 @@ result = training.train(detector.centernet, (detection_data.as_training_data(*tr
                         task=detector.DetectionTask(), optimizer=optimizer, learning_rate=learning_rate,
                         clipper=method, clip_params=clip_params, epochs=epochs, batch_size=batch_size,
                         seed=seed, train_subset=train_subset, test_subset=test_subset, eval_every=eval_every,
-                        eval_batch_size=250)
+                        spikes=spikes, eval_batch_size=250)
 """),
     md("## COCO evaluation of the final model\nGround truth and detections of the test canvases in COCO format, scored by pycocotools."),
     code("""
@@ -248,30 +257,33 @@ seeds; a diverged run has no final metric (NaN).
 """),
     code("""
 # Parameters
-profile = "smoke"            # smoke, quick, full
+profile = "smoke"            # smoke, quick, full, or the path of a profile .yaml
 reports_dir = "../reports"   # holds <profile>/runs/
 """, tags=["parameters"]),
     code("""
 from pathlib import Path
 
-import clipstudy
-from clipstudy import plots, report
+import pandas as pd
 
-out = Path(reports_dir) / profile
+import clipstudy
+from clipstudy import analysis, claims, plots, report
+
+name, table, missing = report.load_profile_runs(profile, reports_dir)
+out = Path(reports_dir) / name
 figures = out / "figures"
-table = report.load_runs(out / "runs")
-s = table.summaries
-cls = s[s["task"] == "classifier"]
-det = s[s["task"] == "detector"]
-cls_epochs = table.epochs[table.epochs["task"] == "classifier"]
-det_epochs = table.epochs[table.epochs["task"] == "detector"]
+s = table.summaries[~table.summaries["spiked"]]      # runs with injected bad batches have their own section
+steps = table.steps[~table.steps["spiked"]]
+epochs = table.epochs[~table.epochs["spiked"]]
+cls, det = s[s["task"] == "classifier"], s[s["task"] == "detector"]
+cls_epochs, det_epochs = epochs[epochs["task"] == "classifier"], epochs[epochs["task"] == "detector"]
 """),
     md("## The runs"),
     code(CHECK + """
-print(f"profile {profile}: {len(s)} finished runs ({len(cls)} classifier, {len(det)} detector), {len(table.failed)} failed")
+print(f"profile {name}: {len(s)} finished runs ({len(cls)} classifier, {len(det)} detector), "
+      f"{len(table.failed)} failed, {len(missing)} not run yet")
 for task, sub in (("classifier", cls), ("detector", det)):
     if len(sub):
-        print(f"{task}: settings", "; ".join(plots._hue(sub)[1]))
+        print(f"{task}: settings", "; ".join(plots.hue_and_order(sub)[1]))
         print(f"  optimizers {', '.join(sorted(sub['optimizer'].unique()))}; learning rates "
               f"{', '.join(f'{v:g}' for v in sorted(sub['learning_rate'].unique()))}; seeds {sorted(sub['seed'].unique())}")
 """),
@@ -294,7 +306,7 @@ if len(cls):
 """),
     md("## Gradient norms before and after clipping, with the thresholds in force\nMedian over seeds of each step, at the lowest learning rate of each optimizer (the stable regime)."),
     code("""
-cls_steps = table.steps[table.steps["task"] == "classifier"]
+cls_steps = steps[steps["task"] == "classifier"]
 for opt in sorted(cls_steps["optimizer"].unique()):
     sub = cls_steps[cls_steps["optimizer"] == opt]
     sub = sub[sub["learning_rate"] == sub["learning_rate"].min()]
@@ -312,6 +324,30 @@ if len(cls):
 if len(cls):
     fig = plots.divergence_map(cls)
     _ = plots.save_figure(fig, figures, "divergence")
+"""),
+    md("## Stability map\nEvery method setting at every learning rate, per optimizer: the mean final test accuracy, and which cells diverged."),
+    code("""
+if len(cls):
+    fig = plots.stability_map(cls, "final_test_accuracy")
+    _ = plots.save_figure(fig, figures, "stability_map")
+"""),
+    code(CHECK + """
+if len(cls):
+    print(analysis.stability(cls, "final_test_accuracy").round(3).drop(columns=["task"]).to_string(index=False))
+"""),
+    md("## Paired effects against the unclipped run\nFor each method setting and learning rate: the mean over seeds of clipped − unclipped, with its 95% interval, for the final test accuracy and for the area under the test-accuracy curve (higher = learned faster). Identical means clipping never changed a gradient."),
+    code(CHECK + """
+cls_auc = analysis.add_curve_areas(cls, cls_epochs, "test_accuracy")
+effects = pd.concat([analysis.paired_differences(cls, "final_test_accuracy"), analysis.paired_differences(cls_auc, "auc")])
+if len(effects):
+    effects["effect"] = [analysis.classify_effect(r.ci_low, r.ci_high, r.mean_difference) for r in effects.itertuples()]
+    print(effects[["metric", "optimizer", "learning_rate", "label", "mean_difference", "ci_low", "ci_high", "pairs", "effect"]]
+          .round(4).to_string(index=False))
+"""),
+    code("""
+if len(cls):
+    fig = plots.steps_to_target_points(cls, "steps_to_98")
+    _ = plots.save_figure(fig, figures, "steps_to_98")
 """),
     md("# The detector\n## COCO AP50 and divergence per method setting, optimizer and learning rate"),
     code(CHECK + """
@@ -336,7 +372,7 @@ clip on this model. Loss scale differs between codebases, so this says how a thr
 act here, not what it does in theirs.
 """),
     code(CHECK + """
-det_steps = table.steps[(table.steps["task"] == "detector") & (table.steps["method"] == "none")]
+det_steps = steps[(steps["task"] == "detector") & (steps["method"] == "none")]
 if len(det_steps):
     print(report.clip_share_at(det_steps, [0.1, 10.0, 35.0]).round(4).to_string(index=False))
 """),
@@ -353,6 +389,57 @@ if len(det):
     fig = plots.draw_detections(sample["canvases"], sample["gt_boxes"], sample["gt_classes"], sample["boxes"],
                                 sample["scores"], sample["classes"], title=f"Best run: {best['label']}, {best['optimizer']} lr={best['learning_rate']:g}")
     _ = plots.save_figure(fig, figures, "detector_samples")
+"""),
+    md("""
+# Injected gradient spikes
+
+Runs whose profile injects a few bad batches mid-training (their loss, hence their gradient, scaled
+up, or their labels shuffled): the loss around them per method, the peak relative to the loss
+before, and the steps until the running mean of 10 steps is back within 1.1× the level before.
+"""),
+    code(CHECK + """
+spiked = table.summaries[table.summaries["spiked"]]
+if len(spiked):
+    cols = ["task", "optimizer", "learning_rate", "label", "spike_loss_before", "spike_loss_peak", "spike_ratio",
+            "spike_steps_to_recover", "diverged"]
+    print(spiked[cols].groupby(["task", "optimizer", "learning_rate", "label"], sort=False).mean(numeric_only=True)
+          .round(3).to_string())
+"""),
+    code("""
+if len(spiked):
+    spike_steps = table.steps[table.steps["spiked"]]
+    first = report.spike_steps(out / "runs" / spiked["run_id"].iloc[0])
+    fig = plots.spike_traces(spike_steps, first)
+    _ = plots.save_figure(fig, figures, "spike_recovery")
+"""),
+    md("""
+# Cost of clipping
+
+Median step time of each method relative to `none`. From `make bench` (one process, methods
+interleaved, `reports/bench.json`) when it has been run; otherwise from the sweep's own runs, which
+share the machine with each other and are noisier.
+"""),
+    code("""
+overhead = report.overhead_ratios(reports_dir, s)
+if len(overhead):
+    fig = plots.overhead_bars(overhead, {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10},
+                              title=f"Cost of clipping per optimizer step ({overhead['source'].iloc[0]})")
+    _ = plots.save_figure(fig, figures, "overhead")
+"""),
+    md("""
+# The claims audit
+
+One row per claim of the article. Each rule was written in `clipstudy/claims.py` before any data
+was read; the verdicts below are computed from this profile's runs, not typed by hand. They are
+also saved to `claims.csv` beside this report. With few seeds most intervals are wide, and an
+honest verdict is then *inconclusive*; the `full` profile has five seeds.
+"""),
+    code(CHECK + """
+audit = claims.audit(table.summaries[~table.summaries["spiked"]], steps, epochs)
+claims.write_csv(audit, out / "claims.csv")
+for row in audit.itertuples():
+    print(f"Claim {row.claim}: {row.text}\\n  verdict: {row.verdict.upper()}\\n  rule: {row.rule}\\n"
+          f"  numbers: {row.numbers}\\n  figure: {row.figure}\\n")
 """),
 ])
 print("notebooks written to", HERE)

@@ -10,7 +10,6 @@ alternately, ``--repeats`` times, and the report gives medians and the ratio of 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -54,6 +53,27 @@ def loop_rate(mnist, *, images, batch_size, epochs, seed, clipper, clip_params) 
     return images * (epochs - 1) / train_time
 
 
+OVERHEAD_METHODS = {
+    "none": {}, "value": {"threshold": 5.0}, "norm": {"threshold": 1.0}, "global_norm": {"threshold": 1.0},
+    "agc": {"clip_factor": 0.01}, "autoclip": {"percentile": 10}, "zclip": {},
+}
+OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
+
+
+def method_overhead(mnist, *, steps: int, batch_size: int, rounds: int, skip: int = 5) -> dict:
+    """Median step time of each method relative to ``none``, measured in this process, methods interleaved."""
+    times = {m: [] for m in OVERHEAD_METHODS}
+    for r in range(rounds):
+        for method, params in OVERHEAD_METHODS.items():
+            run = training.train(seed_cnn, mnist, clipper=method, clip_params=params, epochs=1, batch_size=batch_size,
+                                 seed=0, train_subset=steps * batch_size, test_subset=100, progress=False)
+            times[method].extend(run.steps["step_time_s"].iloc[skip:].tolist())
+        print(f"overhead round {r + 1}/{rounds} done", flush=True)
+    base = statistics.median(times["none"])
+    return {m: {"median_step_s": statistics.median(t), "ratio": statistics.median(t) / base, "steps": len(t)}
+            for m, t in times.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=12800)
@@ -61,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=1.0)
+    parser.add_argument("--overhead-steps", type=int, default=60, help="steps per method per round (0: skip)")
+    parser.add_argument("--overhead-rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.epochs < 2:
@@ -99,9 +121,24 @@ def main(argv=None) -> int:
         results[name] = {"loop_images_per_s": loop, "fit_images_per_s": fit, "ratio": ratio, "runs": r}
         print(f"{name:12s} {loop:15.0f} {fit:12.0f} {ratio:7.3f} {'>=0.95':>7s}")
     print("meets the 0.95x target" if ok else "BELOW the 0.95x target")
+    overhead = {}
+    if args.overhead_steps:
+        overhead = method_overhead(mnist, steps=args.overhead_steps, batch_size=args.batch_size,
+                                   rounds=args.overhead_rounds)
+        print(f"\nper-step overhead against none (seed CNN, batch {args.batch_size}, median over "
+              f"{overhead['none']['steps']} steps per method, one process)")
+        print(f"{'method':12s} {'median step':>12s} {'ratio':>7s} {'target':>7s}")
+        for method, o in overhead.items():
+            target = OVERHEAD_TARGETS.get(method)
+            verdict = "" if target is None else ("ok" if o["ratio"] <= target else "ABOVE")
+            print(f"{method:12s} {1000 * o['median_step_s']:9.2f} ms {o['ratio']:7.3f} "
+                  f"{'<=' + format(target, '.2f') if target else '':>7s} {verdict}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "versions": training.library_versions()}, f, indent=2)
+        from clipstudy import runs
+
+        runs.write_json_atomic({"args": vars(args), "results": results, "overhead": overhead,
+                                "versions": training.library_versions()}, args.json)
+        print(f"\nwritten to {args.json}")
     return 0
 
 

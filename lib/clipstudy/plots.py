@@ -19,7 +19,7 @@ def method_order(present) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
 
 
-def _hue(df: pd.DataFrame):
+def hue_and_order(df: pd.DataFrame):
     """Colour by method setting (``label``, e.g. ``global_norm (threshold=10)``) when present, else by method."""
     if "label" not in df:
         return "method", method_order(df["method"])
@@ -88,7 +88,7 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
     with a 95% confidence band over seeds."""
     data = epochs.copy()
     data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
-    hue, order = _hue(data)
+    hue, order = hue_and_order(data)
     g = sns.relplot(data=data, x="step", y=metric, hue=hue, hue_order=order, col="setting",
                     col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=("ci", 95),
                     marker="o", height=3.0, aspect=1.3, facet_kws={"sharey": False})
@@ -99,7 +99,7 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
 
 def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
     """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
-    hue, order = _hue(summaries)
+    hue, order = hue_and_order(summaries)
     g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
                     kind="point", errorbar=("ci", 95), dodge=0.4, height=3.4, aspect=1.3, sharex=False)
     g.set_axis_labels("learning rate", metric.replace("_", " "))
@@ -109,7 +109,7 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
 
 def norms_by_method(steps: pd.DataFrame, title: str):
     """Per method, the median over seeds of the norm before and after clipping, and the threshold."""
-    col, order = _hue(steps)
+    col, order = hue_and_order(steps)
     long = steps.melt(id_vars=[col, "step"], value_vars=["norm_before", "norm_after", "threshold"],
                       var_name="series", value_name="value").dropna()
     g = sns.relplot(data=long, x="step", y="value", hue="series", col=col, col_order=order,
@@ -122,7 +122,7 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 
 
 def clip_fraction_bars(summaries: pd.DataFrame):
-    col, order = _hue(summaries)
+    col, order = hue_and_order(summaries)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(order)), 3.6))
     sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=("ci", 95), ax=ax)
     ax.tick_params(axis="x", rotation=30)
@@ -136,7 +136,7 @@ def clip_fraction_bars(summaries: pd.DataFrame):
 def divergence_map(summaries: pd.DataFrame):
     """Share of seeds that diverged, per method and learning rate, one panel per optimizer."""
     optimizers = sorted(summaries["optimizer"].unique())
-    col, order = _hue(summaries)
+    col, order = hue_and_order(summaries)
     fig, axes = plt.subplots(1, len(optimizers), figsize=(5.2 * len(optimizers), 0.5 * len(order) + 2), squeeze=False)
     for ax, opt in zip(axes[0], optimizers):
         sub = summaries[summaries["optimizer"] == opt]
@@ -236,5 +236,80 @@ def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: 
     ax.set(xlabel="global L2 gradient norm before clipping (log)", ylabel="number of steps",
            title=title or "Gradient norms of the unclipped runs against common thresholds")
     ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", title: str | None = None):
+    """Method setting × learning rate, per optimizer, coloured by the mean ``metric`` over seeds;
+    cells where a seed diverged carry the share that did (× for all)."""
+    optimizers = sorted(summaries["optimizer"].unique())
+    col, order = hue_and_order(summaries)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.4 * len(optimizers), 0.5 * len(order) + 2.2), squeeze=False)
+    for k, (ax, opt) in enumerate(zip(axes[0], optimizers)):
+        sub = summaries[summaries["optimizer"] == opt]
+        values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
+        diverged = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
+        rows = [m for m in order if m in diverged.index]
+        values = values.reindex(index=rows, columns=diverged.columns).astype(float)
+        diverged = diverged.reindex(rows).astype(float)
+        labels = np.where(diverged.to_numpy() >= 1, "×",
+                          np.where(diverged.to_numpy() > 0, np.char.add("÷", diverged.round(2).astype(str).to_numpy()),
+                                   values.round(3).astype(str).to_numpy()))
+        sns.heatmap(values, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
+                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, mask=values.isna() & (diverged < 1))
+        ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k == 0 else "")
+        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
+    fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× diverged in every seed, ÷ share of seeds diverged)")
+    fig.tight_layout()
+    return fig
+
+
+def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98", title: str | None = None):
+    """Optimizer steps until the target was first reached, per method setting and learning rate, with 95%
+    intervals over the seeds that reached it."""
+    data = summaries.dropna(subset=[column])
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    if data.empty:
+        ax.text(0.5, 0.5, f"no run reached the target of {column}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    hue, order = hue_and_order(data)
+    data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
+    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=("ci", 95), dodge=0.5,
+                  linestyle="none", ax=ax)
+    ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
+           title=title or f"{column.replace('_', ' ')} (mean, 95% CI over the seeds that reached it)")
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def spike_traces(steps: pd.DataFrame, spike_steps, title: str = "Loss around the injected bad batches"):
+    """Loss per step (median over seeds) of each method setting, with the injected steps shaded."""
+    hue, order = hue_and_order(steps)
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    sns.lineplot(data=steps, x="step", y="loss", hue=hue, hue_order=order, estimator="median", errorbar=None, ax=ax, lw=1)
+    ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15, label="injected bad batches")
+    ax.set_yscale("log")
+    ax.set(xlabel="optimizer step", ylabel="training loss of the batch (log)", title=title)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str | None = None):
+    """Per-step time of each method relative to ``none`` (1.0 = no overhead), with the targets drawn."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    order = [m for m in METHOD_ORDER if m in set(ratios["method"])]
+    sns.barplot(data=ratios, x="method", y="ratio", order=order, color="C0", ax=ax)
+    ax.axhline(1.0, color="k", lw=0.8)
+    for method, target in (targets or {}).items():
+        if method in order:
+            i = order.index(method)
+            ax.plot([i - 0.4, i + 0.4], [target, target], color="C3", lw=2)
+    ax.set(xlabel="clipping method", ylabel="median step time / none",
+           title=title or "Cost of clipping per optimizer step (red: target)")
+    ax.set_ylim(0.8, max(1.2, float(ratios["ratio"].max()) * 1.05))
     fig.tight_layout()
     return fig

@@ -23,6 +23,9 @@ from clipstudy import plots, runs
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REPORTS = REPO / "reports"
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
+#: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
+#: and only runs of the same condition are compared.
+RUN_AXES = {"method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule"}
 
 
 @dataclass
@@ -35,14 +38,20 @@ class ProfileRuns:
     failed: pd.DataFrame
 
 
-def load_runs(root: str | Path) -> ProfileRuns:
-    """Read every finished run under ``root`` (``reports/<profile>/runs``) into tidy DataFrames."""
+def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
+    """Read the finished runs under ``root`` (``reports/<profile>/runs``) into tidy DataFrames.
+
+    ``run_ids`` limits it to those runs (the profile's current plan), so runs left over from an
+    earlier version of a profile do not leak into its report.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist: run the sweep first (make reproduce, or "
                                 f"python -m clipstudy.sweep --profile {root.parent.name})")
     rows, steps, epochs, failed = [], [], [], []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if run_ids is not None and run_dir.name not in run_ids:
+            continue
         if not runs.is_finished(run_dir):
             if (run_dir / runs.ERROR).is_file():
                 err = json.loads((run_dir / runs.ERROR).read_text())
@@ -51,12 +60,14 @@ def load_runs(root: str | Path) -> ProfileRuns:
         summary = runs.load_summary(run_dir)
         params = summary.get("params", {})
         clip_params = params.get("clip_params") or {}
+        settings = {k: v for k, v in params.items() if k not in RUN_AXES}
         row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
+               "settings_key": json.dumps(settings, sort_keys=True), "spiked": bool(params.get("spikes")),
                "clip_params": runs.format_params(clip_params),
                "label": params.get("method") + (f" ({runs.format_params(clip_params)})" if clip_params else "")}
         row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
         rows.append(row)
-        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label"]}
+        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label", "settings_key", "spiked"]}
         steps.append(pd.read_parquet(run_dir / runs.STEPS).assign(**keys))
         epochs.append(pd.read_parquet(run_dir / runs.EPOCHS).assign(**keys))
     if not rows:
@@ -67,6 +78,18 @@ def load_runs(root: str | Path) -> ProfileRuns:
             summaries[col] = summaries[col].astype(float)  # JSON null back to NaN
     return ProfileRuns(summaries, pd.concat(steps, ignore_index=True), pd.concat(epochs, ignore_index=True),
                        pd.DataFrame(failed, columns=["run_id", "error"]))
+
+
+def load_profile_runs(profile: str, reports: str | Path | None = None) -> tuple[str, ProfileRuns, list[str]]:
+    """The profile's name, the runs of its current plan, and the ids of planned runs not finished yet."""
+    from clipstudy import sweep
+
+    name, specs = sweep.load_profile(profile)
+    root = Path(reports or DEFAULT_REPORTS) / name / "runs"
+    planned = {s.run_id for s in specs}
+    table = load_runs(root, planned)
+    missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"]))
+    return name, table, missing
 
 
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
@@ -116,13 +139,15 @@ def build_report(profile: str, reports: str | Path | None = None) -> Path:
     """Execute the report notebook for ``profile`` and export it to HTML without code; return the HTML path."""
     import papermill as pm
 
-    out = Path(reports or DEFAULT_REPORTS) / profile
+    from clipstudy import sweep
+
+    out = Path(reports or DEFAULT_REPORTS) / sweep.resolve_profile(profile).stem
     out.mkdir(parents=True, exist_ok=True)
     executed = out / "report.ipynb"
     tmp_nb = out / ".tmp.report.ipynb"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     pm.execute_notebook(str(REPO / "notebooks" / "90_report.ipynb"), str(tmp_nb),
-                        parameters={"profile": profile, "reports_dir": str(out.parent)},
+                        parameters={"profile": str(profile), "reports_dir": str(out.parent)},
                         kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False)
     os.replace(tmp_nb, executed)
     fd, tmp_html = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=out)
@@ -150,3 +175,26 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def spike_steps(run_dir: str | Path) -> list[int]:
+    """The steps at which a run's bad batches were injected."""
+    return list(runs.load_summary(run_dir)["params"]["spikes"]["steps"])
+
+
+def overhead_ratios(reports: str | Path, summaries: pd.DataFrame) -> pd.DataFrame:
+    """Per-step time of each method / ``none``: from ``reports/bench.json`` (``make bench``) when present,
+    else the median over the classifier runs of ``summaries`` (noisier: runs share the machine)."""
+    bench = Path(reports) / "bench.json"
+    if bench.is_file():
+        overhead = json.loads(bench.read_text()).get("overhead") or {}
+        if overhead:
+            return pd.DataFrame([{"method": m, "ratio": o["ratio"], "source": "make bench"} for m, o in overhead.items()])
+    cls = summaries[(summaries["task"] == "classifier")] if "task" in summaries else summaries
+    if cls.empty or "median_step_time_s" not in cls:
+        return pd.DataFrame(columns=["method", "ratio", "source"])
+    per_method = cls.groupby("method")["median_step_time_s"].median()
+    if "none" not in per_method:
+        return pd.DataFrame(columns=["method", "ratio", "source"])
+    return pd.DataFrame([{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"}
+                         for m, t in per_method.items()])

@@ -37,17 +37,21 @@ PROFILES = Path(__file__).resolve().parent / "profiles"
 DEFAULT_REPORTS = REPO / "reports"
 
 _OPTIONAL_INT = (int, type(None))
+_OPTIONAL_DICT = (dict, type(None))
 #: task -> (notebook, {setting: (type, default)}); every setting goes into a run's parameters (and hash)
 TASKS = {
     "classifier": ("10_train_classifier.ipynb", {
         "epochs": (int, 1), "batch_size": (int, 128), "train_subset": (_OPTIONAL_INT, None),
-        "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None),
+        "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None), "spikes": (_OPTIONAL_DICT, None),
     }),
     "detector": ("20_train_detector.ipynb", {
         "dataset": (str, "smoke"), "epochs": (int, 1), "batch_size": (int, 32), "train_subset": (_OPTIONAL_INT, None),
-        "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None),
+        "test_subset": (_OPTIONAL_INT, None), "eval_every": (_OPTIONAL_INT, None), "spikes": (_OPTIONAL_DICT, None),
     }),
 }
+#: A threshold given as ``{baseline_percentile: p}`` is read from the data: the p-th percentile of the
+#: global gradient norms that the unclipped run with the same optimizer, rate, seed and settings saw.
+FROM_DATA = "baseline_percentile"
 #: Measured on the 2-core machine (README, "Choosing workers"): two single-threaded workers.
 DEFAULT_WORKERS = 2
 DEFAULT_TF_THREADS = 1
@@ -125,6 +129,11 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
             _check(isinstance(value, accepted[key][0]) and not isinstance(value, bool), src, f"{at}.settings.{key}",
                    f"{value!r} has the wrong type; expected {_type_name(accepted[key][0])}")
         settings = {**{k: default for k, (_, default) in accepted.items()}, **settings}
+        if settings.get("spikes") is not None:
+            try:
+                training._spike_plan(settings["spikes"])
+            except ValueError as exc:
+                raise ProfileError(f"{src}: field {at}.settings.spikes: {exc}") from None
         if exp["task"] == "detector":
             from clipstudy.detection_data import SPLIT_SIZES
 
@@ -141,8 +150,19 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
             _check(isinstance(entry, dict) and "method" in entry, src, mat,
                    "must be a method name or a mapping with 'method' and its parameters")
             params = {k: v for k, v in entry.items() if k != "method"}
+            checked = dict(params)
+            if isinstance(params.get("threshold"), dict):
+                rule = params["threshold"]
+                _check(entry["method"] == "global_norm" and set(rule) == {FROM_DATA}, src, f"{mat}.threshold",
+                       f"a threshold from data must be {{{FROM_DATA}: p}} on global_norm")
+                p = rule[FROM_DATA]
+                _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 100, src,
+                       f"{mat}.threshold.{FROM_DATA}", f"{p!r} must be a number in (0, 100]")
+                _check(any(m == "none" or m == {"method": "none"} for m in methods), src, f"{mat}.threshold",
+                       "a threshold from data needs the unclipped method 'none' in the same experiment")
+                checked["threshold"] = 1.0
             try:
-                clipping.get(entry["method"], **params)
+                clipping.get(entry["method"], **checked)
             except (ValueError, TypeError) as exc:
                 raise ProfileError(f"{src}: field {mat}: {exc}") from None
             parsed_methods.append((entry["method"], params))
@@ -249,6 +269,33 @@ class SweepResult:
         return not self.failed
 
 
+def deferred(spec: RunSpec) -> bool:
+    """Whether ``spec``'s threshold comes from its baseline run (so it runs after that one)."""
+    return isinstance(spec.params["clip_params"].get("threshold"), dict)
+
+
+def baseline_of(spec: RunSpec) -> str:
+    params = {**spec.params, "method": "none", "clip_params": {}}
+    return runs.run_id(params)
+
+
+def resolve_threshold(spec: RunSpec, root: Path) -> RunSpec:
+    """The spec with its threshold read from its finished baseline run (the run id stays the same)."""
+    import numpy as np
+    import pandas as pd
+
+    base = root / baseline_of(spec)
+    if not runs.is_finished(base):
+        raise RuntimeError(f"its baseline run {base.name} did not finish")
+    norms = pd.read_parquet(base / runs.STEPS)["norm_before"].to_numpy()
+    norms = norms[np.isfinite(norms)]
+    p = spec.params["clip_params"]["threshold"][FROM_DATA]
+    threshold = float(np.percentile(norms, p))
+    params = {**spec.params, "clip_params": {**spec.params["clip_params"], "threshold": threshold},
+              "threshold_rule": f"{FROM_DATA} {p:g} of {base.name}"}
+    return RunSpec(spec.run_id, spec.notebook, params)
+
+
 def run_sweep(profile: str | Path, reports: str | Path | None = None, *, scheduler: str | None = None,
               workers: int | None = None, tf_threads: int | None = None, progress: bool = True) -> SweepResult:
     """Run every run of ``profile`` not yet finished; return what was done, skipped and failed."""
@@ -277,10 +324,25 @@ def run_sweep(profile: str | Path, reports: str | Path | None = None, *, schedul
         client = Client(cluster)
     bar = tqdm(total=len(specs), initial=len(result.skipped), desc=f"sweep {name}", unit="run", disable=not progress)
     try:
-        futures = [client.submit(execute_run, s, str(root), tf_threads, key=f"run-{s.run_id}", pure=False)
-                   for s in todo]
-        for future in as_completed(futures):
+        later = [s for s in todo if deferred(s)]
+        ready = [s for s in later if runs.is_finished(root / baseline_of(s))]
+        for s in ready:
+            later.remove(s)
+        futures = as_completed([client.submit(execute_run, s, str(root), tf_threads, key=f"run-{s.run_id}", pure=False)
+                                for s in todo if not deferred(s)]
+                               + [client.submit(execute_run, resolve_threshold(s, root), str(root), tf_threads,
+                                                key=f"run-{s.run_id}", pure=False) for s in ready])
+        # Thresholds read from data wait for their baseline run; each is submitted as soon as it can be.
+        for future in futures:
             status = future.result()
+            for s in [s for s in later if baseline_of(s) == status["run_id"]]:
+                later.remove(s)
+                try:
+                    futures.add(client.submit(execute_run, resolve_threshold(s, root), str(root), tf_threads,
+                                              key=f"run-{s.run_id}", pure=False))
+                except RuntimeError as exc:
+                    result.failed[s.run_id] = f"threshold from data: {exc}"
+                    bar.update(1)
             if status["status"] == "failed":
                 result.failed[status["run_id"]] = status["error"]
             elif status["status"] == "skipped":
@@ -290,6 +352,8 @@ def run_sweep(profile: str | Path, reports: str | Path | None = None, *, schedul
             bar.update(1)
             bar.set_postfix(done=len(result.done), failed=len(result.failed),
                             remaining=len(todo) - len(result.done) - len(result.failed))
+        for s in later:  # baselines that never reported
+            result.failed[s.run_id] = f"threshold from data: baseline {baseline_of(s)} did not run"
     finally:
         bar.close()
         client.close()

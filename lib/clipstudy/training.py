@@ -152,6 +152,7 @@ def train(
     train_subset: int | None = None,
     test_subset: int | None = None,
     eval_every: int | None = None,
+    spikes: dict | None = None,
     task=None,
     divergence_factor: float = 3.0,
     divergence_window: int = 20,
@@ -170,6 +171,10 @@ def train(
       seed: seeds weights, shuffling and the subsets; op determinism is switched on.
       train_subset, test_subset: use this many examples (chosen by ``seed``) instead of all.
       eval_every: also evaluate on the test set every this many steps (default: at epoch ends only).
+      spikes: inject bad batches, e.g. ``{"steps": [150, 151], "kind": "scale_loss", "factor": 100}``
+        (the loss, hence the gradient, of those steps multiplied by ``factor``) or
+        ``{"steps": [...], "kind": "shuffle_labels"}`` (each example gets its neighbour's labels).
+        The recorded loss is the batch's own loss, before any scaling.
       task: what is learned and measured; default ``ClassificationTask()`` (the detector brings its own).
       divergence_factor, divergence_window: the run is stopped as diverged when the mean loss
         of the last ``divergence_window`` steps exceeds ``divergence_factor`` × the first
@@ -187,6 +192,7 @@ def train(
     if eval_every is not None and (not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1):
         raise ValueError(f"eval_every={eval_every!r} is invalid; it must be an integer ≥ 1 or None")
     task = task or ClassificationTask()
+    spike_steps, spike_scale, spike_shuffle = _spike_plan(spikes)
     clip = clipping.get(clipper, **(clip_params or {}))
     set_determinism(seed)
     net = model() if callable(model) and not isinstance(model, keras.Model) else model
@@ -203,14 +209,17 @@ def train(
     opt.build(variables)
     clip_state = {k: tf.Variable(v, trainable=False, name=f"clip_{k}") for k, v in clip.init(variables).items()}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
-    def train_step(batch):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
+                                  tf.TensorSpec([], tf.bool)])
+    def train_step(batch, loss_scale, shuffle_labels):
         x = tf.gather(x_tr, batch)
         y = tf.gather(y_tr, batch)
+        y = tf.cond(shuffle_labels, lambda: tf.roll(y, 1, axis=0), lambda: y)
         with tf.GradientTape() as tape:
             pred = net(x, training=True)
             batch_loss = tf.reduce_mean(task.per_example_loss(y, pred))
-        grads = tape.gradient(batch_loss, variables)
+            scaled_loss = batch_loss * loss_scale
+        grads = tape.gradient(scaled_loss, variables)
         state = {k: v.read_value() for k, v in clip_state.items()}
         clipped, new_state, stats = clip(grads, variables, state)
         healthy = tf.math.is_finite(batch_loss) & tf.logical_not(stats["nonfinite"])
@@ -253,7 +262,8 @@ def train(
         for b in range(steps_per_epoch):
             batch = order[b * batch_size:(b + 1) * batch_size]
             t0 = time.perf_counter()
-            row = train_step(batch).numpy()
+            spiked = (step + 1) in spike_steps
+            row = train_step(batch, spike_scale if spiked else 1.0, spike_shuffle and spiked).numpy()
             step_times[step] = time.perf_counter() - t0
             records[step] = row
             step += 1
@@ -323,7 +333,32 @@ def train(
         "parameters": int(net.count_params()),
         "versions": library_versions(),
     }
+    if spike_steps:
+        from clipstudy import analysis
+
+        summary["spikes"] = dict(spikes)
+        summary.update({f"spike_{k}": v for k, v in analysis.spike_recovery(steps_df, sorted(spike_steps)).items()})
     return RunResult(steps=steps_df, epochs=epochs_df, summary=summary, model=net)
+
+
+def _spike_plan(spikes: dict | None):
+    """``(steps, loss scale, shuffle?)`` of a ``spikes`` request, checked."""
+    if not spikes:
+        return frozenset(), 1.0, False
+    kinds = ("scale_loss", "shuffle_labels")
+    kind = spikes.get("kind")
+    if kind not in kinds:
+        raise ValueError(f"spikes kind={kind!r} is invalid; valid choices: {', '.join(kinds)}")
+    steps = spikes.get("steps")
+    if not isinstance(steps, (list, tuple)) or not steps or not all(isinstance(s, int) and s >= 1 for s in steps):
+        raise ValueError(f"spikes steps={steps!r} is invalid; it must be a non-empty list of step numbers ≥ 1")
+    unknown = sorted(set(spikes) - {"kind", "steps", "factor"})
+    if unknown:
+        raise ValueError(f"spikes: unknown field(s) {', '.join(unknown)}; valid: kind, steps, factor")
+    factor = float(spikes.get("factor", 100.0)) if kind == "scale_loss" else 1.0
+    if not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"spikes factor={factor!r} is invalid; it must be a finite number > 0")
+    return frozenset(steps), factor, kind == "shuffle_labels"
 
 
 def _progress(total: int, enabled: bool, description: str):
