@@ -18,3 +18,10 @@ def test_seed_cnn_outputs_class_probabilities():
     probs = seed_cnn()(np.zeros((2, 28, 28, 1), np.float32)).numpy()
     assert probs.shape == (2, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_forward_flops_match_a_hand_count():
+    from clipstudy.models import forward_flops
+
+    # 2 x multiply-adds: conv1 26*26*3*3*1*32, conv2 11*11*3*3*32*64, dense 1600*128, dense 128*10.
+    assert forward_flops(seed_cnn()) == 2 * (26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10)

@@ -285,7 +285,7 @@ for task, sub in (("classifier", cls), ("detector", det)):
     if len(sub):
         print(f"{task}: settings", "; ".join(plots.hue_and_order(sub)[1]))
         print(f"  optimizers {', '.join(sorted(sub['optimizer'].unique()))}; learning rates "
-              f"{', '.join(f'{v:g}' for v in sorted(sub['learning_rate'].unique()))}; seeds {sorted(sub['seed'].unique())}")
+              f"{', '.join(f'{v:g}' for v in sorted(sub['learning_rate'].unique()))}; seeds {sorted(int(v) for v in sub['seed'].unique())}")
 """),
     md("# The classifier\n## Final test accuracy and divergence per method, optimizer and learning rate\nMean over seeds; `diverged` is the share of seeds whose run was stopped as diverged."),
     code(CHECK + """
@@ -437,6 +437,10 @@ honest verdict is then *inconclusive*; the `full` profile has five seeds.
     code(CHECK + """
 audit = claims.audit(table.summaries[~table.summaries["spiked"]], steps, epochs)
 claims.write_csv(audit, out / "claims.csv")
+print(audit[["claim", "verdict", "figure"]].to_string(index=False))
+"""),
+    md("The rules and the numbers behind each verdict:"),
+    code("""
 for row in audit.itertuples():
     print(f"Claim {row.claim}: {row.text}\\n  verdict: {row.verdict.upper()}\\n  rule: {row.rule}\\n"
           f"  numbers: {row.numbers}\\n  figure: {row.figure}\\n")
