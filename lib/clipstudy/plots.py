@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from clipstudy._atomic import atomic_target
 
 METHOD_ORDER = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zclip"]
 
@@ -31,20 +31,11 @@ def hue_and_order(df: pd.DataFrame):
 
 def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
     """Save ``fig`` as PNG and SVG under ``directory`` (each to a temporary name, then renamed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     written = []
     for ext in ("png", "svg"):
-        target = directory / f"{name}.{ext}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{ext}", dir=directory)
-        os.close(fd)
-        try:
+        target = Path(directory) / f"{name}.{ext}"
+        with atomic_target(target) as tmp:
             fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(target)
     return written
 

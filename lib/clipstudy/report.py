@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from clipstudy import plots, runs
+from clipstudy._atomic import atomic_target
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REPORTS = REPO / "reports"
@@ -144,22 +144,14 @@ def build_report(profile: str, reports: str | Path | None = None) -> Path:
     out = Path(reports or DEFAULT_REPORTS) / sweep.resolve_profile(profile).stem
     out.mkdir(parents=True, exist_ok=True)
     executed = out / "report.ipynb"
-    tmp_nb = out / ".tmp.report.ipynb"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pm.execute_notebook(str(REPO / "notebooks" / "90_report.ipynb"), str(tmp_nb),
-                        parameters={"profile": str(profile), "reports_dir": str(out.parent)},
-                        kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False)
-    os.replace(tmp_nb, executed)
-    fd, tmp_html = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=out)
-    os.close(fd)
-    try:
+    with atomic_target(executed) as tmp_nb:
+        pm.execute_notebook(str(REPO / "notebooks" / "90_report.ipynb"), str(tmp_nb),
+                            parameters={"profile": str(profile), "reports_dir": str(out.parent)},
+                            kernel_name="python3", cwd=str(REPO / "notebooks"), progress_bar=False)
+    with atomic_target(out / "report.html") as tmp_html:
         subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
-                        str(executed), "--output", Path(tmp_html).name, "--output-dir", str(out)], check=True)
-        os.chmod(tmp_html, 0o644)
-        os.replace(tmp_html, out / "report.html")
-    except BaseException:
-        Path(tmp_html).unlink(missing_ok=True)
-        raise
+                        str(executed), "--output", tmp_html.name, "--output-dir", str(out)], check=True)
     return out / "report.html"
 
 
