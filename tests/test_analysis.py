@@ -70,7 +70,7 @@ def test_spike_recovery_on_a_scripted_loss_trace():
     loss = [1.0] * 10 + [50.0, 40.0] + [3.0] * 5 + [1.0] * 20
     steps = pd.DataFrame({"step": np.arange(1, len(loss) + 1), "loss": loss})
     out = analysis.spike_recovery(steps, [11, 12], window=5, tolerance=1.1)
-    assert out["loss_before"] == 1.0 and out["loss_peak"] == 50.0 and out["spike_ratio"] == 50.0
+    assert out["loss_before"] == 1.0 and out["loss_peak"] == 50.0 and out["peak_ratio"] == 50.0
     # After step 12: five 3.0s then 1.0s; the 5-step mean first reaches <= 1.1 at step 22 (all 1.0 from 18 on).
     assert out["steps_to_recover"] == 10
 

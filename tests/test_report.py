@@ -110,3 +110,14 @@ def test_the_report_is_exported_to_html_without_code_and_saves_figures(profile_p
                  "stability_map", "overhead"]:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.svg").exists()
+
+
+def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):
+    root = tmp_path / "runs"
+    for seed, threshold in ((0, 0.4), (1, 0.7)):
+        result, params = fake_run("global_norm", "sgd", 0.1, seed, 0.9)
+        params = {**params, "clip_params": {"threshold": threshold},
+                  "threshold_rule": f"baseline_percentile 50 of classifier-none-sgd-lr0.1-s{seed}-x"}
+        runs.save_run(result, root / f"run{seed}", params)
+    s = report.load_runs(root).summaries
+    assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of unclipped)"]

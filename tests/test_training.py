@@ -125,6 +125,7 @@ def test_optimizers_by_name(name, expected):
     ({"eval_every": 0}, "eval_every=0"),
     ({"train_subset": 10**6}, "train_subset=1000000"),
     ({"clipper": "clip_everything"}, "valid choices"),
+    ({"clip_params": "{}"}, "clip_params='{}' is invalid"),
     ({"spikes": {"steps": [1], "kind": "nan"}}, "valid choices: scale_loss, shuffle_labels"),
     ({"spikes": {"steps": [], "kind": "scale_loss"}}, "spikes steps=[]"),
 ])

@@ -400,9 +400,10 @@ before, and the steps until the running mean of 10 steps is back within 1.1× th
     code(CHECK + """
 spiked = table.summaries[table.summaries["spiked"]]
 if len(spiked):
-    cols = ["task", "optimizer", "learning_rate", "label", "spike_loss_before", "spike_loss_peak", "spike_ratio",
-            "spike_steps_to_recover", "diverged"]
-    print(spiked[cols].groupby(["task", "optimizer", "learning_rate", "label"], sort=False).mean(numeric_only=True)
+    recovery = report.spike_table(table, out / "runs")
+    order = {label: i for i, label in enumerate(plots.hue_and_order(recovery)[1])}
+    print(recovery.groupby(["task", "optimizer", "learning_rate", "label"]).mean(numeric_only=True)
+          .drop(columns=["seed"]).sort_index(key=lambda c: c.map(order) if c.name == "label" else c)
           .round(3).to_string())
 """),
     code("""

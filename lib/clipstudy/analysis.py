@@ -127,5 +127,5 @@ def spike_recovery(steps: pd.DataFrame, spike_steps, window: int = 10, tolerance
     peak = float(loss.loc[spike_steps[0]:spike_steps[-1] + window].max())
     running = after_last.rolling(window, min_periods=window).mean()
     back = running[running <= tolerance * level]
-    return {"loss_before": level, "loss_peak": peak, "spike_ratio": peak / level if level else math.nan,
+    return {"loss_before": level, "loss_peak": peak, "peak_ratio": peak / level if level else math.nan,
             "steps_to_recover": float(back.index[0] - spike_steps[-1]) if len(back) else math.nan}

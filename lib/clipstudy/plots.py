@@ -244,9 +244,13 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
         rows = [m for m in order if m in diverged.index]
         values = values.reindex(index=rows, columns=diverged.columns).astype(float)
         diverged = diverged.reindex(rows).astype(float)
-        labels = np.where(diverged.to_numpy() >= 1, "×",
-                          np.where(diverged.to_numpy() > 0, np.char.add("÷", diverged.round(2).astype(str).to_numpy()),
-                                   values.round(3).astype(str).to_numpy()))
+        def cell(v, d):
+            if d >= 1:
+                return "×"
+            return f"÷{d:.2f}" if d > 0 else ("" if np.isnan(v) else f"{v:.3f}")
+
+        labels = np.array([[cell(v, d) for v, d in zip(vr, dr)]
+                           for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
         sns.heatmap(values, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
                     cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, mask=values.isna() & (diverged < 1))
         ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k == 0 else "")

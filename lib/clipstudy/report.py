@@ -60,6 +60,10 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
         summary = runs.load_summary(run_dir)
         params = summary.get("params", {})
         clip_params = params.get("clip_params") or {}
+        if params.get("threshold_rule"):
+            # A threshold read from data differs per run: group the runs by the rule that chose it.
+            percentile = params["threshold_rule"].split()[1]
+            clip_params = {**clip_params, "threshold": f"p{percentile} of unclipped"}
         settings = {k: v for k, v in params.items() if k not in RUN_AXES}
         row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
                "settings_key": json.dumps(settings, sort_keys=True), "spiked": bool(params.get("spikes")),
@@ -190,3 +194,17 @@ def overhead_ratios(reports: str | Path, summaries: pd.DataFrame) -> pd.DataFram
         return pd.DataFrame(columns=["method", "ratio", "source"])
     return pd.DataFrame([{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"}
                          for m, t in per_method.items()])
+
+
+def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
+    """Per spiked run: its condition and how it met the injected bad batches (``analysis.spike_recovery``)."""
+    from clipstudy import analysis
+
+    spiked = table.summaries[table.summaries["spiked"]]
+    rows = []
+    for run in spiked.itertuples():
+        steps = table.steps[table.steps["run_id"] == run.run_id]
+        recovery = analysis.spike_recovery(steps, spike_steps(Path(runs_root) / run.run_id))
+        rows.append({"task": run.task, "optimizer": run.optimizer, "learning_rate": run.learning_rate,
+                     "label": run.label, "method": run.method, "seed": run.seed, "diverged": run.diverged, **recovery})
+    return pd.DataFrame(rows)

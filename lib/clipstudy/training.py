@@ -193,6 +193,8 @@ def train(
         raise ValueError(f"eval_every={eval_every!r} is invalid; it must be an integer ≥ 1 or None")
     task = task or ClassificationTask()
     spike_steps, spike_scale, spike_shuffle = _spike_plan(spikes)
+    if clip_params is not None and not isinstance(clip_params, dict):
+        raise ValueError(f"clip_params={clip_params!r} is invalid; it must be a dict of the method's parameters")
     clip = clipping.get(clipper, **(clip_params or {}))
     set_determinism(seed)
     net = model() if callable(model) and not isinstance(model, keras.Model) else model
