@@ -236,7 +236,7 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     cells where a seed diverged carry the share that did (× for all)."""
     optimizers = sorted(summaries["optimizer"].unique())
     col, order = hue_and_order(summaries)
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.4 * len(optimizers), 0.5 * len(order) + 2.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(7.5 * len(optimizers), 0.5 * len(order) + 2.2), squeeze=False)
     for k, (ax, opt) in enumerate(zip(axes[0], optimizers)):
         sub = summaries[summaries["optimizer"] == opt]
         values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
@@ -251,8 +251,10 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
 
         labels = np.array([[cell(v, d) for v, d in zip(vr, dr)]
                            for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
-        sns.heatmap(values, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
-                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, mask=values.isna() & (diverged < 1))
+        # A cell where every seed diverged has no metric: draw it as 0, marked ×.
+        shown = values.mask(diverged >= 1, 0.0)
+        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
+                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 8})
         ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k == 0 else "")
         ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
     fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× diverged in every seed, ÷ share of seeds diverged)")
