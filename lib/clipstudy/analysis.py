@@ -56,7 +56,8 @@ def add_curve_areas(summaries: pd.DataFrame, epochs: pd.DataFrame, metric: str, 
     return out
 
 
-def _keys(df: pd.DataFrame, keys) -> list[str]:
+def present_keys(df: pd.DataFrame, keys) -> list[str]:
+    """The ``keys`` that are columns of ``df``, in order."""
     return [k for k in keys if k in df]
 
 
@@ -65,8 +66,8 @@ def paired_differences(summaries: pd.DataFrame, metric: str, baseline: str = "no
     over seeds, with its 95% interval. Pairs where either run has no value (diverged) are dropped
     and counted in ``pairs_dropped``.
     """
-    pair_keys = _keys(summaries, PAIR_KEYS)
-    cell_keys = _keys(summaries, CELL_KEYS)
+    pair_keys = present_keys(summaries, PAIR_KEYS)
+    cell_keys = present_keys(summaries, CELL_KEYS)
     base = summaries[summaries["method"] == baseline][pair_keys + [metric]].rename(columns={metric: "baseline"})
     clipped = summaries[summaries["method"] != baseline]
     merged = clipped.merge(base, on=pair_keys, how="inner")

@@ -131,7 +131,7 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
         settings = {**{k: default for k, (_, default) in accepted.items()}, **settings}
         if settings.get("spikes") is not None:
             try:
-                training._spike_plan(settings["spikes"])
+                training.spike_plan(settings["spikes"])
             except ValueError as exc:
                 raise ProfileError(f"{src}: field {at}.settings.spikes: {exc}") from None
         if exp["task"] == "detector":

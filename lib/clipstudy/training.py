@@ -192,7 +192,7 @@ def train(
     if eval_every is not None and (not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1):
         raise ValueError(f"eval_every={eval_every!r} is invalid; it must be an integer ≥ 1 or None")
     task = task or ClassificationTask()
-    spike_steps, spike_scale, spike_shuffle = _spike_plan(spikes)
+    spike_steps, spike_scale, spike_shuffle = spike_plan(spikes)
     if clip_params is not None and not isinstance(clip_params, dict):
         raise ValueError(f"clip_params={clip_params!r} is invalid; it must be a dict of the method's parameters")
     clip = clipping.get(clipper, **(clip_params or {}))
@@ -343,7 +343,7 @@ def train(
     return RunResult(steps=steps_df, epochs=epochs_df, summary=summary, model=net)
 
 
-def _spike_plan(spikes: dict | None):
+def spike_plan(spikes: dict | None):
     """``(steps, loss scale, shuffle?)`` of a ``spikes`` request, checked."""
     if not spikes:
         return frozenset(), 1.0, False
