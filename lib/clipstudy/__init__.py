@@ -1,10 +1,15 @@
 """clipstudy: a reproducible study of gradient clipping (TensorFlow 2 / Keras 3).
 
-Modules: ``data`` (verified MNIST), ``clipping`` (seven methods, one interface),
-``models`` (the article's CNN), ``training`` (one loop with gradient telemetry).
+The subpackages import one way, each only from those before it:
+
+* ``clipping``  the seven clipping methods (TensorFlow only; lift it into any loop);
+* ``training``  the run configuration, one training loop with gradient telemetry;
+* ``data``      verified MNIST, the detection canvases and their TFDS builder;
+* ``tasks``     what is learned: the classifier (the article's CNN) and the CenterNet-style detector;
+* ``study``     run files, profiles, ``run_one`` and the sweep;
+* ``analysis``  statistics, the claims audit, figures and the report.
+
+``import clipstudy`` is cheap: TensorFlow is imported on first use, quietly.
 """
-from clipstudy._quiet import import_tensorflow_quietly
 
-import_tensorflow_quietly()
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,6 +1,12 @@
-"""Import TensorFlow without its start-up log lines, which would otherwise land in every notebook."""
+"""TensorFlow and Keras, imported on first use and without their start-up log lines.
+
+``from clipstudy._quiet import tf, keras`` gives stand-ins that import the real module the first
+time an attribute is read, so importing a clipstudy module costs nothing until TensorFlow is
+actually needed (the sweep driver and the report's profile checks never need it).
+"""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -33,3 +39,27 @@ def import_tensorflow_quietly():
     except ImportError:  # absl ships with TensorFlow; nothing to quiet without it
         pass
     return tf
+
+
+class _Deferred:
+    """A module imported on first attribute access (after TensorFlow, quietly)."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module = None
+
+    def _load(self):
+        if self._module is None:
+            import_tensorflow_quietly()
+            self._module = importlib.import_module(self._name)
+        return self._module
+
+    def __getattr__(self, attr):
+        return getattr(self._load(), attr)
+
+    def __repr__(self):
+        return f"<deferred module {self._name!r}{' (loaded)' if self._module else ''}>"
+
+
+tf = _Deferred("tensorflow")
+keras = _Deferred("keras")

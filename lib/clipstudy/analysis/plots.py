@@ -1,0 +1,314 @@
+"""Figures of a single run and of a whole profile. Every figure has a title and labelled axes."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from clipstudy.clipping import METHODS
+from clipstudy.fileio import atomic_target
+
+#: Tables and figures list methods in the order they are registered.
+METHOD_ORDER = list(METHODS)
+
+
+def method_order(present) -> list[str]:
+    present = list(dict.fromkeys(present))
+    return [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def hue_and_order(df: pd.DataFrame):
+    """Colour by method setting (``label``, e.g. ``global_norm (threshold=10)``) when present, else by method."""
+    if "label" not in df:
+        return "method", method_order(df["method"])
+    pairs = df[["method", "label"]].drop_duplicates()
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    ordered = sorted(pairs.itertuples(index=False), key=lambda r: (rank.get(r.method, len(rank)), r.label))
+    return "label", [r.label for r in ordered]
+
+
+def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
+    """Save ``fig`` as PNG and SVG under ``directory`` (each to a temporary name, then renamed)."""
+    written = []
+    for ext in ("png", "svg"):
+        target = Path(directory) / f"{name}.{ext}"
+        with atomic_target(target) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        written.append(target)
+    return written
+
+
+def learning_curves(epochs: pd.DataFrame, title: str = "Learning curves"):
+    """Train and test loss and accuracy against optimizer steps, for one run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split, style in (("train", "--"), ("test", "-")):
+        ax_loss.plot(epochs["step"], epochs[f"{split}_loss"], style, marker="o", label=split)
+        ax_acc.plot(epochs["step"], epochs[f"{split}_accuracy"], style, marker="o", label=split)
+    ax_loss.set(xlabel="optimizer step", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def norm_trace(steps: pd.DataFrame, title: str = "Gradient norm"):
+    """Global gradient norm before and after clipping per step, with the threshold in force."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.plot(steps["step"], steps["norm_before"], lw=0.8, label="before clipping")
+    ax.plot(steps["step"], steps["norm_after"], lw=0.8, label="after clipping")
+    if steps["threshold"].notna().any():
+        ax.plot(steps["step"], steps["threshold"], "k--", lw=1.0, label="threshold in force")
+    clipped = steps[steps["clipped"] > 0]
+    if len(clipped):
+        ax.scatter(clipped["step"], clipped["norm_before"], s=8, color="C3", zorder=3, label="clipped step")
+    ax.set_yscale("log")
+    ax.set(xlabel="optimizer step", ylabel="global L2 norm of the gradient (log)", title=title)
+    ax.legend(loc="upper right", fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: str | None = None):
+    """Mean ``metric`` per method against steps, one panel per optimizer and learning rate,
+    with a 95% confidence band over seeds."""
+    data = epochs.copy()
+    data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
+    hue, order = hue_and_order(data)
+    g = sns.relplot(data=data, x="step", y=metric, hue=hue, hue_order=order, col="setting",
+                    col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=("ci", 95),
+                    marker="o", height=3.0, aspect=1.3, facet_kws={"sharey": False})
+    g.set_axis_labels("optimizer step", metric.replace("_", " "))
+    g.figure.suptitle(title or f"{metric.replace('_', ' ')} over training (mean, 95% CI over seeds)", y=1.02)
+    return g.figure
+
+
+def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
+    """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
+    hue, order = hue_and_order(summaries)
+    g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
+                    kind="point", errorbar=("ci", 95), dodge=0.4, height=3.4, aspect=1.3, sharex=False)
+    g.set_axis_labels("learning rate", metric.replace("_", " "))
+    g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% CI over seeds; diverged runs count as NaN)", y=1.03)
+    return g.figure
+
+
+def norms_by_method(steps: pd.DataFrame, title: str):
+    """Per method, the median over seeds of the norm before and after clipping, and the threshold."""
+    col, order = hue_and_order(steps)
+    long = steps.melt(id_vars=[col, "step"], value_vars=["norm_before", "norm_after", "threshold"],
+                      var_name="series", value_name="value").dropna()
+    g = sns.relplot(data=long, x="step", y="value", hue="series", col=col, col_order=order,
+                    col_wrap=min(4, len(order)), kind="line", estimator="median", errorbar=None,
+                    height=2.6, aspect=1.3, lw=0.8)
+    g.set(yscale="log")
+    g.set_axis_labels("optimizer step", "global gradient norm (log)")
+    g.figure.suptitle(title, y=1.02)
+    return g.figure
+
+
+def clip_fraction_bars(summaries: pd.DataFrame):
+    col, order = hue_and_order(summaries)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(order)), 3.6))
+    sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=("ci", 95), ax=ax)
+    ax.tick_params(axis="x", rotation=30)
+    ax.set(xlabel="clipping method (setting)", ylabel="mean clip fraction per step",
+           title="How often each method clipped (value: share of elements; agc: share of units)")
+    ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig
+
+
+def divergence_map(summaries: pd.DataFrame):
+    """Share of seeds that diverged, per method and learning rate, one panel per optimizer."""
+    optimizers = sorted(summaries["optimizer"].unique())
+    col, order = hue_and_order(summaries)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.2 * len(optimizers), 0.5 * len(order) + 2), squeeze=False)
+    for ax, opt in zip(axes[0], optimizers):
+        sub = summaries[summaries["optimizer"] == opt]
+        table = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
+        table = table.reindex([m for m in order if m in table.index]).astype(float)
+        sns.heatmap(table, vmin=0, vmax=1, cmap="Reds", annot=True, fmt=".2f", cbar=ax is axes[0][-1], ax=ax,
+                    cbar_kws={"label": "share of seeds diverged"})
+        ax.set(title=f"{opt}", xlabel="learning rate", ylabel="clipping method")
+        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
+    fig.suptitle("Which runs diverged")
+    fig.tight_layout()
+    return fig
+
+
+def digit_grid(x: np.ndarray, y: np.ndarray, per_class: int = 8):
+    """``per_class`` sample images of each digit, one row per class."""
+    fig, axes = plt.subplots(10, per_class, figsize=(per_class * 0.8, 8.4))
+    for digit in range(10):
+        idx = np.flatnonzero(y == digit)[:per_class]
+        for k, ax in enumerate(axes[digit]):
+            ax.imshow(x[idx[k]], cmap="gray_r")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[digit][0].set_ylabel(str(digit), rotation=0, labelpad=10, fontsize=12)
+    fig.suptitle("First training images of each class")
+    return fig
+
+
+def class_balance(y_train: np.ndarray, y_test: np.ndarray):
+    counts = pd.DataFrame({"digit": np.r_[np.arange(10), np.arange(10)],
+                           "images": np.r_[np.bincount(y_train, minlength=10), np.bincount(y_test, minlength=10)],
+                           "split": ["train"] * 10 + ["test"] * 10})
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    sns.barplot(data=counts, x="digit", y="images", hue="split", ax=ax)
+    ax.set(xlabel="digit class", ylabel="number of images", title="Class balance of MNIST")
+    fig.tight_layout()
+    return fig
+
+
+def detection_curves(epochs: pd.DataFrame, title: str = "Detector: COCO metrics on the test canvases"):
+    """Test AP, AP50, AP75 and AR@100 against optimizer steps, and the losses, for one detector run."""
+    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(epochs["step"], epochs["train_loss"], "--", marker="o", label="train (running mean)")
+    ax_loss.plot(epochs["step"], epochs["test_loss"], marker="o", label="test")
+    ax_loss.set(xlabel="optimizer step", ylabel="detection loss (focal + size + offset)", title="Loss")
+    for metric in ("AP", "AP50", "AP75", "AR100"):
+        ax_ap.plot(epochs["step"], epochs[metric], marker="o", label=metric)
+    ax_ap.set(xlabel="optimizer step", ylabel="COCO metric on the test canvases", title="Detection quality", ylim=(0, 1))
+    for ax in (ax_loss, ax_ap):
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_detections(canvases, gt_boxes, gt_classes, boxes=None, scores=None, classes=None,
+                    min_score: float = 0.3, columns: int = 4, title: str = "Test canvases"):
+    """Canvases with ground-truth boxes (green) and, if given, detections scoring ≥ ``min_score`` (red, class:score)."""
+    n = len(canvases)
+    rows = math.ceil(n / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(canvases[i], cmap="gray_r", vmin=0, vmax=255)
+        for (x0, y0, x1, y1), c in zip(gt_boxes[i], gt_classes[i]):
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:green", lw=1.5))
+            ax.text(x0, y1 + 3, str(int(c)), color="tab:green", fontsize=8)
+        if boxes is not None:
+            for (x0, y0, x1, y1), s, c in zip(boxes[i], scores[i], classes[i]):
+                if s < min_score:
+                    continue
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:red",
+                                           lw=1.0, ls="--"))
+                ax.text(x0, y0 - 1, f"{int(c)}:{s:.2f}", color="tab:red", fontsize=7)
+    legend = "green: ground truth" + ("; red dashed: detections (class:score)" if boxes is not None else "")
+    fig.suptitle(f"{title} ({legend})")
+    fig.tight_layout()
+    return fig
+
+
+def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: str | None = None):
+    """Histogram of the global gradient norm over steps, with the thresholds real codebases use and
+    the share of steps each would clip."""
+    norms = steps["norm_before"][np.isfinite(steps["norm_before"]) & (steps["norm_before"] > 0)]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    bins = np.logspace(np.log10(max(norms.min(), 1e-3) / 1.5), np.log10(norms.max() * 1.5), 60)
+    ax.hist(norms, bins=bins, color="C0", alpha=0.8)
+    ax.set_xscale("log")
+    for k, t in enumerate(thresholds):
+        share = float((norms > t).mean())
+        ax.axvline(t, color=f"C{k + 1}", ls="--", label=f"threshold {t:g}: clips {100 * share:.1f}% of steps")
+    ax.set(xlabel="global L2 gradient norm before clipping (log)", ylabel="number of steps",
+           title=title or "Gradient norms of the unclipped runs against common thresholds")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", title: str | None = None):
+    """Method setting × learning rate, per optimizer, coloured by the mean ``metric`` over seeds;
+    cells where a seed diverged carry the share that did (× for all)."""
+    optimizers = sorted(summaries["optimizer"].unique())
+    col, order = hue_and_order(summaries)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(7.5 * len(optimizers), 0.5 * len(order) + 2.2), squeeze=False)
+    for k, (ax, opt) in enumerate(zip(axes[0], optimizers)):
+        sub = summaries[summaries["optimizer"] == opt]
+        values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
+        diverged = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
+        rows = [m for m in order if m in diverged.index]
+        values = values.reindex(index=rows, columns=diverged.columns).astype(float)
+        diverged = diverged.reindex(rows).astype(float)
+        def cell(v, d):
+            if d >= 1:
+                return "×"
+            return f"÷{d:.2f}" if d > 0 else ("" if np.isnan(v) else f"{v:.3f}")
+
+        labels = np.array([[cell(v, d) for v, d in zip(vr, dr)]
+                           for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
+        # A cell where every seed diverged has no metric: draw it as 0, marked ×.
+        shown = values.mask(diverged >= 1, 0.0)
+        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
+                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 8})
+        ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k == 0 else "")
+        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
+    fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× diverged in every seed, ÷ share of seeds diverged)")
+    fig.tight_layout()
+    return fig
+
+
+def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98", title: str | None = None):
+    """Optimizer steps until the target was first reached, per method setting and learning rate, with 95%
+    intervals over the seeds that reached it."""
+    data = summaries.dropna(subset=[column])
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    if data.empty:
+        ax.text(0.5, 0.5, f"no run reached the target of {column}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    hue, order = hue_and_order(data)
+    data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
+    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=("ci", 95), dodge=0.5,
+                  linestyle="none", ax=ax)
+    ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
+           title=title or f"{column.replace('_', ' ')} (mean, 95% CI over the seeds that reached it)")
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def spike_traces(steps: pd.DataFrame, spike_steps, title: str = "Loss around the injected bad batches"):
+    """Loss per step (median over seeds) of each method setting, with the injected steps shaded."""
+    hue, order = hue_and_order(steps)
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    sns.lineplot(data=steps, x="step", y="loss", hue=hue, hue_order=order, estimator="median", errorbar=None, ax=ax, lw=1)
+    ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15, label="injected bad batches")
+    ax.set_yscale("log")
+    ax.set(xlabel="optimizer step", ylabel="training loss of the batch (log)", title=title)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str | None = None):
+    """Per-step time of each method relative to ``none`` (1.0 = no overhead), with the targets drawn."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    order = [m for m in METHOD_ORDER if m in set(ratios["method"])]
+    sns.barplot(data=ratios, x="method", y="ratio", order=order, color="C0", ax=ax)
+    ax.axhline(1.0, color="k", lw=0.8)
+    for method, target in (targets or {}).items():
+        if method in order:
+            i = order.index(method)
+            ax.plot([i - 0.4, i + 0.4], [target, target], color="C3", lw=2)
+    ax.set(xlabel="clipping method", ylabel="median step time / none",
+           title=title or "Cost of clipping per optimizer step (red: target)")
+    ax.set_ylim(0.8, max(1.2, float(ratios["ratio"].max()) * 1.05))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,261 @@
+"""A profile's runs as tidy tables, the report's selections, and the report build (``make report``).
+
+    python -m clipstudy.analysis.report --profile quick
+
+computes the claims audit into ``reports/<profile>/claims.csv``, executes
+``notebooks/90_report.ipynb`` for the profile into ``reports/<profile>/report.ipynb`` and exports
+it, without code cells, to ``reports/<profile>/report.html``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clipstudy import paths
+from clipstudy.analysis import claims, plots, stats
+from clipstudy.data import boxes as box_formats
+from clipstudy.data.canvases import split_canvases
+from clipstudy.data.split import subset_indices
+from clipstudy.fileio import atomic_target
+from clipstudy.study import notebooks, runfiles
+from clipstudy.study.profiles import load_profile, resolve_profile
+
+PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
+#: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
+#: and only runs of the same condition are compared.
+RUN_AXES = {"method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule"}
+#: The report's cost figure marks these targets (``make bench``).
+OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
+
+
+@dataclass
+class ProfileRuns:
+    """Every run of a profile: one row per run, and the per-step and per-epoch rows of all runs."""
+
+    summaries: pd.DataFrame
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+    failed: pd.DataFrame
+
+
+def _summary_row(run_dir: Path, summary: dict) -> dict:
+    params = summary.get("params", {})
+    clip_params = params.get("clip_params") or {}
+    if params.get("threshold_rule"):
+        # A threshold read from data differs per run: group the runs by the rule that chose it.
+        percentile = params["threshold_rule"].split()[1]
+        clip_params = {**clip_params, "threshold": f"p{percentile} of unclipped"}
+    settings = {k: v for k, v in params.items() if k not in RUN_AXES}
+    row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
+           "settings_key": json.dumps(settings, sort_keys=True), "spiked": bool(params.get("spikes")),
+           "clip_params": runfiles.format_params(clip_params),
+           "label": params.get("method") + (f" ({runfiles.format_params(clip_params)})" if clip_params else "")}
+    row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
+    return row
+
+
+def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
+    """Read the finished runs under ``root`` (``reports/<profile>/runs``) into tidy DataFrames.
+
+    ``run_ids`` limits it to those runs (the profile's current plan), so runs left over from an
+    earlier version of a profile do not leak into its report.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: run the sweep first (make reproduce, or "
+                                f"python -m clipstudy.study.sweep --profile {root.parent.name})")
+    rows, steps, epochs, failed = [], [], [], []
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if run_ids is not None and run_dir.name not in run_ids:
+            continue
+        if not runfiles.is_finished(run_dir):
+            if (run_dir / runfiles.ERROR).is_file():
+                err = json.loads((run_dir / runfiles.ERROR).read_text())
+                failed.append({"run_id": run_dir.name, "error": err.get("error")})
+            continue
+        row = _summary_row(run_dir, runfiles.load_summary(run_dir))
+        rows.append(row)
+        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label", "settings_key", "spiked"]}
+        steps.append(pd.read_parquet(run_dir / runfiles.STEPS).assign(**keys))
+        epochs.append(pd.read_parquet(run_dir / runfiles.EPOCHS).assign(**keys))
+    if not rows:
+        raise FileNotFoundError(f"no finished runs under {root}: run the sweep first")
+    summaries = pd.DataFrame(rows)
+    for col in summaries.columns:
+        if summaries[col].dtype == object and summaries[col].map(lambda v: v is None or isinstance(v, float)).all():
+            summaries[col] = summaries[col].astype(float)  # JSON null back to NaN
+    return ProfileRuns(summaries, pd.concat(steps, ignore_index=True), pd.concat(epochs, ignore_index=True),
+                       pd.DataFrame(failed, columns=["run_id", "error"]))
+
+
+def load_profile_runs(profile: str, reports: str | Path | None = None) -> tuple[str, ProfileRuns, list[str]]:
+    """The profile's name, the runs of its current plan, and the ids of planned runs not finished yet."""
+    name, specs = load_profile(profile)
+    root = Path(reports or paths.reports_dir()) / name / "runs"
+    planned = {s.run_id for s in specs}
+    table = load_runs(root, planned)
+    missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"]))
+    return name, table, missing
+
+
+@dataclass
+class ProfileReport:
+    """What the report shows: the profile's runs and the selections each section reads.
+
+    Runs with injected bad batches (``spiked``) have their own section; every other section, and
+    the claims audit, reads the ``compared`` runs.
+    """
+
+    name: str
+    out: Path
+    table: ProfileRuns
+    missing: list[str]
+
+    @classmethod
+    def load(cls, profile: str | Path, reports: str | Path | None = None) -> "ProfileReport":
+        name, table, missing = load_profile_runs(profile, reports)
+        return cls(name, Path(reports or paths.reports_dir()) / name, table, missing)
+
+    @property
+    def figures(self) -> Path:
+        return self.out / "figures"
+
+    @property
+    def runs_root(self) -> Path:
+        return self.out / "runs"
+
+    def _unspiked(self, frame: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+        keep = ~frame["spiked"] & ((frame["task"] == task) if task else True)
+        return frame[keep]
+
+    @property
+    def compared(self) -> pd.DataFrame:
+        return self._unspiked(self.table.summaries)
+
+    def summaries(self, task: str) -> pd.DataFrame:
+        return self._unspiked(self.table.summaries, task)
+
+    def steps(self, task: str | None = None) -> pd.DataFrame:
+        return self._unspiked(self.table.steps, task)
+
+    def epochs(self, task: str | None = None) -> pd.DataFrame:
+        return self._unspiked(self.table.epochs, task)
+
+    @property
+    def spiked(self) -> pd.DataFrame:
+        return self.table.summaries[self.table.summaries["spiked"]]
+
+    def audit(self) -> pd.DataFrame:
+        """The claims audit over the compared runs: one row per claim."""
+        return claims.audit(self.compared, self.steps(), self.epochs())
+
+
+def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
+    """Per optimizer, learning rate and method setting: runs, divergence rate, mean ``metric`` and clip fraction."""
+    grouped = summaries.groupby(["optimizer", "learning_rate", "method", "clip_params"], sort=True)
+    table = grouped.agg(runs=("run_id", "count"), diverged=("diverged", "mean"),
+                        **{metric.removeprefix("final_"): (metric, "mean")}, clip_fraction=("clip_fraction", "mean"))
+    table = table.reset_index()
+    order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
+    return table.sort_values(["optimizer", "learning_rate", "method", "clip_params"],
+                             key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
+
+
+def clip_share_at(steps: pd.DataFrame, thresholds) -> pd.DataFrame:
+    """Share of steps whose global norm exceeds each threshold (what global-norm clipping there would clip)."""
+    norms = steps["norm_before"][pd.notna(steps["norm_before"])]
+    return pd.DataFrame({"threshold": list(thresholds),
+                         "share_of_steps_clipped": [float((norms > t).mean()) for t in thresholds],
+                         "steps": len(norms)})
+
+
+def sample_predictions(run_dir: str | Path, count: int = 8):
+    """Canvases of a detector run's test split with its ground truth and detections, for drawing."""
+    run_dir = Path(run_dir)
+    params = runfiles.load_summary(run_dir)["params"]
+    canvases, _, _ = split_canvases(params["dataset"], "test")
+    idx = subset_indices(len(canvases), params.get("test_subset"), params["seed"], "test_subset")[:count]
+    gt = json.loads((run_dir / "ground_truth.json").read_text())
+    dets = json.loads((run_dir / "detections.json").read_text())
+    out = {"canvases": canvases[idx], "gt_boxes": [], "gt_classes": [], "boxes": [], "scores": [], "classes": []}
+    for image_id in range(1, len(idx) + 1):
+        anns = [a for a in gt["annotations"] if a["image_id"] == image_id]
+        found = [d for d in dets if d["image_id"] == image_id]
+        out["gt_boxes"].append(box_formats.coco_to_xyxy([a["bbox"] for a in anns]))
+        out["gt_classes"].append(np.array([a["category_id"] - 1 for a in anns]))
+        out["boxes"].append(box_formats.coco_to_xyxy([d["bbox"] for d in found]))
+        out["scores"].append(np.array([d["score"] for d in found]))
+        out["classes"].append(np.array([d["category_id"] - 1 for d in found]))
+    return out
+
+
+def spike_steps(run_dir: str | Path) -> list[int]:
+    """The steps at which a run's bad batches were injected."""
+    return list(runfiles.load_summary(run_dir)["params"]["spikes"]["steps"])
+
+
+def overhead_ratios(reports: str | Path, summaries: pd.DataFrame) -> pd.DataFrame:
+    """Per-step time of each method / ``none``: from ``reports/bench.json`` (``make bench``) when present,
+    else the median over the classifier runs of ``summaries`` (noisier: runs share the machine)."""
+    bench = Path(reports) / "bench.json"
+    if bench.is_file():
+        overhead = json.loads(bench.read_text()).get("overhead") or {}
+        if overhead:
+            return pd.DataFrame([{"method": m, "ratio": o["ratio"], "source": "make bench"} for m, o in overhead.items()])
+    cls = summaries[(summaries["task"] == "classifier")] if "task" in summaries else summaries
+    if cls.empty or "median_step_time_s" not in cls:
+        return pd.DataFrame(columns=["method", "ratio", "source"])
+    per_method = cls.groupby("method")["median_step_time_s"].median()
+    if "none" not in per_method:
+        return pd.DataFrame(columns=["method", "ratio", "source"])
+    return pd.DataFrame([{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"}
+                         for m, t in per_method.items()])
+
+
+def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
+    """Per spiked run: its condition and how it met the injected bad batches (``stats.spike_recovery``)."""
+    spiked = table.summaries[table.summaries["spiked"]]
+    rows = []
+    for run in spiked.itertuples():
+        steps = table.steps[table.steps["run_id"] == run.run_id]
+        recovery = stats.spike_recovery(steps, spike_steps(Path(runs_root) / run.run_id))
+        rows.append({"task": run.task, "optimizer": run.optimizer, "learning_rate": run.learning_rate,
+                     "label": run.label, "method": run.method, "seed": run.seed, "diverged": run.diverged, **recovery})
+    return pd.DataFrame(rows)
+
+
+def build_report(profile: str | Path, reports: str | Path | None = None) -> Path:
+    """Write ``claims.csv``, execute the report notebook for ``profile`` and export it to HTML without
+    code; return the HTML path."""
+    reports = Path(reports or paths.reports_dir())
+    rep = ProfileReport.load(profile, reports)
+    claims.write_csv(rep.audit(), rep.out / "claims.csv")
+    executed = notebooks.execute(paths.notebook("90_report.ipynb"), rep.out / "report.ipynb",
+                                 {"profile": str(profile), "reports_dir": str(reports)})
+    with atomic_target(rep.out / "report.html") as tmp_html:
+        subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
+                        str(executed), "--output", tmp_html.name, "--output-dir", str(rep.out)], check=True)
+    return rep.out / "report.html"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipstudy.analysis.report",
+                                     description="Build reports/<profile>/report.html from the profile's runs.")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--reports", default=str(paths.reports_dir()))
+    args = parser.parse_args(argv)
+    resolve_profile(args.profile)
+    html = build_report(args.profile, args.reports)
+    print(f"report: {html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The detection canvases as a TensorFlow Datasets builder, built offline from ``data/mnist.npz``.
+
+After ``import clipstudy.data.tfds_builder``, ``tfds.load("mnist_detection/quick", data_dir=...)``
+builds and reads it, with the standard detection features (``image``; ``objects`` with normalized
+``bbox`` and ``label``). Importing this module imports TensorFlow Datasets (and TensorFlow).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipstudy import paths
+from clipstudy._quiet import import_tensorflow_quietly
+from clipstudy.data import boxes as box_formats
+from clipstudy.data import mnist
+from clipstudy.data.canvases import SPLIT_SEEDS, SPLIT_SIZES, CanvasSpec, split_canvases
+from clipstudy.data.split import Split
+
+import_tensorflow_quietly()
+import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow's quiet import)
+
+
+class MnistDetectionConfig(tfds.core.BuilderConfig):
+    def __init__(self, *, sizes: dict[str, int], **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = sizes
+
+
+class MnistDetection(tfds.core.GeneratorBasedBuilder):
+    """MNIST digits on 64×64 canvases, one to three per canvas, with tight boxes and classes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release: 64×64 canvases, 1–3 digits of 16–28 px, IoU ≤ 0.1."}
+    BUILDER_CONFIGS = [
+        MnistDetectionConfig(name=name, sizes=sizes, description=f"{sizes['train']} train, "
+                             f"{sizes['validation']} validation, {sizes['test']} test canvases")
+        for name, sizes in SPLIT_SIZES.items()
+    ]
+    DEFAULT_CONFIG_NAME = "quick"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        size = CanvasSpec().size
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(size, size, 1)),
+                "objects": tfds.features.Sequence({
+                    "bbox": tfds.features.BBoxFeature(),
+                    "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
+                }),
+            }),
+            supervised_keys=None,
+            disable_shuffling=True,  # keep canvas i at position i, as generated
+            homepage="https://github.com/clipstudy",
+            description=__doc__,
+        )
+
+    def _split_generators(self, dl_manager):
+        arrays = mnist.load_mnist()  # the local, verified arrays: nothing is downloaded
+        return {split: self._generate_examples(split, arrays) for split in SPLIT_SEEDS}
+
+    def _generate_examples(self, split, arrays):
+        canvases, boxes, classes = split_canvases(self.builder_config.name, split, arrays)
+        size = canvases.shape[1]
+        for i, (canvas, b, c) in enumerate(zip(canvases, boxes, classes)):
+            normalized = np.clip(box_formats.xyxy_to_tfds(b, size, size), 0.0, 1.0).astype(np.float32)
+            yield i, {"image": canvas[..., None],
+                      "objects": {"bbox": [tfds.features.BBox(*row) for row in normalized], "label": c}}
+
+
+def load_split(config: str, split: str, data_dir: str | Path | None = None) -> Split:
+    """Read a split through TFDS (building it on first use) as a ``Split`` of ``Annotations``."""
+    ds = tfds.load(f"mnist_detection/{config}", split=split, data_dir=str(data_dir or paths.tfds_dir()),
+                   download=True, shuffle_files=False)
+    images, targets = [], []
+    for example in tfds.as_numpy(ds):
+        image = example["image"][..., 0]
+        size = image.shape[0]
+        images.append(image)
+        # Normalized boxes were stored as float32: round back to whole pixels, as they were drawn.
+        pixel_boxes = np.round(box_formats.tfds_to_xyxy(example["objects"]["bbox"], size, size)).astype(np.float32)
+        targets.append(box_formats.Annotations(pixel_boxes, example["objects"]["label"].astype(np.int64)))
+    return Split(np.stack(images), targets)
+
+
+def prepare(config: str, data_dir: str | Path | None = None) -> None:
+    """Build the TFDS dataset ``mnist_detection/<config>`` if it is not there yet."""
+    if config not in SPLIT_SIZES:
+        raise ValueError(f"unknown detection dataset size {config!r}; valid choices: {', '.join(SPLIT_SIZES)}")
+    builder = tfds.builder(f"mnist_detection/{config}", data_dir=str(data_dir or paths.tfds_dir()))
+    builder.download_and_prepare()

@@ -1,0 +1,120 @@
+"""Executing the study's notebooks with papermill, and keeping what is stored of them clean.
+
+The notebooks live as jupytext percent-format ``.py`` files paired with ``.ipynb`` files
+(``jupytext.toml``): the ``.py`` holds the code that is reviewed, the ``.ipynb`` the outputs that
+nbval compares. A stored notebook carries no widget state (progress bars) and no temporary paths.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+
+from clipstudy.fileio import atomic_target
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+KERNEL = "python3"
+
+
+def clean(nb: nbformat.NotebookNode, keep_papermill: bool = False) -> nbformat.NotebookNode:
+    """Drop widget state and widget outputs; drop papermill's paths (and, unless ``keep_papermill``,
+    its timings), so the same execution stores the same file wherever it ran."""
+    nb.metadata.pop("widgets", None)
+    papermill = nb.metadata.get("papermill")
+    if papermill is not None:
+        for key in ("input_path", "output_path"):
+            papermill.pop(key, None)
+        if not keep_papermill:
+            nb.metadata.pop("papermill")
+    for cell in nb.cells:
+        if not keep_papermill:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
+    return nb
+
+
+def execute(source: str | Path, target: str | Path, parameters: dict | None = None, *, cwd: str | Path | None = None,
+            keep_papermill: bool = False, log_output: bool = False) -> Path:
+    """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
+
+    A failing cell raises papermill's ``PapermillExecutionError``; the notebook executed up to the
+    failure is still written to ``target`` (whole, never half a file).
+    """
+    import papermill as pm  # deferred: only executions need it
+
+    source, target = Path(source), Path(target)
+    running = target.with_name(f".{target.stem}.running{target.suffix}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
+                            progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+    finally:
+        if running.exists():
+            nb = clean(nbformat.read(running, as_version=4), keep_papermill)
+            with atomic_target(target) as tmp:
+                nbformat.write(nb, str(tmp))
+            running.unlink()
+    return target
+
+
+def cells_of(nb) -> list[tuple[str, str, tuple]]:
+    """What a paired ``.py`` and ``.ipynb`` must agree on: each cell's type, source and tags."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def disagreements(py_file: str | Path) -> list[str]:
+    """How the ``.ipynb`` paired with ``py_file`` differs from it (empty when they agree)."""
+    import jupytext  # deferred: only the pairing check and refresh need it
+
+    py_file = Path(py_file)
+    ipynb = py_file.with_suffix(".ipynb")
+    if not ipynb.is_file():
+        return [f"{ipynb} is missing: run `make notebooks`"]
+    text, stored = cells_of(jupytext.read(py_file)), cells_of(nbformat.read(ipynb, as_version=4))
+    problems = [f"{ipynb.name} has {len(stored)} cells, {py_file.name} has {len(text)}"] if len(text) != len(stored) else []
+    for i, (a, b) in enumerate(zip(text, stored)):
+        if a != b:
+            problems.append(f"cell {i} differs between {py_file.name} and {ipynb.name}: {a[1][:60]!r} vs {b[1][:60]!r}")
+    return problems
+
+
+def refresh(py_file: str | Path) -> Path:
+    """Rebuild the ``.ipynb`` paired with ``py_file`` from it and execute it with its defaults (the
+    outputs nbval compares)."""
+    import jupytext
+
+    py_file = Path(py_file)
+    ipynb = py_file.with_suffix(".ipynb")
+    nb = jupytext.read(py_file)
+    source = ipynb.with_name(f".{ipynb.stem}.source.ipynb")
+    nbformat.write(nb, source)
+    try:
+        return execute(source, ipynb, cwd=py_file.parent)
+    finally:
+        source.unlink(missing_ok=True)
+
+
+def main(argv=None) -> int:
+    """``python -m clipstudy.study.notebooks check|refresh FILE.py...``"""
+    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.notebooks",
+                                     description="Check or refresh the .ipynb paired with each jupytext .py.")
+    parser.add_argument("command", choices=["check", "refresh"])
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    bad = 0
+    for f in args.files:
+        if args.command == "refresh":
+            print(f"executed {refresh(f)}")
+        for problem in disagreements(f):
+            bad += 1
+            print(f"error: {problem}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

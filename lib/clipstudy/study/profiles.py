@@ -1,0 +1,163 @@
+"""Profiles: YAML files listing experiments, each the product methods × optimizers × rates × seeds.
+
+``load_profile`` turns a profile into its plan, one ``RunSpec`` per run, checking every value
+through ``RunConfig`` before anything runs; an error names the file, the field and the reason.
+No TensorFlow is imported here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from clipstudy import paths
+from clipstudy.study import runfiles
+from clipstudy.training.config import FROM_DATA, OPTIMIZERS, TASKS, ConfigError, RunConfig
+
+#: The notebook that executes a run of each task.
+NOTEBOOKS = {"classifier": "10_train_classifier.ipynb", "detector": "20_train_detector.ipynb"}
+#: What an experiment's ``settings`` may set: every run parameter that is not one of its axes.
+AXES = ("task", "method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule")
+SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in AXES)
+EXPERIMENT_FIELDS = ("name", "task", "methods", "optimizers", "seeds")
+
+
+class ProfileError(ValueError):
+    """A profile file is malformed; the message names the file, the field and the reason."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One planned run: its id, the notebook that executes it, and its configuration."""
+
+    run_id: str
+    notebook: str
+    config: RunConfig = dataclasses.field(hash=False, compare=False)
+
+    @property
+    def params(self) -> dict:
+        return self.config.to_params()
+
+
+def resolve_profile(profile: str | Path) -> Path:
+    """A profile name (``smoke``, ``quick``, ``full``) or the path of a YAML file."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such profile file")
+        return path
+    candidate = paths.PROFILES / f"{profile}.yaml"
+    if not candidate.is_file():
+        names = sorted(p.stem for p in paths.PROFILES.glob("*.yaml"))
+        raise ProfileError(f"unknown profile {str(profile)!r}; valid choices: {', '.join(names)} or a .yaml path")
+    return candidate
+
+
+class _Checker:
+    """Raises ``ProfileError`` naming the profile file and the field at fault."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def require(self, cond: bool, where: str, reason: str):
+        if not cond:
+            raise ProfileError(f"{self.source}: field {where}: {reason}")
+
+    def config(self, where: str, **params) -> RunConfig:
+        try:
+            return RunConfig.for_task(params.pop("task"), **params)
+        except ConfigError as exc:
+            raise ProfileError(f"{self.source}: field {where}: {exc}") from None
+
+
+def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
+    """Parse and validate a profile; return its name and its runs. Nothing runs before this passes."""
+    path = resolve_profile(profile)
+    check = _Checker(str(path))
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    check.require(isinstance(doc, dict), "(top level)", "must be a mapping with 'experiments'")
+    unknown = sorted(set(doc) - {"description", "experiments"})
+    check.require(not unknown, ", ".join(unknown), "unknown field; valid: description, experiments")
+    check.require("experiments" in doc, "experiments", "missing")
+    experiments = doc["experiments"]
+    check.require(isinstance(experiments, list) and experiments, "experiments", "must be a non-empty list")
+    specs: dict[str, RunSpec] = {}
+    for i, exp in enumerate(experiments):
+        for spec in _experiment_runs(check, f"experiments[{i}]", exp):
+            specs.setdefault(spec.run_id, spec)  # experiments may share runs: run once
+    return path.stem, list(specs.values())
+
+
+def _experiment_runs(check: _Checker, at: str, exp) -> list[RunSpec]:
+    check.require(isinstance(exp, dict), at, "must be a mapping")
+    for key in EXPERIMENT_FIELDS:
+        check.require(key in exp, f"{at}.{key}", "missing")
+    extra = sorted(set(exp) - set(EXPERIMENT_FIELDS) - {"settings"})
+    check.require(not extra, f"{at}.{', '.join(extra)}",
+                  f"unknown field; valid: {', '.join(EXPERIMENT_FIELDS + ('settings',))}")
+    task = exp["task"]
+    check.require(task in TASKS, f"{at}.task", f"{task!r} is not one of {', '.join(TASKS)}")
+    settings = _settings(check, at, task, exp.get("settings") or {})
+    methods = _methods(check, at, task, settings, exp["methods"])
+    rates = _optimizers(check, at, task, settings, exp["optimizers"])
+    seeds = exp["seeds"]
+    check.require(isinstance(seeds, list) and seeds
+                  and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
+                  f"{at}.seeds", "must be a non-empty list of integers ≥ 0")
+    runs = []
+    for method, clip_params in methods:
+        for optimizer, learning_rate in rates:
+            for seed in seeds:
+                config = RunConfig.for_task(task, **settings, method=method, clip_params=clip_params,
+                                            optimizer=optimizer, learning_rate=learning_rate, seed=seed)
+                runs.append(RunSpec(runfiles.run_id(config), NOTEBOOKS[task], config))
+    return runs
+
+
+def _settings(check: _Checker, at: str, task: str, settings) -> dict:
+    check.require(isinstance(settings, dict), f"{at}.settings", "must be a mapping")
+    for key in settings:
+        check.require(key in SETTINGS, f"{at}.settings.{key}", f"unknown setting; valid: {', '.join(SETTINGS)}")
+    try:
+        RunConfig.for_task(task, **settings)
+    except ConfigError as exc:  # name the setting the message is about
+        key = next((k for k in settings if re.match(rf"{k}\b", str(exc))), None)
+        raise ProfileError(f"{check.source}: field {at}.settings{'.' + key if key else ''}: {exc}") from None
+    return dict(settings)
+
+
+def _methods(check: _Checker, at: str, task: str, settings: dict, methods) -> list[tuple[str, dict]]:
+    check.require(isinstance(methods, list) and methods, f"{at}.methods", "must be a non-empty list")
+    parsed = []
+    for j, entry in enumerate(methods):
+        where = f"{at}.methods[{j}]"
+        entry = {"method": entry} if isinstance(entry, str) else entry
+        check.require(isinstance(entry, dict) and "method" in entry, where,
+                      "must be a method name or a mapping with 'method' and its parameters")
+        params = {k: v for k, v in entry.items() if k != "method"}
+        config = check.config(where, task=task, **settings, method=entry["method"], clip_params=params)
+        if config.threshold_from_data is not None:
+            check.require(any(m == "none" or m == {"method": "none"} for m in methods), f"{where}.threshold",
+                          f"a threshold from data ({FROM_DATA}) needs the unclipped method 'none' in the same experiment")
+        parsed.append((entry["method"], params))
+    return parsed
+
+
+def _optimizers(check: _Checker, at: str, task: str, settings: dict, optimizers) -> list[tuple[str, float]]:
+    check.require(isinstance(optimizers, dict) and optimizers, f"{at}.optimizers",
+                  "must map optimizer names to lists of learning rates")
+    pairs = []
+    for name, rates in optimizers.items():
+        where = f"{at}.optimizers.{name}"
+        check.require(name in OPTIMIZERS, where, f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}")
+        check.require(isinstance(rates, list) and rates, where, "must be a non-empty list of learning rates")
+        for rate in rates:
+            check.config(where, task=task, **settings, optimizer=name, learning_rate=rate)
+            pairs.append((name, float(rate)))
+    return pairs

@@ -1,0 +1,82 @@
+"""A run's identity and files: ``params.json``, the tables, task artifacts, and ``summary.json`` last.
+
+A run directory holds a finished run exactly when it holds ``summary.json``: everything else is
+written first, each file to a temporary name and then renamed, so a run killed half-way never
+looks finished. A failed run holds ``error.json`` instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from clipstudy.fileio import jsonable, write_json_atomic, write_parquet_atomic
+
+SUMMARY = "summary.json"
+ERROR = "error.json"
+PARAMS = "params.json"
+STEPS = "steps.parquet"
+EPOCHS = "epochs.parquet"
+#: Shown for every run by ``format_summary``, before and after the task's own ``summary_keys``.
+COMMON_KEYS = ("task", "method", "optimizer", "learning_rate", "seed", "train_images", "steps_run", "diverged")
+TELEMETRY_KEYS = ("clip_fraction", "steps_clipped", "median_norm_before", "max_norm_before", "parameters")
+
+
+def params_hash(params: dict[str, Any], length: int = 8) -> str:
+    """Short digest of a run's parameters: the same parameters, the same hash, on any machine."""
+    canonical = json.dumps(jsonable(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def run_id(config) -> str:
+    """Readable, unique name of a run, e.g. ``classifier-global_norm-adam-lr0.001-s0-1a2b3c4d``."""
+    params = config.to_params()
+    parts = [config.task, config.method, config.optimizer, f"lr{config.learning_rate:g}", f"s{config.seed}"]
+    return "-".join(str(p) for p in parts) + "-" + params_hash(params)
+
+
+def save_run(result, output_dir: str | Path, config=None, task=None) -> Path:
+    """Write a ``training.RunResult`` (and ``task``'s artifacts) into ``output_dir``; the summary goes last."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(result.steps, out / STEPS)
+    write_parquet_atomic(result.epochs, out / EPOCHS)
+    if task is not None:
+        task.write_artifacts(out)
+    summary = dict(result.summary)
+    if config is not None:
+        params = config.to_params()
+        write_json_atomic(params, out / PARAMS)
+        summary["params"] = params
+        summary["params_hash"] = params_hash(params)
+    write_json_atomic(summary, out / SUMMARY)
+    return out
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    with open(Path(run_dir) / SUMMARY) as f:
+        return json.load(f)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """``threshold=1`` style, sorted; ``-`` for none."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())) or "-"
+
+
+def format_summary(summary: dict[str, Any], task_keys=(), digits: int = 4) -> str:
+    """The deterministic part of a run summary, rounded, one field a line (no timings)."""
+    def fmt(v):
+        if isinstance(v, float):
+            return "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    keys = [*COMMON_KEYS, *task_keys, *TELEMETRY_KEYS]
+    lines = [f"{'clip_params':20s} {format_params(summary.get('clip_params', {}))}"]
+    lines += [f"{k:20s} {fmt(summary[k])}" for k in keys if k in summary]
+    return "\n".join(lines)

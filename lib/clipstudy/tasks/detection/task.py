@@ -1,0 +1,89 @@
+"""The detector task: CenterNet on the MNIST canvases, scored with COCO metrics on the test canvases."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipstudy._quiet import tf
+from clipstudy.data.boxes import Annotations
+from clipstudy.data.split import Split
+from clipstudy.tasks.detection import coco
+from clipstudy.tasks.detection.centernet import centernet, decode, detection_loss, encode_targets, losses
+
+
+class DetectionTask:
+    """Train and score the detector on the ``mnist_detection/<dataset>`` canvases."""
+
+    name = "detector"
+    score_name = "heatmap_loss"
+    metric_names = ("test_loss", *coco.METRICS)
+    summary_keys = ("final_train_loss", "final_test_loss", "final_AP", "final_AP50", "final_AP75", "final_AR100",
+                    "best_AP50", "steps_to_ap50_80", "steps_to_ap50_90")
+    eval_batch_size = 250
+
+    def __init__(self, dataset: str = "smoke", input_size: int = 64):
+        self.dataset = dataset
+        self.input_size = input_size
+        self.last_coco: tuple[dict, list] | None = None  # ground truth and detections of the last evaluation
+
+    def build_model(self):
+        return centernet(self.input_size)
+
+    def load_data(self) -> tuple[Split, Split]:
+        from clipstudy.data import tfds_builder  # deferred: imports TensorFlow Datasets
+
+        return tfds_builder.load_split(self.dataset, "train"), tfds_builder.load_split(self.dataset, "test")
+
+    def prepare(self, split: Split):
+        """Canvases to float32 ``(n, S, S, 1)``; their annotations to packed CenterNet targets."""
+        images = np.asarray(split.x, np.float32)[..., None] / 255.0
+        targets = np.stack([encode_targets(a.boxes, a.classes, self.input_size) for a in split.y])
+        return images, targets
+
+    def prepare_test(self, split: Split):
+        """As ``prepare``, keeping the exact annotations for COCO scoring beside the packed targets."""
+        images, targets = self.prepare(split)
+        return images, {"targets": targets, "annotations": list(split.y)}
+
+    def per_example_loss(self, y, pred):
+        return detection_loss(y, pred)
+
+    def batch_score(self, y, pred):
+        return tf.reduce_sum(losses(y, pred)[0])
+
+    def predict_all(self, predict, x, batch_size):
+        return np.concatenate([np.asarray(predict(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+
+    def coco_files(self, outputs, annotations: list[Annotations]):
+        """COCO ground truth (the exact boxes) and the decoded detections of ``outputs``."""
+        decoded = [decode(o) for o in outputs]
+        size = self.input_size
+        gt = coco.ground_truth([a.boxes for a in annotations], [a.classes for a in annotations], size, size)
+        return gt, coco.detections([d[0] for d in decoded], [d[1] for d in decoded], [d[2] for d in decoded])
+
+    def evaluate(self, predict, x, test, batch_size) -> dict[str, float]:
+        outputs = self.predict_all(predict, x, batch_size)
+        test_loss = float(np.mean(detection_loss(tf.constant(test["targets"]), tf.constant(outputs)).numpy()))
+        self.last_coco = self.coco_files(outputs, test["annotations"])
+        return {"test_loss": test_loss, **coco.evaluate(*self.last_coco)}
+
+    def targets(self):
+        return {"steps_to_ap50_80": ("AP50", 0.8), "steps_to_ap50_90": ("AP50", 0.9)}
+
+    def final_metrics(self, row):
+        return {"final_test_loss": float(row["test_loss"]), **{f"final_{k}": float(row[k]) for k in coco.METRICS}}
+
+    def write_artifacts(self, directory: Path) -> list[Path]:
+        """``ground_truth.json`` and ``detections.json`` of the last evaluation."""
+        if self.last_coco is None:
+            return []
+        return list(coco.write_coco_files(*self.last_coco, directory))
+
+    def sample_detections(self, model, split: Split, count: int = 8):
+        """``(canvases, annotations, detections)`` of the first ``count`` canvases of ``split``, for drawing;
+        each detection is ``(boxes, scores, classes)``."""
+        sample = split.take(np.arange(min(count, len(split))))
+        x, _ = self.prepare(sample)
+        outputs = self.predict_all(lambda images: model(images, training=False), x, len(sample))
+        return sample.x, list(sample.y), [decode(o) for o in outputs]

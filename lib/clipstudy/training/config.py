@@ -1,0 +1,167 @@
+"""``RunConfig``: the one definition of a run's parameters, with their types, defaults and checks.
+
+A run of the study is a function of its ``RunConfig`` (and the machine): profiles are lists of
+them, the notebooks' parameters cell holds overrides of them, ``training.train`` reads them and a
+run's id is a digest of them. Building one checks every value, so a bad profile fails before
+anything runs. No TensorFlow is imported here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipstudy import clipping
+from clipstudy.data.canvases import SPLIT_SIZES
+from clipstudy.data.mnist import ARRAY_SHAPES
+from clipstudy.training.spikes import spike_plan
+
+TASKS = ("classifier", "detector")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+#: A global-norm threshold written ``{baseline_percentile: p}`` is read from the data before the run.
+FROM_DATA = "baseline_percentile"
+#: Defaults that differ by task (everything else is the same for both).
+TASK_DEFAULTS = {"classifier": {}, "detector": {"batch_size": 32, "dataset": "smoke"}}
+
+
+class ConfigError(ValueError):
+    """A run parameter is invalid; the message names the field, the value and what is valid."""
+
+
+def _doc(text: str):
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run. Build with ``RunConfig.for_task(task, **overrides)``."""
+
+    task: str = field(default="classifier", metadata=_doc("what is learned: " + ", ".join(TASKS)))
+    method: str = field(default="none", metadata=_doc("clipping method, a name of clipping.METHODS"))
+    clip_params: dict = field(default_factory=dict, metadata=_doc("the method's parameters (clipping.get)"))
+    optimizer: str = field(default="adam", metadata=_doc("one of " + ", ".join(OPTIMIZERS)))
+    learning_rate: float = field(default=1e-3, metadata=_doc("the optimizer's step size, > 0"))
+    seed: int = field(default=0, metadata=_doc("seeds weights, shuffling and subsets"))
+    epochs: int = field(default=1, metadata=_doc("passes over the training images"))
+    batch_size: int = field(default=128, metadata=_doc("images per optimizer step"))
+    train_subset: int | None = field(default=None, metadata=_doc("train on this many images (None: all)"))
+    test_subset: int | None = field(default=None, metadata=_doc("test on this many images (None: all)"))
+    eval_every: int | None = field(default=None, metadata=_doc("also evaluate every this many steps"))
+    spikes: dict | None = field(default=None, metadata=_doc("bad batches to inject (training.spikes)"))
+    dataset: str | None = field(default=None, metadata=_doc("detector only: mnist_detection size"))
+    threshold_rule: str | None = field(default=None, metadata=_doc("how a threshold read from data was chosen"))
+
+    @classmethod
+    def for_task(cls, task: str, /, **overrides) -> "RunConfig":
+        """A config with ``task``'s defaults and ``overrides``; unknown names are refused."""
+        if task not in TASK_DEFAULTS:
+            raise ConfigError(f"task={task!r} is invalid; valid choices: {', '.join(TASKS)}")
+        if overrides.get("task", task) != task:
+            raise ConfigError(f"task={overrides['task']!r} given for a {task} run")
+        return cls.from_params({**TASK_DEFAULTS[task], **overrides, "task": task})
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "RunConfig":
+        """The inverse of ``to_params``; a key that is not a field is refused, naming the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown run parameter(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        return cls(**params)
+
+    def to_params(self) -> dict[str, Any]:
+        """The parameters as a plain dict (what a run's id digests); unset optional labels left out."""
+        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for optional in ("dataset", "threshold_rule"):
+            if params[optional] is None:
+                del params[optional]
+        return params
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def threshold_from_data(self) -> float | None:
+        """The percentile ``p`` of a threshold still to be read from data, else ``None``."""
+        threshold = self.clip_params.get("threshold")
+        return threshold[FROM_DATA] if isinstance(threshold, dict) else None
+
+    def clipper(self):
+        """The configured ``Clipper`` (the threshold must have been read from data already)."""
+        if self.threshold_from_data is not None:
+            raise ConfigError(f"clip_params threshold={self.clip_params['threshold']!r} has not been read from "
+                              "data yet; the sweep resolves it from the baseline run before the run starts")
+        return clipping.get(self.method, **self.clip_params)
+
+    def __post_init__(self):
+        _check_choice("task", self.task, TASKS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_clipping(self)
+        _check_number("learning_rate", self.learning_rate)
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("epochs", "batch_size"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("train_subset", "test_subset", "eval_every"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1, optional=True)
+        _check_dataset(self)
+        try:
+            spike_plan(self.spikes)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.threshold_rule is not None and not isinstance(self.threshold_rule, str):
+            raise ConfigError(f"threshold_rule={self.threshold_rule!r} is invalid; it must be a string or None")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is invalid; valid choices: {', '.join(choices)}")
+
+
+def _check_number(name, value):
+    if isinstance(value, str):
+        raise ConfigError(f"{name}={value!r} is a string, not a number (YAML reads 1e-3 as a string: "
+                          f"write 1.0e-3 or 0.001)")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={value!r} is invalid; it must be a finite number > 0")
+
+
+def _check_int(name, value, minimum, optional=False):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        tail = " or None" if optional else ""
+        raise ConfigError(f"{name}={value!r} is invalid; it must be an integer ≥ {minimum}{tail}")
+
+
+def _check_clipping(config: RunConfig):
+    if not isinstance(config.clip_params, dict):
+        raise ConfigError(f"clip_params={config.clip_params!r} is invalid; it must be a dict of the method's parameters")
+    params = dict(config.clip_params)
+    rule = params.get("threshold")
+    if isinstance(rule, dict):
+        p = rule.get(FROM_DATA)
+        if config.method != "global_norm" or set(rule) != {FROM_DATA}:
+            raise ConfigError(f"clip_params threshold={rule!r} is invalid; a threshold from data must be "
+                              f"{{{FROM_DATA}: p}} on global_norm")
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 100:
+            raise ConfigError(f"clip_params threshold.{FROM_DATA}={p!r} is invalid; it must be a number in (0, 100]")
+        params["threshold"] = 1.0  # the rest of the parameters are checked with a stand-in
+    try:
+        clipping.get(config.method, **params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_dataset(config: RunConfig):
+    if config.task == "detector":
+        _check_choice("dataset", config.dataset, tuple(SPLIT_SIZES))
+        sizes = {"train_subset": SPLIT_SIZES[config.dataset]["train"], "test_subset": SPLIT_SIZES[config.dataset]["test"]}
+    else:
+        if config.dataset is not None:
+            raise ConfigError(f"dataset={config.dataset!r} is invalid for the classifier (MNIST itself); leave it unset")
+        sizes = {"train_subset": ARRAY_SHAPES["x_train"][0], "test_subset": ARRAY_SHAPES["x_test"][0]}
+    for name, n in sizes.items():
+        value = getattr(config, name)
+        if value is not None and value > n:
+            raise ConfigError(f"{name}={value!r} is invalid; it must be an integer in [1, {n}] or None")

@@ -1,0 +1,165 @@
+"""One training loop for every run of the study, with per-step gradient telemetry.
+
+``train`` runs a compiled step (forward, loss, gradients, the clipper, the optimizer update),
+records what clipping did at every step and the test metrics at every evaluation, and stops a
+diverging run early, marking it as such: divergence is a result.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from clipstudy._quiet import keras, tf
+from clipstudy.data.split import Split, subset_indices
+from clipstudy.training.config import RunConfig
+from clipstudy.training.monitor import DivergenceMonitor
+from clipstudy.training.optimizers import make_optimizer
+from clipstudy.training.spikes import spike_plan
+from clipstudy.training.step import make_predict, make_train_step
+from clipstudy.training.steplog import StepLog
+from clipstudy.training.summary import summarize
+
+
+@dataclass
+class RunResult:
+    """What a run produced: per-step and per-epoch tables, a summary, the trained model and the
+    test split it was scored on."""
+
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+    summary: dict[str, Any]
+    model: Any = field(default=None, repr=False)
+    test: Split | None = field(default=None, repr=False)
+
+
+def set_determinism(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class _Evaluations:
+    """The rows of the epochs table: train loss and score so far in the epoch, and test metrics."""
+
+    def __init__(self, task, predict, test_x, test_targets, start: float):
+        self.task, self.predict, self.x, self.targets, self.start = task, predict, test_x, test_targets, start
+        self.rows: list[dict] = []
+        self.score_column = f"train_{task.score_name}"
+
+    def add(self, epoch, step, totals, epoch_end, skip_test=False):
+        t0 = time.perf_counter()
+        if skip_test:
+            metrics = {k: math.nan for k in self.task.metric_names}
+        else:
+            metrics = self.task.evaluate(self.predict, self.x, self.targets, self.task.eval_batch_size)
+        loss, score, seen = totals
+        self.rows.append({"epoch": epoch, "step": step, "epoch_end": epoch_end, "train_loss": loss / seen,
+                          self.score_column: score / seen, **metrics,
+                          "wall_time_s": time.perf_counter() - self.start,
+                          "eval_time_s": 0.0 if skip_test else time.perf_counter() - t0})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, progress: bool = True) -> RunResult:
+    """Train ``task``'s model as ``config`` says and record what clipping did.
+
+    Args:
+      config: the run's parameters (its method, optimizer, schedule, seed and subsets).
+      task: what is learned and measured (``clipstudy.tasks``: the ``Task`` protocol).
+      data: ``(train, test)`` splits; ``config``'s subsets are drawn from them by its seed.
+      model: a zero-argument builder or a built model instead of ``task.build_model`` (built after
+        seeding, so the initial weights follow the seed).
+      progress: show a progress bar.
+
+    Returns:
+      ``RunResult`` with ``steps`` (one row per optimizer step: ``loss``, ``norm_before``,
+      ``norm_after``, ``clipped``, ``threshold``, ``nonfinite``, ``step_time_s``), ``epochs``
+      (one row per evaluation; ``epoch_end`` marks the ends of epochs), ``summary`` and ``model``.
+    """
+    clip = config.clipper()
+    set_determinism(config.seed)
+    net = _build(model or task.build_model)
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    train_split, test_split = _subsets(config, data)
+    x_train, y_train = task.prepare(train_split)
+    x_test, test_targets = task.prepare_test(test_split)
+    train_step = make_train_step(net, task, clip, optimizer, tf.constant(x_train), tf.constant(y_train))
+    evaluations = _Evaluations(task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter())
+
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    log = StepLog(steps_per_epoch * config.epochs)
+    bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
+    divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar)
+    wall = time.perf_counter() - evaluations.start
+    bar.close()
+
+    steps, epochs = log.frame(steps_per_epoch, config.epochs), evaluations.frame()
+    summary = summarize(config, task, clip, steps, epochs, train_images=len(train_split), test_images=len(test_split),
+                        images_seen=images_seen, steps_planned=log.capacity, divergence=divergence,
+                        wall_time_s=wall, median_step_time_s=log.median_step_time(),
+                        parameters=net.count_params())
+    return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
+
+
+def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evaluations: _Evaluations, bar):
+    """The optimizer steps of every epoch, with the evaluations; stops at divergence.
+    Returns ``(divergence reason or None, images seen)``."""
+    spikes = spike_plan(config.spikes)
+    monitor = DivergenceMonitor()
+    shuffler = np.random.default_rng([config.seed, 2])
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    divergence, images_seen = None, 0
+    for epoch in range(1, config.epochs + 1):
+        order = shuffler.permutation(n_train).astype(np.int32)
+        totals = [0.0, 0.0, 0.0]  # loss × images, summed score, images
+        for b in range(steps_per_epoch):
+            batch = order[b * config.batch_size:(b + 1) * config.batch_size]
+            scale, shuffle = spikes.at(log.steps + 1)
+            t0 = time.perf_counter()
+            record = train_step(batch, scale, shuffle).numpy()
+            row = log.append(record, time.perf_counter() - t0)
+            totals = [totals[0] + row["loss"] * len(batch), totals[1] + row["batch_score"], totals[2] + len(batch)]
+            images_seen += len(batch)
+            bar.update(1)
+            divergence = monitor.check(log)
+            if divergence:
+                break
+            if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < steps_per_epoch:
+                evaluations.add(epoch, log.steps, totals, epoch_end=False)
+        evaluations.add(epoch, log.steps, totals, epoch_end=True, skip_test=divergence is not None)
+        if divergence:
+            break
+    return divergence, images_seen
+
+
+def _build(model):
+    return model() if callable(model) and not isinstance(model, keras.Model) else model
+
+
+def _subsets(config: RunConfig, data) -> tuple[Split, Split]:
+    train_split, test_split = data
+    train_idx = subset_indices(len(train_split), config.train_subset, config.seed, "train_subset")
+    test_idx = subset_indices(len(test_split), config.test_subset, config.seed, "test_subset")
+    return train_split.take(train_idx), test_split.take(test_idx)
+
+
+def _progress(total: int, enabled: bool, description: str):
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, desc=description, unit="step", leave=False, mininterval=1.0)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass

@@ -1,0 +1,74 @@
+"""A run's summary: its final and best metrics, targets reached, divergence and clipping telemetry."""
+from __future__ import annotations
+
+import math
+import platform
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clipstudy import __version__
+from clipstudy._quiet import keras, tf
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "clipstudy": __version__,
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
+
+
+def steps_to_target(epochs: pd.DataFrame, target: float, column: str = "test_accuracy") -> float:
+    """Optimizer steps done when ``column`` first reached ``target`` (NaN if it never did)."""
+    reached = epochs.loc[epochs[column] >= target, "step"]
+    return float(reached.iloc[0]) if len(reached) else math.nan
+
+
+def _best(epochs: pd.DataFrame, column: str) -> float:
+    if column in epochs and epochs[column].notna().any():
+        return float(epochs[column].max())
+    return math.nan
+
+
+def _norm_statistics(steps: pd.DataFrame) -> dict[str, Any]:
+    finite = steps["norm_before"][np.isfinite(steps["norm_before"])]
+    n = len(steps)
+    return {
+        "clip_fraction": float(steps["clipped"].mean()) if n else math.nan,
+        "steps_clipped": int((steps["clipped"] > 0).sum()),
+        "max_norm_before": float(finite.max()) if len(finite) else math.nan,
+        "median_norm_before": float(finite.median()) if len(finite) else math.nan,
+    }
+
+
+def summarize(config, task, clip, steps: pd.DataFrame, epochs: pd.DataFrame, *, train_images: int,
+              test_images: int, images_seen: int, steps_planned: int, divergence: str | None, wall_time_s: float,
+              median_step_time_s: float, parameters: int) -> dict[str, Any]:
+    """The summary of a finished run, from its step and epoch tables."""
+    last = epochs.iloc[-1]
+    targets = {key: (steps_to_target(epochs, value, column) if column in epochs else math.nan)
+               for key, (column, value) in task.targets().items()}
+    best_column = next(iter(task.targets().values()))[0]
+    final = {k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()}
+    return {
+        "task": task.name, "method": clip.name, "clip_params": clip.config(),
+        "optimizer": config.optimizer, "learning_rate": float(config.learning_rate),
+        "batch_size": config.batch_size, "epochs": config.epochs, "seed": config.seed,
+        "train_images": int(train_images), "test_images": int(test_images),
+        "steps_run": int(len(steps)), "steps_planned": int(steps_planned),
+        "final_train_loss": float(last["train_loss"]), **final,
+        f"best_{best_column}": _best(epochs, best_column), **targets,
+        "diverged": divergence is not None, "divergence_reason": divergence,
+        **_norm_statistics(steps),
+        "wall_time_s": wall_time_s, "median_step_time_s": median_step_time_s,
+        "images_per_second": images_seen / wall_time_s if wall_time_s > 0 else math.nan,
+        "parameters": int(parameters), "versions": library_versions(),
+    }
+

@@ -1,0 +1,124 @@
+"""Aggregation of run folders into tidy tables, and the HTML report build."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipstudy.analysis import report
+from clipstudy.study import profiles
+from clipstudy.study import runfiles as runs
+from clipstudy.training import RunConfig, RunResult
+
+
+def fake_run(method, optimizer, lr, seed, accuracy, diverged=False, clip_fraction=0.0):
+    steps = pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [1, 1, 2, 2], "loss": [2.3, 1.0, 0.5, 0.4],
+                          "norm_before": [3.0, 2.0, 1.5, 1.0], "norm_after": [1.0, 1.0, 1.0, 1.0],
+                          "clipped": [1.0, 1.0, 1.0, 0.0], "threshold": [1.0] * 4,
+                          "nonfinite": [False] * 4, "step_time_s": [0.01] * 4})
+    epochs = pd.DataFrame({"epoch": [1, 2], "step": [2, 4], "train_loss": [1.5, 0.45],
+                           "train_accuracy": [0.6, accuracy], "test_loss": [1.2, 0.5],
+                           "test_accuracy": [0.7, accuracy], "wall_time_s": [1.0, 2.0], "eval_time_s": [0.1, 0.1]})
+    params = RunConfig(method=method, clip_params={"threshold": 1.0} if method != "none" else {},
+                       optimizer=optimizer, learning_rate=lr, seed=seed, epochs=2)
+    summary = {"method": method, "optimizer": optimizer, "learning_rate": lr, "seed": seed,
+               "final_test_accuracy": accuracy if not diverged else math.nan, "diverged": diverged,
+               "clip_fraction": clip_fraction, "steps_to_98": math.nan, "clip_params": params.clip_params,
+               "parameters": 225034, "median_step_time_s": 0.010 if method == "none" else 0.0101}
+    return RunResult(steps, epochs, summary), params
+
+
+PROFILE = {"experiments": [{"name": "fake", "task": "classifier", "settings": {"epochs": 2},
+                            "methods": ["none", {"method": "global_norm", "threshold": 1.0}],
+                            "optimizers": {"adam": [0.001], "sgd": [0.1]}, "seeds": [0, 1]}]}
+ACCURACY = {("none", "adam", 0): 0.90, ("none", "adam", 1): 0.80, ("global_norm", "adam", 0): 0.95,
+            ("global_norm", "adam", 1): 0.85, ("none", "sgd", 0): 0.5, ("none", "sgd", 1): 0.5,
+            ("global_norm", "sgd", 0): 0.6, ("global_norm", "sgd", 1): 0.7}
+
+
+@pytest.fixture
+def profile_path(tmp_path):
+    """A profile file whose planned runs all exist as fake run folders, plus a failed and a killed run."""
+    import yaml
+
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(PROFILE))
+    root = tmp_path / "reports" / "fake" / "runs"
+    _, specs = profiles.load_profile(path)
+    for spec in specs:
+        p = spec.config
+        result, _ = fake_run(p.method, p.optimizer, p.learning_rate, p.seed, ACCURACY[(p.method, p.optimizer, p.seed)],
+                             diverged=(p.method == "none" and p.optimizer == "sgd"),
+                             clip_fraction=0.75 if p.method != "none" else 0)
+        runs.save_run(result, root / spec.run_id, p)
+    (root / "broken").mkdir()
+    runs.write_json_atomic({"error": "ValueError: boom"}, root / "broken" / runs.ERROR)
+    (root / "killed").mkdir()
+    stale, _ = fake_run("none", "adam", 0.001, 0, 0.1)
+    runs.save_run(stale, root / "left-over-from-an-older-profile", RunConfig())
+    return path
+
+
+@pytest.fixture
+def runs_root(profile_path):
+    return profile_path.parent / "reports" / "fake" / "runs"
+
+
+def test_load_runs_reads_every_finished_run_into_tidy_tables(runs_root):
+    table = report.load_runs(runs_root)
+    assert len(table.summaries) == 9  # the eight planned and the left-over one
+    assert len(table.steps) == 9 * 4 and len(table.epochs) == 9 * 2
+    assert table.failed.to_dict("records") == [{"run_id": "broken", "error": "ValueError: boom"}]
+    assert set(table.steps.columns) >= {"run_id", "method", "optimizer", "learning_rate", "seed", "norm_before"}
+    assert table.summaries["final_test_accuracy"].isna().sum() == 2  # the diverged runs: JSON null is NaN again
+
+
+def test_a_profiles_report_reads_only_its_planned_runs(profile_path):
+    name, table, missing = report.load_profile_runs(profile_path, profile_path.parent / "reports")
+    assert name == "fake" and len(table.summaries) == 8 and missing == []
+    assert "left-over-from-an-older-profile" not in set(table.summaries["run_id"])
+
+
+def test_method_table_averages_over_seeds(profile_path):
+    _, table, _ = report.load_profile_runs(profile_path, profile_path.parent / "reports")
+    t = report.method_table(table.summaries)
+    row = t[(t.optimizer == "adam") & (t.method == "global_norm")].iloc[0]
+    assert row["runs"] == 2
+    assert row["test_accuracy"] == pytest.approx(np.mean([0.95, 0.85]))
+    assert row["clip_fraction"] == pytest.approx(0.75)
+    sgd_none = t[(t.optimizer == "sgd") & (t.method == "none")].iloc[0]
+    assert sgd_none["diverged"] == 1.0
+    assert t[t.optimizer == "adam"]["method"].tolist() == ["none", "global_norm"]  # study order
+
+
+def test_no_runs_says_to_run_the_sweep(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the sweep first"):
+        report.load_runs(tmp_path / "reports" / "nothing" / "runs")
+
+
+def test_the_report_is_exported_to_html_without_code_and_saves_figures(profile_path):
+    reports = profile_path.parent / "reports"
+    html = report.build_report(profile_path, reports)
+    text = html.read_text()
+    assert "Report: what clipping did" in text
+    assert "report.load_runs" not in text  # code cells are left out
+    claims_csv = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
+    assert claims_csv["claim"].tolist() == [str(i) for i in range(1, 9)]
+    assert set(claims_csv["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert "Claim 4:" in text
+    figures = reports / "fake" / "figures"
+    for name in ["learning_curves", "final_accuracy", "clip_fraction", "divergence", "norms_adam", "norms_sgd",
+                 "stability_map", "overhead"]:
+        assert (figures / f"{name}.png").stat().st_size > 1000
+        assert (figures / f"{name}.svg").exists()
+
+
+def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):
+    root = tmp_path / "runs"
+    for seed, threshold in ((0, 0.4), (1, 0.7)):
+        result, params = fake_run("global_norm", "sgd", 0.1, seed, 0.9)
+        params = params.replace(clip_params={"threshold": threshold},
+                                threshold_rule=f"baseline_percentile 50 of classifier-none-sgd-lr0.1-s{seed}-x")
+        runs.save_run(result, root / f"run{seed}", params)
+    s = report.load_runs(root).summaries
+    assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of unclipped)"]

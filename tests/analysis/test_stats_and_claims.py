@@ -1,0 +1,110 @@
+"""Statistics and the claims audit against hand-computed values and NumPy/SciPy references."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipstudy.analysis import claims
+from clipstudy.analysis import stats as analysis
+
+
+def test_mean_ci_is_the_student_t_interval():
+    values = [1.0, 2.0, 4.0]
+    mean, low, high, n = analysis.mean_ci(values)
+    # t(0.975, 2) = 4.302653; sd = 1.527525; half = 4.302653 * 1.527525 / sqrt(3) = 3.794583
+    assert (mean, n) == (pytest.approx(7 / 3), 3)
+    assert low == pytest.approx(7 / 3 - 3.794583, abs=1e-5) and high == pytest.approx(7 / 3 + 3.794583, abs=1e-5)
+
+
+def test_mean_ci_edge_cases():
+    assert analysis.mean_ci([0.0, 0.0, 0.0])[1:3] == (0.0, 0.0)
+    assert math.isnan(analysis.mean_ci([1.0])[1])
+    assert analysis.mean_ci([np.nan, np.nan])[3] == 0
+
+
+@pytest.mark.parametrize("low, high, mean, expected", [
+    (0.1, 0.3, 0.2, "better"), (-0.3, -0.1, -0.2, "worse"), (-0.1, 0.3, 0.1, "unclear"),
+    (0.0, 0.0, 0.0, "identical"), (math.nan, math.nan, 0.5, "unclear"), (math.nan, math.nan, 0.0, "identical"),
+])
+def test_classify_effect(low, high, mean, expected):
+    assert analysis.classify_effect(low, high, mean) == expected
+
+
+def test_area_under_curve_by_trapezoids():
+    epochs = pd.DataFrame({"step": [10, 20], "test_accuracy": [0.5, 1.0]})
+    # flat 0.5 from 0 to 10, then 0.5 -> 1.0: (5 + 7.5) / 20
+    assert analysis.area_under_curve(epochs, "test_accuracy") == pytest.approx(12.5 / 20)
+
+
+def summaries_for(effects):
+    """Runs of one cell: a baseline and a clipped setting per seed with the given final accuracies."""
+    rows = []
+    for seed, (base, clipped) in enumerate(effects):
+        for method, label, acc in (("none", "none", base), ("global_norm", "global_norm (threshold=1)", clipped)):
+            rows.append({"run_id": f"{method}-{seed}", "task": "classifier", "settings_key": "{}", "optimizer": "adam",
+                         "learning_rate": 0.001, "seed": seed, "method": method, "label": label,
+                         "final_test_accuracy": acc, "diverged": acc is None or math.isnan(acc)})
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_pair_by_seed_and_drop_diverged_pairs():
+    s = summaries_for([(0.90, 0.92), (0.80, 0.83), (0.85, 0.86), (0.70, math.nan)])
+    table = analysis.paired_differences(s, "final_test_accuracy")
+    row = table.iloc[0]
+    diffs = np.array([0.02, 0.03, 0.01])
+    assert row["pairs"] == 3 and row["pairs_dropped"] == 1
+    assert row["mean_difference"] == pytest.approx(diffs.mean())
+    from scipy import stats
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert row["ci_low"] == pytest.approx(diffs.mean() - half) and row["ci_high"] == pytest.approx(diffs.mean() + half)
+
+
+def test_runs_of_other_settings_are_never_paired():
+    s = summaries_for([(0.9, 0.95), (0.8, 0.85)])
+    other = s[s["method"] == "global_norm"].assign(settings_key='{"spikes": 1}', final_test_accuracy=0.1)
+    table = analysis.paired_differences(pd.concat([s, other]), "final_test_accuracy")
+    assert len(table) == 1 and table.iloc[0]["mean_difference"] == pytest.approx(0.05)
+
+
+def test_spike_recovery_on_a_scripted_loss_trace():
+    loss = [1.0] * 10 + [50.0, 40.0] + [3.0] * 5 + [1.0] * 20
+    steps = pd.DataFrame({"step": np.arange(1, len(loss) + 1), "loss": loss})
+    out = analysis.spike_recovery(steps, [11, 12], window=5, tolerance=1.1)
+    assert out["loss_before"] == 1.0 and out["loss_peak"] == 50.0 and out["peak_ratio"] == 50.0
+    # After step 12: five 3.0s then 1.0s; the 5-step mean first reaches <= 1.1 at step 22 (all 1.0 from 18 on).
+    assert out["steps_to_recover"] == 10
+
+
+def test_stability_counts_rates_without_divergence_and_near_the_best():
+    rows = []
+    for lr, acc, div in ((0.001, 0.95, False), (0.01, 0.97, False), (0.1, 0.5, False), (1.0, math.nan, True)):
+        rows.append({"task": "classifier", "optimizer": "sgd", "label": "none", "method": "none",
+                     "learning_rate": lr, "final_test_accuracy": acc, "diverged": div})
+    table = analysis.stability(pd.DataFrame(rows), "final_test_accuracy")
+    row = table.iloc[0]
+    assert row["stable_rates"] == 2 and row["stable_low"] == 0.001 and row["stable_high"] == 0.01
+    assert row["stable_decades"] == pytest.approx(1.0) and row["divergence_rate"] == 0.25
+
+
+def test_claim_2_is_refuted_when_the_articles_clipping_never_engages():
+    rows, epochs, steps = [], [], []
+    for seed in range(3):
+        for method, label in (("none", "none"), ("value", claims.ARTICLE_CLIP)):
+            run = f"{method}-{seed}"
+            rows.append({"run_id": run, "task": "classifier", "settings_key": "{}", "optimizer": "adam",
+                         "learning_rate": 0.001, "seed": seed, "method": method, "label": label,
+                         "clip_params": "threshold=5" if method == "value" else "-",
+                         "final_test_accuracy": 0.9 + seed / 100, "diverged": False, "clip_fraction": 0.0,
+                         "parameters": 225034, "median_step_time_s": 0.01})
+            epochs.append({"run_id": run, "task": "classifier", "step": 10, "test_accuracy": 0.9 + seed / 100})
+            steps.append({"run_id": run, "method": method, "norm_before": 1.0, "norm_after": 1.0})
+    audit = claims.audit(pd.DataFrame(rows), pd.DataFrame(steps), pd.DataFrame(epochs))
+    assert list(audit.columns) == ["claim", "text", "rule", "numbers", "verdict", "figure"]
+    assert audit["claim"].tolist() == [str(i) for i in range(1, 9)]
+    audit = audit.set_index("claim")
+    assert audit.loc["2", "verdict"] == "refuted" and "+0.0000" in audit.loc["2", "numbers"]
+    assert audit.loc["1", "verdict"] == "refuted"
+    assert audit.loc["4", "verdict"] == "refuted"
+    assert audit.loc["8", "verdict"] == "inconclusive"  # no detector runs
+    assert set(audit["verdict"]) <= {"supported", "refuted", "inconclusive"}

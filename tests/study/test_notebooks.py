@@ -1,0 +1,66 @@
+"""The notebooks: jupytext .py files paired with .ipynb files that carry only clean outputs."""
+import ast
+import dataclasses
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from clipstudy import paths
+from clipstudy.study import notebooks
+from clipstudy.training import RunConfig
+
+SOURCES = sorted(paths.NOTEBOOKS.glob("[0-9]*.py"))
+
+
+def test_there_are_four_notebooks_each_with_its_pair():
+    assert [p.stem for p in SOURCES] == ["00_data", "10_train_classifier", "20_train_detector", "90_report"]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_the_py_and_the_ipynb_agree(source):
+    assert notebooks.disagreements(source) == []
+
+
+def test_a_changed_py_is_reported_as_a_disagreement(tmp_path):
+    source = SOURCES[1]
+    copy = tmp_path / source.name
+    copy.write_text(source.read_text().replace("# ## Train", "# ## Training, edited"))
+    (tmp_path / source.with_suffix(".ipynb").name).write_bytes(source.with_suffix(".ipynb").read_bytes())
+    problems = notebooks.disagreements(copy)
+    assert len(problems) == 1 and "Training, edited" in problems[0]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_the_first_code_cell_is_the_parameters_cell(source):
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert first.metadata.get("tags") == ["parameters"]
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if "train" in s.stem], ids=lambda p: p.stem)
+def test_run_notebooks_take_only_run_config_fields(source):
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    tree = ast.parse(next(c for c in nb.cells if c.cell_type == "code").source)
+    config = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "config")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    assert {k.arg for k in config.keywords} <= fields
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_stored_notebooks_carry_no_widget_state_and_no_temporary_paths(source):
+    text = source.with_suffix(".ipynb").read_text()
+    assert notebooks.WIDGET_MIME not in text and '"widgets"' not in text
+    assert "output_path" not in text and "/tmp/" not in text
+
+
+def test_clean_strips_widgets_and_papermill_paths():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={notebooks.WIDGET_MIME: {}, "text/plain": "0%"}),
+                           nbformat.v4.new_output("stream", text="kept\n")]
+    nb.metadata["widgets"] = {"state": {}}
+    nb.metadata["papermill"] = {"input_path": "/a", "output_path": "/tmp/b", "parameters": {"x": 1}}
+    kept = notebooks.clean(nbformat.from_dict(nb), keep_papermill=True)
+    assert [o.output_type for o in kept.cells[0].outputs] == ["stream"]
+    assert "widgets" not in kept.metadata and kept.metadata["papermill"] == {"parameters": {"x": 1}}
+    assert "papermill" not in notebooks.clean(nbformat.from_dict(nb)).metadata

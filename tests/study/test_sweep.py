@@ -1,0 +1,171 @@
+"""The sweep runner end to end on the smoke profile, resumption, and its refusals."""
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from clipstudy import paths
+from clipstudy.study import profiles, runfiles, sweep
+from clipstudy.study import runfiles as runs
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    """A copy of the smoke profile's runs: those ``make smoke-runs`` made in reports/ (the sweep runs
+    once per ``make test``), swept first if they are not all there."""
+    shared = paths.reports_dir()
+    _, specs = profiles.load_profile("smoke")
+    result = sweep.run_sweep("smoke", shared, workers=2, progress=False)
+    assert result.ok, result.failed
+    reports = tmp_path_factory.mktemp("reports")
+    shutil.copytree(shared / "smoke" / "runs", reports / "smoke" / "runs",
+                    ignore=lambda d, names: [n for n in names if n.startswith(".")])
+    return reports, [s.run_id for s in specs]
+
+
+def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
+    reports, planned = smoke_sweep
+    _, specs = profiles.load_profile("smoke")
+    assert sorted(planned) == sorted(s.run_id for s in specs) and len(set(planned)) == 6
+    for spec in specs:
+        run_dir = reports / "smoke" / "runs" / spec.run_id
+        expected = ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS]
+        if spec.params["task"] == "detector":
+            expected += ["ground_truth.json", "detections.json"]
+        assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
+        summary = runs.load_summary(run_dir)
+        assert summary["params"] == spec.params
+        assert summary["params_hash"] == spec.run_id.rsplit("-", 1)[1]
+        assert summary["method"] == spec.params["method"]
+        assert summary["learning_rate"] == spec.params["learning_rate"]
+
+
+def test_a_second_invocation_runs_nothing(smoke_sweep):
+    reports, planned = smoke_sweep
+    before = {p: p.stat().st_mtime_ns for p in (reports / "smoke" / "runs").glob("*/summary.json")}
+    again = sweep.run_sweep("smoke", reports, workers=2, progress=False)
+    assert again.done == [] and sorted(again.skipped) == sorted(planned)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_a_run_killed_midway_is_redone_with_the_same_numbers(smoke_sweep):
+    from clipstudy.study import compare
+
+    reports, planned = smoke_sweep
+    root = reports / "smoke" / "runs"
+    victim = sorted(planned)[0]
+    original = reports / "original"
+    shutil.copytree(root / victim, original)
+    # What a kill leaves: a finished-looking folder without its summary, and a half-written partial.
+    (root / victim / runs.SUMMARY).unlink()
+    stale = root / f".{victim}.partial-deadbeef"
+    stale.mkdir()
+    (stale / "steps.parquet").write_bytes(b"half")
+    again = sweep.run_sweep("smoke", reports, workers=1, progress=False)
+    assert again.done == [victim]
+    assert runs.is_finished(root / victim)
+    assert not stale.exists()
+    assert compare.run_differences(original, root / victim) == []
+
+
+def write_profile(tmp_path, doc) -> Path:
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def good_experiment(**overrides):
+    exp = {"name": "t", "task": "classifier", "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
+           "methods": ["none"], "optimizers": {"adam": [0.001]}, "seeds": [0]}
+    exp.update(overrides)
+    return exp
+
+
+@pytest.mark.parametrize("experiment, field, reason", [
+    (good_experiment(methods=["bogus"]), "experiments[0].methods[0]", "unknown clipping method 'bogus'"),
+    (good_experiment(methods=[{"method": "norm", "threshold": -1}]), "experiments[0].methods[0]", "threshold=-1"),
+    ({k: v for k, v in good_experiment().items() if k != "seeds"}, "experiments[0].seeds", "missing"),
+    (good_experiment(settings={"epochs": "ten"}), "experiments[0].settings.epochs", "must be an integer ≥ 1"),
+    (good_experiment(settings={"epochs": 0}), "experiments[0].settings.epochs", "epochs=0 is invalid"),
+    (good_experiment(settings={"batch_size": 0}), "experiments[0].settings.batch_size", "batch_size=0 is invalid"),
+    (good_experiment(settings={"train_subset": -3}), "experiments[0].settings.train_subset", "train_subset=-3"),
+    (good_experiment(settings={"train_subset": 10**6}), "experiments[0].settings.train_subset", "[1, 60000]"),
+    (good_experiment(optimizers={"adam": [float("inf")]}), "experiments[0].optimizers.adam", "learning_rate=inf"),
+    (good_experiment(optimizers={"adam": ["1e-3"]}), "experiments[0].optimizers.adam", "write 1.0e-3 or 0.001"),
+    (good_experiment(settings={"epoch": 1}), "experiments[0].settings.epoch", "unknown setting"),
+    (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
+    (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a finite number > 0"),
+    (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
+    (good_experiment(methods=["none", {"method": "norm", "threshold": {"baseline_percentile": 50}}]),
+     "experiments[0].methods[1]", "on global_norm"),
+    (good_experiment(methods=[{"method": "global_norm", "threshold": {"baseline_percentile": 50}}]),
+     "experiments[0].methods[0].threshold", "needs the unclipped method 'none'"),
+    (good_experiment(settings={"spikes": {"steps": [1], "kind": "boom"}}), "experiments[0].settings.spikes",
+     "valid choices: scale_loss"),
+])
+def test_a_bad_profile_is_rejected_before_anything_runs(tmp_path, experiment, field, reason):
+    path = write_profile(tmp_path, {"experiments": [experiment]})
+    reports = tmp_path / "reports"
+    with pytest.raises(profiles.ProfileError) as info:
+        sweep.run_sweep(path, reports, progress=False)
+    message = str(info.value)
+    assert str(path) in message and f"field {field}" in message and reason in message
+    assert not reports.exists()
+
+
+def test_an_unknown_profile_name_lists_the_choices():
+    with pytest.raises(profiles.ProfileError, match="valid choices: full, quick, smoke"):
+        profiles.load_profile("medium")
+
+
+def failing_notebook(path: Path) -> Path:
+    """A run notebook that raises: what a bug in a task would do mid-run."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("config = {}\noutput_dir = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise ValueError(f\"boom at seed {config['seed']}\")")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_failing_run_is_recorded_and_does_not_stop_the_others(tmp_path):
+    path = write_profile(tmp_path, {"experiments": [good_experiment(seeds=[0, 1])]})
+    reports = tmp_path / "reports"
+    _, (good, bad) = profiles.load_profile(path)
+    bad = dataclasses.replace(bad, notebook=str(failing_notebook(tmp_path / "fails.ipynb")))
+    result = sweep.run_sweep(path, reports, workers=2, progress=False, plan=[good, bad])
+    assert result.done == [good.run_id] and list(result.failed) == [bad.run_id]
+    root = reports / "custom" / "runs"
+    assert runs.is_finished(root / good.run_id) and not runs.is_finished(root / bad.run_id)
+    error = json.loads((root / bad.run_id / runs.ERROR).read_text())
+    assert "boom at seed 1" in error["error"]
+    assert (root / bad.run_id / "notebook.ipynb").exists()
+
+
+def test_the_command_line_names_a_failed_run_and_exits_non_zero(tmp_path, capsys, monkeypatch):
+    path = write_profile(tmp_path, {"experiments": [good_experiment()]})
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: sweep.SweepResult("custom", tmp_path, [], [], {"r1": "boom"}))
+    assert sweep.main(["--profile", str(path), "--reports", str(tmp_path)]) == 1
+    assert "FAILED r1: boom" in capsys.readouterr().err
+
+
+def test_a_threshold_from_data_is_the_baseline_runs_percentile(tmp_path):
+    exp = good_experiment(methods=["none", {"method": "global_norm", "threshold": {"baseline_percentile": 50}}])
+    path = write_profile(tmp_path, {"experiments": [exp]})
+    reports = tmp_path / "reports"
+    result = sweep.run_sweep(path, reports, workers=1, progress=False)
+    assert result.ok and len(result.done) == 2
+    _, specs = profiles.load_profile(path)
+    base, clipped = sorted(specs, key=lambda s: s.params["method"] != "none")
+    root = reports / "custom" / "runs"
+    import numpy as np
+    import pandas as pd
+
+    expected = float(np.percentile(pd.read_parquet(root / base.run_id / runs.STEPS)["norm_before"], 50))
+    summary = runs.load_summary(root / clipped.run_id)
+    assert summary["clip_params"]["threshold"] == pytest.approx(expected, rel=1e-6)
+    assert summary["params"]["threshold_rule"] == f"baseline_percentile 50 of {base.run_id}"

@@ -1,0 +1,40 @@
+"""The classifier task: the article's network, its FLOP count, and its task contract."""
+import numpy as np
+
+from clipstudy.tasks import BY_NAME, ClassificationTask, DetectionTask, Task
+from clipstudy.tasks.classification import forward_flops, seed_cnn
+
+
+def test_seed_cnn_is_the_articles_network():
+    model = seed_cnn()
+    # Hand count: conv 3*3*1*32+32, conv 3*3*32*64+64, dense 1600*128+128, dense 128*10+10.
+    assert model.count_params() == 320 + 18496 + 204928 + 1290 == 225034
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    assert [l.activation.__name__ for l in model.layers if hasattr(l, "activation")] == \
+        ["relu", "relu", "relu", "softmax"]
+
+
+def test_seed_cnn_outputs_class_probabilities():
+    probs = seed_cnn()(np.zeros((2, 28, 28, 1), np.float32)).numpy()
+    assert probs.shape == (2, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_forward_flops_match_a_hand_count():
+    # 2 x multiply-adds: conv1 26*26*3*3*1*32, conv2 11*11*3*3*32*64, dense 1600*128, dense 128*10.
+    assert forward_flops(seed_cnn()) == 2 * (26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10)
+
+
+def test_both_tasks_implement_the_task_protocol_and_are_known_by_name():
+    assert isinstance(ClassificationTask(), Task) and isinstance(DetectionTask(), Task)
+    assert BY_NAME == {"classifier": ClassificationTask, "detector": DetectionTask}
+
+
+def test_the_classifier_prepares_uint8_digits_as_float_images_and_int_labels():
+    from clipstudy.data.split import Split
+
+    split = Split(np.full((3, 28, 28), 255, np.uint8), np.array([1, 2, 3], np.uint8))
+    x, y = ClassificationTask().prepare(split)
+    assert x.shape == (3, 28, 28, 1) and x.dtype == np.float32 and x.max() == 1.0
+    assert y.dtype == np.int32 and y.tolist() == [1, 2, 3]

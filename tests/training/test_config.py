@@ -1,0 +1,60 @@
+"""RunConfig: one definition of a run's parameters, with types, defaults and checks."""
+import dataclasses
+
+import pytest
+
+from clipstudy.training import ConfigError, RunConfig
+
+
+def test_task_defaults_differ_only_where_the_tasks_do():
+    classifier, detector = RunConfig.for_task("classifier"), RunConfig.for_task("detector")
+    assert (classifier.batch_size, classifier.dataset) == (128, None)
+    assert (detector.batch_size, detector.dataset) == (32, "smoke")
+    assert RunConfig.for_task("detector", batch_size=8).batch_size == 8
+
+
+def test_params_round_trip_and_leave_out_unset_labels():
+    config = RunConfig.for_task("classifier", method="zclip", clip_params={"z_thresh": 3.0}, learning_rate=1)
+    params = config.to_params()
+    assert "dataset" not in params and "threshold_rule" not in params
+    assert params["learning_rate"] == 1.0 and isinstance(params["learning_rate"], float)
+    assert RunConfig.from_params(params) == config
+    assert RunConfig.for_task("classifier", **params) == config  # a notebook gets the whole dict back
+
+
+def test_a_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RunConfig().seed = 3
+
+
+def test_unknown_parameters_are_named_with_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown run parameter\\(s\\) lr; valid: task, method"):
+        RunConfig.from_params({"lr": 0.1})
+
+
+def test_a_task_given_twice_must_agree():
+    with pytest.raises(ConfigError, match="task='detector' given for a classifier run"):
+        RunConfig.for_task("classifier", task="detector")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"task": "segmenter"}, "task='segmenter' is invalid; valid choices: classifier, detector"),
+    ({"task": "detector", "dataset": "huge"}, "dataset='huge' is invalid; valid choices: smoke, quick, full"),
+    ({"task": "detector", "dataset": "smoke", "train_subset": 513}, "train_subset=513 is invalid; it must be an integer in [1, 512]"),
+    ({"method": "global_norm", "clip_params": {"threshold": {"baseline_percentile": 150}}}, "in (0, 100]"),
+    ({"method": "norm", "clip_params": {"threshold": {"baseline_percentile": 50}}}, "on global_norm"),
+    ({"eval_every": 0}, "eval_every=0 is invalid; it must be an integer ≥ 1 or None"),
+    ({"threshold_rule": 5}, "threshold_rule=5"),
+])
+def test_each_bad_value_is_named_with_what_is_valid(changes, message):
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**changes)
+    assert message in str(info.value)
+
+
+def test_a_threshold_from_data_must_be_resolved_before_a_clipper_is_built():
+    config = RunConfig(method="global_norm", clip_params={"threshold": {"baseline_percentile": 50}})
+    assert config.threshold_from_data == 50
+    with pytest.raises(ConfigError, match="has not been read from data yet"):
+        config.clipper()
+    assert config.replace(clip_params={"threshold": 0.7}).clipper().threshold == 0.7
