@@ -1,7 +1,8 @@
 """Where things are: the one module that knows the repository's layout.
 
 Every default path of the package comes from here. ``CLIPSTUDY_DATA_DIR`` moves the data
-folder (``mnist.npz`` and ``tfds/``), ``CLIPSTUDY_REPORTS_DIR`` the reports folder.
+folder (``mnist.npz`` and ``tfds/``), ``CLIPSTUDY_REPORTS_DIR`` the reports folder,
+``CLIPSTUDY_RESULTS_DIR`` the published results bundles.
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def tfds_dir() -> Path:
 def reports_dir() -> Path:
     """``$CLIPSTUDY_REPORTS_DIR``, else ``reports/`` in the repository."""
     return Path(os.environ.get("CLIPSTUDY_REPORTS_DIR") or REPO / "reports")
+
+
+def results_dir() -> Path:
+    """``$CLIPSTUDY_RESULTS_DIR``, else ``results/`` in the repository: the published bundles."""
+    return Path(os.environ.get("CLIPSTUDY_RESULTS_DIR") or REPO / "results")
 
 
 def notebook(name: str) -> Path:

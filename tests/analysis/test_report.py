@@ -103,8 +103,10 @@ def test_the_report_is_exported_to_html_without_code_and_saves_figures(profile_p
     assert "Report: what clipping did" in text
     assert "report.load_runs" not in text  # code cells are left out
     claims_csv = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
-    assert claims_csv["claim"].tolist() == [str(i) for i in range(1, 9)]
+    assert claims_csv["claim"].tolist() == ["1", "2", "3a", "3b", "4", "5", "6", "7", "8"]
     assert set(claims_csv["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert set(claims_csv["kind"]) <= {"data", "deterministic", "by construction"}
+    assert {"effect", "ci_low", "ci_high", "p_value", "n", "primary", "secondary"} <= set(claims_csv.columns)
     assert "Claim 4:" in text
     figures = reports / "fake" / "figures"
     for name in ["learning_curves", "final_accuracy", "clip_fraction", "divergence", "norms_adam", "norms_sgd",
@@ -118,7 +120,7 @@ def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):
     for seed, threshold in ((0, 0.4), (1, 0.7)):
         result, params = fake_run("global_norm", "sgd", 0.1, seed, 0.9)
         params = params.replace(clip_params={"threshold": threshold},
-                                threshold_rule=f"baseline_percentile 50 of classifier-none-sgd-lr0.1-s{seed}-x")
+                                threshold_rule="probe_percentile 50 of probe-classifier-none-sgd-lr0.1-s7777-x")
         runs.save_run(result, root / f"run{seed}", params)
     s = report.load_runs(root).summaries
-    assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of unclipped)"]
+    assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of probe)"]

@@ -87,24 +87,30 @@ def test_stability_counts_rates_without_divergence_and_near_the_best():
     assert row["stable_decades"] == pytest.approx(1.0) and row["divergence_rate"] == 0.25
 
 
-def test_claim_2_is_refuted_when_the_articles_clipping_never_engages():
-    rows, epochs, steps = [], [], []
-    for seed in range(3):
-        for method, label in (("none", "none"), ("value", claims.ARTICLE_CLIP)):
-            run = f"{method}-{seed}"
-            rows.append({"run_id": run, "task": "classifier", "settings_key": "{}", "optimizer": "adam",
-                         "learning_rate": 0.001, "seed": seed, "method": method, "label": label,
-                         "clip_params": "threshold=5" if method == "value" else "-",
-                         "final_test_accuracy": 0.9 + seed / 100, "diverged": False, "clip_fraction": 0.0,
-                         "parameters": 225034, "median_step_time_s": 0.01})
-            epochs.append({"run_id": run, "task": "classifier", "step": 10, "test_accuracy": 0.9 + seed / 100})
-            steps.append({"run_id": run, "method": method, "norm_before": 1.0, "norm_after": 1.0})
-    audit = claims.audit(pd.DataFrame(rows), pd.DataFrame(steps), pd.DataFrame(epochs))
-    assert list(audit.columns) == ["claim", "text", "rule", "numbers", "verdict", "figure"]
-    assert audit["claim"].tolist() == [str(i) for i in range(1, 9)]
-    audit = audit.set_index("claim")
-    assert audit.loc["2", "verdict"] == "refuted" and "+0.0000" in audit.loc["2", "numbers"]
-    assert audit.loc["1", "verdict"] == "refuted"
-    assert audit.loc["4", "verdict"] == "refuted"
-    assert audit.loc["8", "verdict"] == "inconclusive"  # no detector runs
-    assert set(audit["verdict"]) <= {"supported", "refuted", "inconclusive"}
+def test_a_zero_width_interval_is_never_significant_on_its_own():
+    # Two equal non-zero differences: the t interval has zero width; the exact sign test decides.
+    e = analysis.paired_effect([0.01, 0.01])
+    assert math.isnan(e.low) and e.p == 0.5 and not e.excludes_zero() and "sign test" in e.note
+    assert analysis.paired_effect([0.01] * 5).p == pytest.approx(0.0625)   # still not below 0.05
+    assert analysis.paired_effect([0.01] * 6).excludes_zero()            # 2 * 0.5**6 = 0.03125
+
+
+def test_the_p_value_is_scipys_one_sample_t_test():
+    from scipy import stats
+
+    diffs = [0.02, 0.05, -0.01, 0.04, 0.03]
+    e = analysis.paired_effect(diffs)
+    assert e.p == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue) and e.n == 5
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    # Sorted 0.01, 0.03, 0.04 times 3, 2, 1 = 0.03, 0.06, 0.04 -> monotone 0.03, 0.06, 0.06.
+    assert analysis.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(analysis.holm([0.2, math.nan])[1])
+
+
+def test_exact_mcnemar_is_the_two_sided_binomial_test_on_discordant_pairs():
+    from scipy import stats
+
+    assert analysis.exact_mcnemar(1, 9) == pytest.approx(stats.binomtest(1, 10, 0.5).pvalue)
+    assert analysis.exact_mcnemar(0, 0) == 1.0

@@ -100,10 +100,8 @@ def good_experiment(**overrides):
     (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
     (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a finite number > 0"),
     (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
-    (good_experiment(methods=["none", {"method": "norm", "threshold": {"baseline_percentile": 50}}]),
+    (good_experiment(methods=["none", {"method": "norm", "threshold": {"probe_percentile": 50}}]),
      "experiments[0].methods[1]", "on global_norm"),
-    (good_experiment(methods=[{"method": "global_norm", "threshold": {"baseline_percentile": 50}}]),
-     "experiments[0].methods[0].threshold", "needs the unclipped method 'none'"),
     (good_experiment(settings={"spikes": {"steps": [1], "kind": "boom"}}), "experiments[0].settings.spikes",
      "valid choices: scale_loss"),
 ])
@@ -118,7 +116,7 @@ def test_a_bad_profile_is_rejected_before_anything_runs(tmp_path, experiment, fi
 
 
 def test_an_unknown_profile_name_lists_the_choices():
-    with pytest.raises(profiles.ProfileError, match="valid choices: full, quick, smoke"):
+    with pytest.raises(profiles.ProfileError, match="valid choices: full, paper, quick, smoke"):
         profiles.load_profile("medium")
 
 
@@ -153,19 +151,23 @@ def test_the_command_line_names_a_failed_run_and_exits_non_zero(tmp_path, capsys
     assert "FAILED r1: boom" in capsys.readouterr().err
 
 
-def test_a_threshold_from_data_is_the_baseline_runs_percentile(tmp_path):
-    exp = good_experiment(methods=["none", {"method": "global_norm", "threshold": {"baseline_percentile": 50}}])
+def test_a_threshold_from_data_comes_from_a_probe_and_is_part_of_the_run_id(tmp_path):
+    import numpy as np
+
+    from clipstudy.study import probes
+    from clipstudy.training import RunConfig
+
+    exp = good_experiment(methods=[{"method": "global_norm", "threshold": {"probe_percentile": 50}}])
     path = write_profile(tmp_path, {"experiments": [exp]})
     reports = tmp_path / "reports"
     result = sweep.run_sweep(path, reports, workers=1, progress=False)
-    assert result.ok and len(result.done) == 2
-    _, specs = profiles.load_profile(path)
-    base, clipped = sorted(specs, key=lambda s: s.params["method"] != "none")
-    root = reports / "custom" / "runs"
-    import numpy as np
-    import pandas as pd
-
-    expected = float(np.percentile(pd.read_parquet(root / base.run_id / runs.STEPS)["norm_before"], 50))
-    summary = runs.load_summary(root / clipped.run_id)
-    assert summary["clip_params"]["threshold"] == pytest.approx(expected, rel=1e-6)
-    assert summary["params"]["threshold_rule"] == f"baseline_percentile 50 of {base.run_id}"
+    assert result.ok and len(result.done) == 1
+    _, (pending,) = profiles.load_profile(path)
+    probe = reports / "custom" / "probes" / f"{probes.probe_id(pending.config)}.json"
+    record = json.loads(probe.read_text())
+    assert record["steps"] == 100 and record["probe"]["seed"] != pending.config.seed
+    summary = runs.load_summary(reports / "custom" / "runs" / result.done[0])
+    assert summary["clip_params"]["threshold"] == pytest.approx(float(np.percentile(record["norms"], 50)), rel=1e-12)
+    assert summary["params"]["threshold_rule"] == f"probe_percentile 50 of {probe.stem}"
+    # The resolved number is in the run's parameters, hence in its id.
+    assert result.done[0] == runs.run_id(RunConfig.from_params(summary["params"])) != pending.run_id

@@ -38,3 +38,24 @@ def test_the_classifier_prepares_uint8_digits_as_float_images_and_int_labels():
     x, y = ClassificationTask().prepare(split)
     assert x.shape == (3, 28, 28, 1) and x.dtype == np.float32 and x.max() == 1.0
     assert y.dtype == np.int32 and y.tolist() == [1, 2, 3]
+
+
+FINAL = {"final_test_accuracy": 0.9, "final_train_loss": 0.3}
+
+
+def test_a_collapsed_classifier_is_a_failure_even_with_a_finite_loss():
+    task = ClassificationTask()
+    assert task.failure(diverged=False, final=FINAL, loss_start=2.3) is None
+    assert task.failure(diverged=True, final=FINAL, loss_start=2.3).startswith("diverged")
+    assert "test accuracy 0.110" in task.failure(diverged=False, final={**FINAL, "final_test_accuracy": 0.11},
+                                                 loss_start=2.3)
+    assert task.failure(diverged=False, final={**FINAL, "final_train_loss": 2.20}, loss_start=2.3026) is None
+    assert "no lower than at its start" in task.failure(diverged=False, final={**FINAL, "final_train_loss": 2.31},
+                                                loss_start=2.3026)
+
+
+def test_a_collapsed_detector_is_a_failure():
+    task = DetectionTask()
+    ok = {"final_AP50": 0.5, "final_train_loss": 1.0}
+    assert task.failure(diverged=False, final=ok, loss_start=5.0) is None
+    assert "AP50 0.0001 < 0.01" in task.failure(diverged=False, final={**ok, "final_AP50": 5e-5}, loss_start=5.0)

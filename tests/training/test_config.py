@@ -41,8 +41,8 @@ def test_a_task_given_twice_must_agree():
     ({"task": "segmenter"}, "task='segmenter' is invalid; valid choices: classifier, detector"),
     ({"task": "detector", "dataset": "huge"}, "dataset='huge' is invalid; valid choices: smoke, quick, full"),
     ({"task": "detector", "dataset": "smoke", "train_subset": 513}, "train_subset=513 is invalid; it must be an integer in [1, 512]"),
-    ({"method": "global_norm", "clip_params": {"threshold": {"baseline_percentile": 150}}}, "in (0, 100]"),
-    ({"method": "norm", "clip_params": {"threshold": {"baseline_percentile": 50}}}, "on global_norm"),
+    ({"method": "global_norm", "clip_params": {"threshold": {"probe_percentile": 150}}}, "in (0, 100]"),
+    ({"method": "norm", "clip_params": {"threshold": {"probe_percentile": 50}}}, "on global_norm"),
     ({"eval_every": 0}, "eval_every=0 is invalid; it must be an integer ≥ 1 or None"),
     ({"threshold_rule": 5}, "threshold_rule=5"),
 ])
@@ -53,7 +53,7 @@ def test_each_bad_value_is_named_with_what_is_valid(changes, message):
 
 
 def test_a_threshold_from_data_must_be_resolved_before_a_clipper_is_built():
-    config = RunConfig(method="global_norm", clip_params={"threshold": {"baseline_percentile": 50}})
+    config = RunConfig(method="global_norm", clip_params={"threshold": {"probe_percentile": 50}})
     assert config.threshold_from_data == 50
     with pytest.raises(ConfigError, match="has not been read from data yet"):
         config.clipper()

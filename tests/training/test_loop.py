@@ -144,3 +144,63 @@ def test_bad_training_arguments_name_the_value(mnist_splits, kwargs, message):
     with pytest.raises(ValueError) as info:
         train(mnist_splits, **{**SMALL, **kwargs})
     assert message in str(info.value)
+
+
+def test_a_spiked_run_is_not_stopped_and_may_recover(mnist_splits):
+    run = train(mnist_splits, spikes={"steps": [3], "kind": "scale_loss", "factor": 100.0})
+    assert run.summary["steps_run"] == run.summary["steps_planned"] and not run.summary["diverged"]
+    assert run.summary["failure"] is None and run.summary["final_test_accuracy"] > 0.2
+
+
+def test_a_stopped_run_is_scored_as_it_stood(mnist_splits):
+    run = train(mnist_splits, optimizer="sgd", learning_rate=1e5)
+    assert run.summary["diverged"] and run.summary["failure"].startswith("diverged")
+    last = run.epochs.iloc[-1]
+    assert 0 <= last["test_accuracy"] <= 1 and run.summary["final_test_accuracy"] == last["test_accuracy"]
+
+
+def test_a_validation_split_is_held_out_of_training_and_evaluated(mnist_splits):
+    from clipstudy.training.loop import run_splits
+
+    config = RunConfig(**SMALL, validation=500)
+    train_split, validation, test = run_splits(config, mnist_splits)
+    assert len(validation) == 500 and len(train_split) == 384 and len(test) == 200
+    held_out = {bytes(x) for x in validation.x}
+    assert not any(bytes(x) in held_out for x in train_split.x)
+    again = run_splits(config.replace(seed=7), mnist_splits)[1]   # the same images whatever the seed
+    assert (again.x == validation.x).all()
+    run = train(mnist_splits, validation=500)
+    assert {"val_loss", "val_accuracy"} <= set(run.epochs.columns)
+    assert run.summary["final_val_accuracy"] == run.epochs["val_accuracy"].iloc[-1]
+    # The test metrics are unchanged by evaluating on validation too, except that fewer images remain to train on.
+    assert run.summary["train_images"] == 384
+
+
+def test_identical_runs_have_identical_trajectory_digests(mnist_splits):
+    a, b = train(mnist_splits), train(mnist_splits)
+    c = train(mnist_splits, method="global_norm", clip_params={"threshold": 1e-3})
+    assert a.summary["trajectory_sha256"] == b.summary["trajectory_sha256"] != c.summary["trajectory_sha256"]
+
+
+def test_the_probe_reads_a_threshold_from_its_own_unclipped_steps(mnist_splits):
+    from clipstudy.training.probe import PROBE_SEED, probe_norms, threshold_at
+
+    config = RunConfig(**SMALL, method="global_norm", clip_params={"threshold": {"probe_percentile": 50}})
+    norms = probe_norms(config, ClassificationTask(), mnist_splits, steps=10)
+    assert len(norms) == 10 and (norms > 0).all()
+    # The probe is the unclipped run of its own seed: its first norms are that run's first norms.
+    plain = train(mnist_splits, seed=PROBE_SEED, epochs=1)
+    np.testing.assert_array_equal(norms[:6], plain.steps["norm_before"].to_numpy(np.float32)[:6])
+    assert threshold_at(norms, 50) == pytest.approx(float(np.median(norms)))
+
+
+def test_threads_are_part_of_a_runs_identity_and_cannot_change_under_a_running_tensorflow(mnist_splits):
+    from clipstudy.study.runfiles import run_id
+    from clipstudy.training.summary import thread_counts
+
+    assert run_id(RunConfig(threads=1)) != run_id(RunConfig(threads=2))
+    train(mnist_splits, epochs=1)  # TensorFlow is running in this process now
+    current = thread_counts()["intra_op"]
+    training.set_threads(current) if current == thread_counts()["inter_op"] else None  # same counts: a no-op
+    with pytest.raises(RuntimeError, match="needs threads=7: run it in a fresh process"):
+        training.set_threads(7)

@@ -1,290 +1,378 @@
-"""The audit: one verdict per claim of the article, computed from a profile's runs.
+"""The audit: one verdict per claim of the article, each decided by one pre-registered contrast.
 
-Each claim carries the rule that decides it, written here before any data was read. A verdict is
-``supported``, ``refuted`` or ``inconclusive``; ``numbers`` gives the measurements it rests on and
-``figure`` the figure of the report that shows them. Effects are paired differences against the
-unclipped run with the same optimizer, learning rate, seed and settings, with 95% intervals over
-seeds (``clipstudy.analysis``); "the article's setting" is the classifier with Adam at lr 1e-3.
+Every claim names, before any data of the decisive profile is read, its primary contrast: which
+cells, which metric, which direction, which margin. Scans over many cells are secondary, their
+p-values Holm-adjusted, and never decide a verdict. A verdict is of one of three kinds:
+
+* ``data``: from paired differences over seeds (Student-t, p-value beside the interval); it needs
+  at least ``MIN_SEEDS`` seeds in its deciding cells, else it is ``inconclusive``;
+* ``deterministic``: the compared runs were bit-identical at every step of the whole run;
+* ``by construction``: true of the methods' definitions, whatever the data.
+
+Failed runs (diverged or collapsed, as their task defines it) stay in every comparison, scored as
+what they achieved, and failure rates are compared with an exact McNemar test over paired runs.
+Learning rates are chosen on validation data, never on the test set.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
 
-from clipstudy import clipping
-from clipstudy.analysis import stats as analysis
+from clipstudy.analysis import stats
 from clipstudy.fileio import atomic_target
-from clipstudy.tasks import classification
 
-ARTICLE_OPTIMIZER, ARTICLE_LR = "adam", 1e-3
-ARTICLE_CLIP = "value (threshold=5)"  # the article's formula and threshold, as it meant them
+MIN_SEEDS = 5
+ALPHA = 0.05
+#: Smallest effects of interest: an interval inside ±margin counts as "no effect".
+MARGINS = {"auc": 0.002, "final_test_accuracy": 0.002, "final_AP50": 0.01}
+#: Non-inferiority margin for "combines with every optimizer" (claim 7).
+NON_INFERIORITY = 0.005
+
+ARTICLE = {"task": "classifier", "optimizer": "adam", "learning_rate": 1e-3}
+ARTICLE_CLIP = "value (threshold=5)"          # the article's formula and threshold, as it meant them
+CANONICAL = "global_norm (threshold=1)"       # torch clip_grad_norm_ / Keras global_clipnorm at 1
+HARM_CELL = {"task": "classifier", "optimizer": "sgd", "learning_rate": 0.1}
+HARM_CLIP = "autoclip (percentile=10)"        # clips about nine steps in ten by design
+LOW_T, HIGH_T = "global_norm (threshold=1)", "global_norm (threshold=5)"
+DETECTOR_CLIP = "global_norm (threshold=10)"  # Ultralytics YOLO's hard-coded value
+
+
+@dataclass
+class Verdict:
+    verdict: str                       # supported / refuted / inconclusive
+    kind: str                          # data / deterministic / by construction
+    numbers: str
+    effect: stats.Effect | None = None
+    secondary: str = ""
 
 
 @dataclass(frozen=True)
 class Claim:
     id: str
     claim: str
+    primary: str                       # the pre-registered contrast, in words
     rule: str
     figure: str
-    decide: Callable[["Evidence"], tuple[str, str]]
+    decide: Callable[["Evidence"], Verdict]
 
 
 @dataclass
 class Evidence:
-    summaries: pd.DataFrame          # one row per run, with an ``auc`` column (area under the test curve)
-    steps: pd.DataFrame
-    accuracy: pd.DataFrame           # paired differences in final test accuracy (classifier)
-    auc: pd.DataFrame                # paired differences in area under the test-accuracy curve
-    ap50: pd.DataFrame               # paired differences in final AP50 (detector)
+    summaries: pd.DataFrame            # one row per run (spiked runs included), with ``auc`` and ``failed``
+    overhead: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "ratio", "source"]))
 
 
-def _fmt_effect(row) -> str:
-    return (f"{row['label']} {row['optimizer']} lr={row['learning_rate']:g}: {row['mean_difference']:+.4f} "
-            f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] (n={row['pairs']})")
+# --- selecting and pairing runs -------------------------------------------------------------------
+
+def select(s: pd.DataFrame, where: dict, spiked: bool | None = False) -> pd.DataFrame:
+    """The runs matching every ``column: value`` of ``where`` (and spiked or not)."""
+    keep = pd.Series(True, index=s.index)
+    for column, value in where.items():
+        keep &= (s[column] - value).abs() <= 1e-12 * abs(value) if column == "learning_rate" else s[column] == value
+    if spiked is not None:
+        keep &= s["spiked"] == spiked
+    return s[keep]
 
 
-def _effects(table: pd.DataFrame) -> pd.DataFrame:
-    if table.empty:
-        return table.assign(effect=[])
-    return table.assign(effect=[analysis.classify_effect(r.ci_low, r.ci_high, r.mean_difference)
-                                for r in table.itertuples()])
+def longest_settings(rows: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the condition that trains longest (the article's recipe where a profile has it)."""
+    if rows.empty or "steps_planned" not in rows:
+        return rows
+    return rows[rows["settings_key"] == rows.groupby("settings_key")["steps_planned"].max().idxmax()]
 
 
-def _article(table: pd.DataFrame) -> pd.DataFrame:
-    if table.empty:
-        return table
-    return table[(table["optimizer"] == ARTICLE_OPTIMIZER) & (table["learning_rate"] == ARTICLE_LR)]
+def pairs(rows: pd.DataFrame, label: str, base: str = "none") -> pd.DataFrame:
+    """Runs of ``label`` beside the run of ``base`` with the same task, condition, optimizer, rate and
+    seed (columns of the latter end in ``_base``)."""
+    keys = stats.present_keys(rows, stats.PAIR_KEYS)
+    return rows[rows["label"] == label].merge(rows[rows["label"] == base], on=keys, suffixes=("", "_base"))
 
 
-def _article_clip_row(ev: Evidence, table: pd.DataFrame):
-    rows = _effects(_article(table))
-    rows = rows[rows["label"] == ARTICLE_CLIP] if len(rows) else rows
-    return rows.iloc[0] if len(rows) else None
+def fewest_seeds(p: pd.DataFrame) -> int:
+    return int(p.groupby(stats.present_keys(p, stats.CELL_KEYS))["seed"].nunique().min()) if len(p) else 0
 
 
-def _article_clip_fraction(ev: Evidence) -> float:
-    s = ev.summaries
-    runs = s[(s["task"] == "classifier") & (s["label"] == ARTICLE_CLIP) & (s["optimizer"] == ARTICLE_OPTIMIZER)
-             & (s["learning_rate"] == ARTICLE_LR)]
-    return float(runs["clip_fraction"].mean()) if len(runs) else math.nan
+def identical(p: pd.DataFrame) -> bool:
+    """Every pair was bit-identical over the whole run (same trajectory digest, nothing clipped)."""
+    if p.empty or "trajectory_sha256" not in p:
+        return False
+    return bool((p["trajectory_sha256"] == p["trajectory_sha256_base"]).all() and (p["clip_fraction"] == 0).all())
 
 
-def claim_1(ev: Evidence):
-    row = _article_clip_row(ev, ev.auc)
-    if row is None:
-        return "inconclusive", "the profile has no article-setting run with value clipping at ±5"
-    fraction = _article_clip_fraction(ev)
-    effect = analysis.classify_effect(row.ci_low, row.ci_high, row.mean_difference)
-    numbers = f"area under the test-accuracy curve, clipped − unclipped: {_fmt_effect(row)}; clip fraction {fraction:.4f}"
-    if effect == "better":
-        return "supported", numbers
-    if effect in ("worse", "identical") or fraction == 0:
-        return "refuted", numbers
-    return "inconclusive", numbers
+def directional(p: pd.DataFrame, metric: str, direction: int, what: str, null_refutes: bool = True) -> Verdict:
+    """The verdict of a paired contrast: ``direction`` +1 (clipping raises ``metric``), −1 (lowers it)
+    or 0 (either). An interval inside ±margin refutes the claim when ``null_refutes``."""
+    if p.empty:
+        return Verdict("inconclusive", "data", f"{what}: the profile has no such runs")
+    effect = stats.paired_effect(p[metric] - p[f"{metric}_base"])
+    seeds, margin = fewest_seeds(p), MARGINS[metric]
+    numbers = f"{what}, {metric}: {effect.format()}"
+    if seeds < MIN_SEEDS:
+        return Verdict("inconclusive", "data", f"{numbers}; {seeds} seeds < {MIN_SEEDS}", effect)
+    if effect.excludes_zero(ALPHA):
+        agrees = direction == 0 or (effect.mean > 0) == (direction > 0)
+        return Verdict("supported" if agrees else "refuted", "data", numbers, effect)
+    if null_refutes and -margin <= effect.low and effect.high <= margin:
+        return Verdict("refuted", "data", f"{numbers}; the interval lies within ±{margin:g}: no effect", effect)
+    return Verdict("inconclusive", "data", numbers, effect)
 
 
-def claim_2(ev: Evidence):
-    row = _article_clip_row(ev, ev.accuracy)
-    if row is None:
-        return "inconclusive", "the profile has no article-setting run with value clipping at ±5"
-    best = _effects(_article(ev.accuracy)).sort_values("mean_difference", ascending=False)
-    numbers = f"final test accuracy, clipped − unclipped: {_fmt_effect(row)}; clip fraction {_article_clip_fraction(ev):.4f}"
-    if len(best):
-        numbers += f"; best method there: {_fmt_effect(best.iloc[0])}"
-    effect = analysis.classify_effect(row.ci_low, row.ci_high, row.mean_difference)
-    if effect == "better":
-        return "supported", numbers
-    if effect in ("worse", "identical"):
-        return "refuted", numbers
-    return "inconclusive", numbers
-
-
-def claim_3(ev: Evidence):
-    s = ev.summaries
-    base = s[s["method"] == "none"].groupby(analysis.present_keys(s, analysis.CELL_KEYS))["diverged"].mean()
-    exploding = base[base >= 0.5]
-    steps = ev.steps
-    norm_methods = steps[steps["method"] != "none"]
-    grew = int((norm_methods["norm_after"] > norm_methods["norm_before"] * (1 + 1e-6)).sum())
-    vanishing = (f"clipping raised the gradient norm on {grew} of {len(norm_methods)} clipped-method steps "
-                 f"(it can only shrink gradients, so it cannot counter vanishing ones)")
-    if exploding.empty:
-        return "refuted" if grew == 0 else "inconclusive", \
-            f"no setting where the unclipped run diverged in at least half the seeds; {vanishing}"
-    cells = exploding.index.to_frame(index=False)
-    clipped = s[s["method"] != "none"].merge(cells, on=list(cells.columns))
-    rates = clipped.groupby("label")["diverged"].mean().sort_values()
-    numbers = (f"{len(exploding)} setting(s) where the unclipped run diverged (rate {exploding.mean():.2f}); "
-               f"divergence there per method: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()) + f"; {vanishing}")
-    # The claim joins two halves; the vanishing half fails whenever clipping never raised a norm.
-    return ("refuted" if grew == 0 else "inconclusive"), numbers
-
-
-def claim_4(ev: Evidence):
-    s = ev.summaries
-    if "parameters" not in s:
-        return "inconclusive", "the runs record no parameter count"
-    same_params = bool((s.groupby("task")["parameters"].nunique() == 1).all())
-    model = classification.seed_cnn()
-    step = classification.training_step_flops(model, 128)
-    extra = {m: cls.flops_per_parameter * model.count_params() for m, cls in clipping.REGISTRY.items()
-             if m != "none" and m in set(s["method"])}
-    numbers = (f"parameters identical with and without clipping: {same_params} "
-               f"({', '.join(f'{t} {int(p):,}' for t, p in s.groupby('task')['parameters'].first().items())}); "
-               f"seed CNN training step at batch 128 ≈ {step / 1e6:.0f} MFLOP; clipping adds ≈ "
-               + ", ".join(f"{m} {f / 1e3:.0f} kFLOP" for m, f in extra.items())
-               + " per step; measured step times: see the overhead figure and `make bench`")
-    if same_params and all(f > 0 for f in extra.values()):
-        return "refuted", numbers
-    return "inconclusive", numbers
-
-
-def claim_5(ev: Evidence):
-    harms = []
-    for name, table in (("accuracy", ev.accuracy), ("learning-curve area", ev.auc), ("AP50", ev.ap50)):
-        t = _effects(table)
-        harms += [f"{name}: {_fmt_effect(r)}" for _, r in t[t["effect"] == "worse"].iterrows()]
-    if harms:
-        return "supported", f"{len(harms)} setting(s) where clipping was significantly worse, e.g. " + "; ".join(harms[:4])
-    return "inconclusive", "no setting where a clipping method was significantly worse than the unclipped run"
-
-
-def claim_6(ev: Evidence):
-    s = ev.summaries
-    findings, best = [], {}
-    for task, metric in (("classifier", "final_test_accuracy"), ("detector", "final_AP50")):
-        g = s[(s["task"] == task) & (s["method"] == "global_norm")]
-        if g["clip_params"].nunique() < 2:
+def scan(s: pd.DataFrame) -> pd.DataFrame:
+    """Secondary: every clipped setting against the unclipped run in every unspiked cell, in the
+    convergence metric (learning-curve area; AP50 for the detector) and final accuracy, Holm-adjusted."""
+    rows = []
+    base = s[~s["spiked"]]
+    for metric in ("auc", "final_test_accuracy", "final_AP50"):
+        if metric not in base:
             continue
-        pivot = g.pivot_table(index=["optimizer", "learning_rate", "seed"], columns="clip_params", values=metric)
-        cols = list(pivot.columns)
-        for (opt, lr), cell in pivot.groupby(level=[0, 1]):
-            for i in range(len(cols)):
-                for j in range(i + 1, len(cols)):
-                    mean, low, high, n = analysis.mean_ci(cell[cols[j]] - cell[cols[i]])
-                    effect = analysis.classify_effect(low, high, mean)
-                    if effect in ("better", "worse"):
-                        findings.append(f"{task} {opt} lr={lr:g}: {cols[j]} − {cols[i]} {mean:+.4f} [{low:+.4f}, {high:+.4f}]")
-        means = g.groupby("clip_params")[metric].mean()
-        best[task] = means.idxmax()
-    numbers = ("threshold differences excluding 0: " + ("; ".join(findings[:4]) if findings else "none")
-               + "; best global_norm threshold per task: " + (", ".join(f"{k} {v}" for k, v in best.items()) or "n/a"))
-    if not best:
-        return "inconclusive", "the profile compares no two thresholds of one method"
-    if findings:
-        return "supported", numbers
-    return "inconclusive", numbers
+        for label in sorted(set(base["label"]) - {"none"}):
+            p = pairs(base.dropna(subset=[metric]), label)
+            for cell, group in p.groupby(stats.present_keys(p, stats.CELL_KEYS)):
+                e = stats.paired_effect(group[metric] - group[f"{metric}_base"])
+                rows.append({"metric": metric, "label": label, "optimizer": group["optimizer"].iloc[0],
+                             "learning_rate": group["learning_rate"].iloc[0], "task": group["task"].iloc[0],
+                             "mean": e.mean, "low": e.low, "high": e.high, "p": e.p, "n": e.n})
+    table = pd.DataFrame(rows, columns=["metric", "label", "optimizer", "learning_rate", "task", "mean", "low", "high",
+                                        "p", "n"])
+    table["p_holm"] = stats.holm(table["p"]) if len(table) else []
+    return table
 
 
-def claim_7(ev: Evidence):
-    wanted = ["sgd", "momentum", "rmsprop", "adam"]
-    s = ev.summaries[ev.summaries["task"] == "classifier"]
-    present = sorted(set(s["optimizer"]))
-    verdicts = {}
-    for opt in present:
-        t = _effects(ev.accuracy[(ev.accuracy["optimizer"] == opt) & (ev.accuracy["task"] == "classifier")])
-        t = t[t["method"] == "global_norm"]
-        base = s[(s["optimizer"] == opt) & (s["method"] == "none")].groupby("learning_rate")["final_test_accuracy"].mean()
-        if t.empty or base.dropna().empty:
-            continue
-        at_best = t[t["learning_rate"] == base.idxmax()]
-        verdicts[opt] = "worse" if (len(at_best) and (at_best["effect"] == "worse").all()) else "works"
-    numbers = "global_norm at each optimizer's best unclipped learning rate: " + \
-        ", ".join(f"{k} {v}" for k, v in verdicts.items())
-    missing = [o for o in wanted if o not in verdicts]
-    if any(v == "worse" for v in verdicts.values()):
-        return "refuted", numbers
-    if missing:
-        return "inconclusive", numbers + f"; not in this profile: {', '.join(missing)}"
-    return "supported", numbers
+def scan_summary(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "secondary scan: no paired cells"
+    hits = table[table["p_holm"] < ALPHA]
+    worse, better = hits[hits["mean"] < 0], hits[hits["mean"] > 0]
+    out = f"secondary scan of {len(table)} contrasts, Holm-adjusted: {len(worse)} worse, {len(better)} better"
+    examples = [f"{r.label} {r.optimizer} lr={r.learning_rate:g} {r.metric} {r.mean:+.4f} (Holm p={r.p_holm:.2g}, n={r.n})"
+                for r in pd.concat([worse, better]).head(4).itertuples()]
+    return out + ("; e.g. " + "; ".join(examples) if examples else "")
 
 
-def claim_8(ev: Evidence):
-    det = _effects(ev.ap50)
-    cls = _effects(ev.accuracy)
-    if det.empty:
-        return "inconclusive", "the profile has no detector runs"
-    better = det[det["effect"] == "better"]
-    worse = det[det["effect"] == "worse"]
-    numbers = (f"detector AP50, clipped − unclipped: {len(better)} setting(s) better, {len(worse)} worse, "
-               f"{len(det) - len(better) - len(worse)} unclear or identical")
-    if len(better):
-        numbers += "; e.g. " + "; ".join(_fmt_effect(r) for _, r in better.head(3).iterrows())
-    cls_better = int((cls["effect"] == "better").sum()) if len(cls) else 0
-    numbers += f"; classifier accuracy: {cls_better} setting(s) better"
-    if len(better) and cls_better:
-        return "supported", numbers
-    if len(worse) and not len(better):
-        return "refuted", numbers
-    return "inconclusive", numbers
+# --- the claims -------------------------------------------------------------------------------------
 
+def _article_pairs(ev: Evidence) -> pd.DataFrame:
+    return pairs(longest_settings(select(ev.summaries, ARTICLE)), ARTICLE_CLIP)
+
+
+def _article(ev: Evidence, metric: str, what: str) -> Verdict:
+    p = _article_pairs(ev)
+    if identical(p):
+        return Verdict("refuted", "deterministic",
+                       f"{what}: value clipping at ±5 never engaged (clip fraction 0) and all {len(p)} clipped runs "
+                       "were bit-identical to their unclipped pairs at every step", stats.paired_effect([0.0] * len(p)))
+    return directional(p, metric, +1, what)
+
+
+def claim_1(ev: Evidence) -> Verdict:
+    return _article(ev, "auc", "article's setting, value ±5 vs unclipped")
+
+
+def claim_2(ev: Evidence) -> Verdict:
+    verdict = _article(ev, "final_test_accuracy", "article's setting, value ±5 vs unclipped")
+    table = scan(select(ev.summaries, ARTICLE))
+    verdict.secondary = "every method at the article's setting: " + scan_summary(table[table["metric"] == "final_test_accuracy"])
+    return verdict
+
+
+def _failure_contrast(p: pd.DataFrame) -> tuple[int, int, float]:
+    clipped_only = int((p["failed"] & ~p["failed_base"]).sum())
+    base_only = int((~p["failed"] & p["failed_base"]).sum())
+    return clipped_only, base_only, stats.exact_mcnemar(clipped_only, base_only)
+
+
+def _high_rate_failures(ev: Evidence) -> str:
+    s = ev.summaries[~ev.summaries["spiked"] & ev.summaries["optimizer"].isin(["sgd", "momentum"])]
+    none = s[s["label"] == "none"].groupby(stats.present_keys(s, stats.CELL_KEYS))["failed"].mean()
+    failing = none[none >= 0.5].index.to_frame(index=False)
+    if failing.empty:
+        return "secondary: no SGD or momentum cell where the unclipped run failed in half the seeds or more"
+    rows = s.merge(failing, on=list(failing.columns))
+    results = []
+    for label in sorted(set(rows["label"]) - {"none"}):
+        p = pairs(rows, label)
+        if len(p):
+            clipped_only, base_only, pval = _failure_contrast(p)
+            results.append((label, p["failed"].mean(), p["failed_base"].mean(), pval, len(p)))
+    adjusted = stats.holm([r[3] for r in results])
+    return ("secondary, SGD/momentum cells where the unclipped run fails: " +
+            "; ".join(f"{label} failed {rate:.2f} vs {base:.2f} (Holm p={q:.2g}, n={n})"
+                      for (label, rate, base, _, n), q in zip(results, adjusted)))
+
+
+def claim_3a(ev: Evidence) -> Verdict:
+    p = pairs(ev.summaries[ev.summaries["spiked"]], CANONICAL)
+    secondary = _high_rate_failures(ev)
+    if p.empty:
+        return Verdict("inconclusive", "data", "no spike runs of global_norm (threshold=1) and none", secondary=secondary)
+    clipped_only, base_only, pval = _failure_contrast(p)
+    base_rate, clip_rate = float(p["failed_base"].mean()), float(p["failed"].mean())
+    effect = stats.Effect(clip_rate - base_rate, math.nan, math.nan, len(p), pval, "failure rate, exact McNemar")
+    numbers = (f"runs with injected spikes ({', '.join(sorted(set(p['optimizer'])))}): unclipped failed "
+               f"{base_rate:.2f}, {CANONICAL} failed {clip_rate:.2f} of {len(p)} paired runs; rescued by clipping "
+               f"{base_only}, broken by it {clipped_only}; exact McNemar p={pval:.2g}")
+    if fewest_seeds(p) < MIN_SEEDS:
+        return Verdict("inconclusive", "data", f"{numbers}; {fewest_seeds(p)} seeds < {MIN_SEEDS}", effect, secondary)
+    if pval < ALPHA:
+        return Verdict("supported" if base_only > clipped_only else "refuted", "data", numbers, effect, secondary)
+    if base_rate == 0:
+        return Verdict("inconclusive", "data", numbers + "; no unclipped run failed: nothing to prevent", effect, secondary)
+    if clip_rate >= base_rate:
+        return Verdict("refuted", "data", numbers + "; clipping failed at least as often", effect, secondary)
+    return Verdict("inconclusive", "data", numbers, effect, secondary)
+
+
+def claim_3b(ev: Evidence) -> Verdict:
+    return Verdict("refuted", "by construction",
+                   "every method returns gradients no longer than it was given (‖clip(g)‖ ≤ ‖g‖; each method's tests "
+                   "check it), so none can enlarge a vanishing gradient")
+
+
+def claim_4(ev: Evidence) -> Verdict:
+    s = ev.summaries
+    counts = "; ".join(f"{task}: {', '.join(f'{int(v):,}' for v in sorted(g['parameters'].unique()))} parameters"
+                       for task, g in s.groupby("task")) if "parameters" in s else "no parameter counts recorded"
+    o = ev.overhead[ev.overhead["source"] == "make bench"] if len(ev.overhead) else ev.overhead
+    timing = ("measured step time relative to none (" + str(o["source"].iloc[0]) + "): " +
+              ", ".join(f"{r.method} {r.ratio:.3f}" for r in o.itertuples() if r.method != "none")) if len(o) \
+        else "step times: run `make bench`"
+    return Verdict("refuted", "by construction",
+                   "clipping changes no layer and removes no weight, so model complexity and storage are unchanged "
+                   f"({counts}); it adds work to every step, never removes any; {timing}")
+
+
+def claim_5(ev: Evidence) -> Verdict:
+    p = pairs(longest_settings(select(ev.summaries, HARM_CELL)), HARM_CLIP)
+    verdict = directional(p, "auc", -1, f"SGD lr 0.1, {HARM_CLIP} vs unclipped", null_refutes=False)
+    verdict.secondary = scan_summary(scan(ev.summaries))
+    return verdict
+
+
+def claim_6(ev: Evidence) -> Verdict:
+    p = pairs(longest_settings(select(ev.summaries, HARM_CELL)), HIGH_T, base=LOW_T)
+    return directional(p, "final_test_accuracy", 0, f"SGD lr 0.1, {HIGH_T} vs {LOW_T}")
+
+
+def _at_best_rate(rows: pd.DataFrame, validation_metric: str) -> pd.DataFrame:
+    """The runs at the learning rate where the unclipped runs' mean validation metric is best."""
+    none = rows[rows["label"] == "none"].groupby("learning_rate")[validation_metric].mean().dropna()
+    return rows[rows["learning_rate"] == none.idxmax()] if len(none) else rows.iloc[0:0]
+
+
+def _with_validation(s: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    """The unspiked runs of ``task`` that were scored on validation data (``metric``)."""
+    rows = s[(s["task"] == task) & ~s["spiked"]]
+    return rows[rows[metric].notna()] if metric in rows else rows.iloc[0:0]
+
+
+def claim_7(ev: Evidence) -> Verdict:
+    rows = _with_validation(ev.summaries, "classifier", "final_val_accuracy")
+    if rows.empty:
+        return Verdict("inconclusive", "data", "no classifier runs with a validation split: learning rates "
+                       "cannot be chosen without looking at the test set")
+    chosen = {opt: pairs(_at_best_rate(rows[rows["optimizer"] == opt], "final_val_accuracy"), CANONICAL)
+              for opt in ("sgd", "momentum", "rmsprop", "adam")}
+    missing = [opt for opt, p in chosen.items() if p.empty]
+    p = pd.concat([p for p in chosen.values() if len(p)]) if len(missing) < 4 else rows.iloc[0:0]
+    effect = stats.paired_effect(p["final_test_accuracy"] - p["final_test_accuracy_base"]) if len(p) else None
+    rates = ", ".join(f"{opt} lr={q['learning_rate'].iloc[0]:g}" for opt, q in chosen.items() if len(q))
+    numbers = (f"{CANONICAL} vs unclipped at each optimizer's best rate on validation ({rates}), pooled "
+               f"final_test_accuracy: {effect.format() if effect else 'no pairs'}")
+    if missing or fewest_seeds(p) < MIN_SEEDS:
+        why = f"missing: {', '.join(missing)}" if missing else f"{fewest_seeds(p)} seeds < {MIN_SEEDS}"
+        return Verdict("inconclusive", "data", f"{numbers}; {why}", effect)
+    if effect.low > -NON_INFERIORITY:
+        return Verdict("supported", "data", f"{numbers}; not worse by more than {NON_INFERIORITY}", effect)
+    if effect.high < -NON_INFERIORITY:
+        return Verdict("refuted", "data", f"{numbers}; worse by more than {NON_INFERIORITY}", effect)
+    return Verdict("inconclusive", "data", numbers, effect)
+
+
+def claim_8(ev: Evidence) -> Verdict:
+    rows = _with_validation(ev.summaries, "detector", "final_val_AP50")
+    if rows.empty:
+        return Verdict("inconclusive", "data", "no detector runs with validation canvases: the learning rate "
+                       "cannot be chosen without looking at the test set")
+    p = pairs(_at_best_rate(rows, "final_val_AP50"), DETECTOR_CLIP)
+    rate = f"lr={p['learning_rate'].iloc[0]:g}" if len(p) else "no rate"
+    return directional(p, "final_AP50", +1, f"detector at its best rate on validation ({rate}), {DETECTOR_CLIP} vs unclipped")
+
+
+_DATA_RULE = (f"Paired over seeds (≥ {MIN_SEEDS} per deciding cell, else inconclusive): supported if the 95% "
+              "interval excludes 0 in the claimed direction, refuted if it excludes 0 the other way")
 
 CLAIMS = [
     Claim("1", "Clipping makes the MNIST CNN converge faster (Adam, lr 1e-3, batch 128, threshold 5).",
-          "At the article's setting, value clipping at ±5 vs unclipped, paired over seeds: supported if the 95% CI "
-          "of the difference in area under the test-accuracy curve lies above 0; refuted if it lies below 0, or if "
-          "clipping never engaged (clip fraction 0: the runs are identical); otherwise inconclusive.",
-          "learning_curves", claim_1),
+          "classifier, Adam lr 1e-3, the longest-trained condition: value ±5 − unclipped, area under the "
+          "test-accuracy curve (higher = faster), direction +",
+          f"{_DATA_RULE} or lies within ±{MARGINS['auc']}; refuted (deterministic) if clipping never engaged and "
+          "every pair is bit-identical over the whole run.", "learning_curves", claim_1),
     Claim("2", "Clipping raises validation/test accuracy.",
-          "At the article's setting: supported if value clipping at ±5 raises final test accuracy with a paired 95% CI "
-          "above 0; refuted if the CI lies below 0 or the runs are identical; otherwise inconclusive.",
-          "final_accuracy", claim_2),
-    Claim("3", "Clipping prevents exploding gradients, and also vanishing gradients.",
-          "Both halves must hold. Vanishing: refuted if no clipping method ever raised a gradient norm (clipping only "
-          "shrinks). Exploding: reported as the divergence rate of each method where the unclipped run diverged in at "
-          "least half the seeds.",
-          "divergence", claim_3),
+          "classifier, Adam lr 1e-3, the longest-trained condition: value ±5 − unclipped, final test accuracy, "
+          "direction +",
+          f"{_DATA_RULE} or lies within ±{MARGINS['final_test_accuracy']}; refuted (deterministic) if every pair is "
+          "bit-identical. Secondary: every method at that setting, Holm-adjusted.", "final_accuracy", claim_2),
+    Claim("3a", "Clipping prevents exploding gradients.",
+          f"runs with injected ×100 loss spikes, every optimizer: failure (diverged or collapsed) of {CANONICAL} "
+          "vs unclipped, paired runs, exact McNemar test, direction: fewer failures",
+          f"Supported if clipping fails significantly less often (p < {ALPHA}); refuted if significantly more often, "
+          "or at least as often where the unclipped run fails; inconclusive if no unclipped run fails or seeds < "
+          f"{MIN_SEEDS}. Secondary: SGD and momentum cells where the unclipped run fails, Holm-adjusted.",
+          "spike_recovery", claim_3a),
+    Claim("3b", "Clipping prevents vanishing gradients.",
+          "none: a statement about the methods' definitions",
+          "Refuted by construction: clipping only ever shrinks a gradient.", "norms_adam", claim_3b),
     Claim("4", "Clipping reduces model complexity, computation and storage cost.",
-          "Refuted if every method leaves the parameter count unchanged and adds floating-point work to each step "
-          "(counted from its rule) instead of removing any; otherwise inconclusive. Measured step times are shown "
-          "beside it (make bench) but do not decide it, as timings are noisy.",
-          "overhead", claim_4),
+          "none for complexity and storage (by construction); computation: make bench's interleaved step times",
+          "Refuted by construction: no weight or layer is removed, and every method adds work to each step; "
+          "the measured step-time ratios are given.", "overhead", claim_4),
     Claim("5", "Clipping can slow convergence or cost accuracy in some settings.",
-          "Supported if any method setting is significantly worse (paired 95% CI below 0) than the unclipped run in "
-          "final accuracy, learning-curve area or detector AP50 in any setting; otherwise inconclusive.",
-          "final_accuracy", claim_5),
+          f"classifier, SGD lr 0.1: {HARM_CLIP} − unclipped, area under the test-accuracy curve, direction −",
+          f"{_DATA_RULE}; a null result leaves this existential claim inconclusive. Secondary: every setting in "
+          "every cell, harms and benefits alike, Holm-adjusted.", "final_accuracy", claim_5),
     Claim("6", "The threshold matters and must be tuned per model and task.",
-          "Supported if two thresholds of global_norm differ significantly (paired 95% CI excluding 0) in some "
-          "setting; inconclusive if no difference is significant or the profile compares no two thresholds.",
-          "detector_ap50", claim_6),
+          f"classifier, SGD lr 0.1: {HIGH_T} − {LOW_T}, final test accuracy, either direction",
+          f"{_DATA_RULE.replace('in the claimed direction, refuted if it excludes 0 the other way', '')}"
+          f"; refuted if the interval lies within ±{MARGINS['final_test_accuracy']}.", "final_accuracy", claim_6),
     Claim("7", "Clipping combines with SGD, momentum, RMSprop and Adam.",
-          "For each optimizer, global_norm at the learning rate where the unclipped run is best: refuted if it is "
-          "significantly worse there for some optimizer; supported if it is not for all four; otherwise (an optimizer "
-          "missing from the profile) inconclusive.",
-          "final_accuracy", claim_7),
+          f"classifier, each optimizer at the rate where the unclipped run is best on validation: {CANONICAL} − "
+          "unclipped, final test accuracy, pooled over the four optimizers and seeds; non-inferiority",
+          f"Supported if the interval's lower end is above −{NON_INFERIORITY}; refuted if its upper end is below "
+          f"−{NON_INFERIORITY}; inconclusive otherwise, or with an optimizer missing or fewer than {MIN_SEEDS} seeds.",
+          "stability_map", claim_7),
     Claim("8", "Clipping helps object detection as well as classification.",
-          "Supported if some method setting raises detector AP50 and some raises classifier accuracy, each with a "
-          "paired 95% CI above 0; refuted if clipping only ever lowers AP50 significantly; otherwise inconclusive.",
-          "detector_ap50", claim_8),
+          f"detector at the rate where the unclipped run is best on validation: {DETECTOR_CLIP} − unclipped, "
+          "final test AP50, direction +",
+          f"{_DATA_RULE} or lies within ±{MARGINS['final_AP50']}.", "detector_ap50", claim_8),
 ]
 
 
-def gather_evidence(summaries: pd.DataFrame, steps: pd.DataFrame, epochs: pd.DataFrame) -> Evidence:
-    cls = summaries[summaries["task"] == "classifier"]
-    det = summaries[summaries["task"] == "detector"]
-    cls = analysis.add_curve_areas(cls, epochs[epochs["task"] == "classifier"], "test_accuracy")
-    empty = pd.DataFrame(columns=["task", "optimizer", "learning_rate", "method", "label", "mean_difference",
-                                  "ci_low", "ci_high", "pairs"])
-    return Evidence(
-        summaries=pd.concat([cls, det], ignore_index=True),
-        steps=steps,
-        accuracy=analysis.paired_differences(cls, "final_test_accuracy") if len(cls) else empty,
-        auc=analysis.paired_differences(cls, "auc") if len(cls) else empty,
-        ap50=analysis.paired_differences(det, "final_AP50") if len(det) else empty,
-    )
+def gather_evidence(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> Evidence:
+    """Every run with its learning-curve area (classifier) and whether it failed."""
+    s = summaries.copy()
+    if "spiked" not in s:
+        s["spiked"] = False
+    cls_epochs = epochs[epochs["task"] == "classifier"] if "task" in epochs else epochs
+    s = stats.add_curve_areas(s, cls_epochs, "test_accuracy") if len(cls_epochs) else s.assign(auc=math.nan)
+    s["failed"] = s["failure"].notna() if "failure" in s else s["diverged"].astype(bool)
+    return Evidence(s, overhead if overhead is not None else Evidence(s).overhead)
 
 
-def audit(summaries: pd.DataFrame, steps: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: claim, rule, numbers, verdict, figure."""
-    ev = gather_evidence(summaries, steps, epochs)
+def audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per claim: its text, primary contrast, rule, verdict and kind, the primary effect with
+    interval, p-value and n, the numbers behind it, the secondary analyses, and the figure to look at."""
+    ev = gather_evidence(summaries, epochs, overhead)
     rows = []
     for c in CLAIMS:
-        verdict, numbers = c.decide(ev)
-        rows.append({"claim": c.id, "text": c.claim, "rule": c.rule, "numbers": numbers, "verdict": verdict,
-                     "figure": f"figures/{c.figure}.png"})
+        v = c.decide(ev)
+        e = v.effect
+        rows.append({"claim": c.id, "text": c.claim, "primary": c.primary, "rule": c.rule, "verdict": v.verdict,
+                     "kind": v.kind, "effect": e.mean if e else math.nan, "ci_low": e.low if e else math.nan,
+                     "ci_high": e.high if e else math.nan, "p_value": e.p if e else math.nan, "n": e.n if e else 0,
+                     "numbers": v.numbers, "secondary": v.secondary, "figure": f"figures/{c.figure}.png"})
     return pd.DataFrame(rows)
 
 

@@ -9,11 +9,30 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from clipstudy.analysis.stats import paired_effect
 from clipstudy.clipping import METHODS
 from clipstudy.fileio import atomic_target
 
 #: Tables and figures list methods in the order they are registered.
 METHOD_ORDER = list(METHODS)
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The two-sided 95% Student-t interval of the mean of ``values`` (the one the claims use); with
+    fewer than two values, or none that differ, no interval is drawn."""
+    e = paired_effect(values)
+    if e.n < 2 or math.isnan(e.low):
+        return (e.mean, e.mean)
+    return (e.low, e.high)
+
+
+def seeds_note(frame: pd.DataFrame) -> str:
+    """``n = k seeds`` (or a range), and a warning when that is too few for an interval."""
+    n = frame.groupby([c for c in ("label", "optimizer", "learning_rate") if c in frame])["seed"].nunique() \
+        if "seed" in frame else pd.Series([1])
+    low, high = int(n.min()), int(n.max())
+    text = f"n = {low} seed{'s' if high > 1 else ''}" if low == high else f"n = {low}–{high} seeds"
+    return text + ("; one seed: no interval" if low < 2 else "")
 
 
 def method_order(present) -> list[str]:
@@ -78,15 +97,16 @@ def norm_trace(steps: pd.DataFrame, title: str = "Gradient norm"):
 
 def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: str | None = None):
     """Mean ``metric`` per method against steps, one panel per optimizer and learning rate,
-    with a 95% confidence band over seeds."""
+    with the 95% Student-t interval over seeds."""
     data = epochs.copy()
     data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
     hue, order = hue_and_order(data)
     g = sns.relplot(data=data, x="step", y=metric, hue=hue, hue_order=order, col="setting",
-                    col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=("ci", 95),
+                    col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=t_interval,
                     marker="o", height=3.0, aspect=1.3, facet_kws={"sharey": False})
     g.set_axis_labels("optimizer step", metric.replace("_", " "))
-    g.figure.suptitle(title or f"{metric.replace('_', ' ')} over training (mean, 95% CI over seeds)", y=1.02)
+    g.figure.suptitle(f"{title or metric.replace('_', ' ') + ' over training'} (mean, 95% t interval; {seeds_note(epochs)})",
+                      y=1.02)
     return g.figure
 
 
@@ -94,9 +114,10 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
     """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
     hue, order = hue_and_order(summaries)
     g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
-                    kind="point", errorbar=("ci", 95), dodge=0.4, height=3.4, aspect=1.3, sharex=False)
+                    kind="point", errorbar=t_interval, dodge=0.4, height=3.4, aspect=1.3, sharex=False)
     g.set_axis_labels("learning rate", metric.replace("_", " "))
-    g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% CI over seeds; diverged runs count as NaN)", y=1.03)
+    g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% t interval; {seeds_note(summaries)}; "
+                      "failed runs count as what they achieved)", y=1.03)
     return g.figure
 
 
@@ -117,7 +138,7 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 def clip_fraction_bars(summaries: pd.DataFrame):
     col, order = hue_and_order(summaries)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(order)), 3.6))
-    sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=("ci", 95), ax=ax)
+    sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=t_interval, ax=ax)
     ax.tick_params(axis="x", rotation=30)
     ax.set(xlabel="clipping method (setting)", ylabel="mean clip fraction per step",
            title="How often each method clipped (value: share of elements; agc: share of units)")
@@ -275,10 +296,11 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
         return fig
     hue, order = hue_and_order(data)
     data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
-    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=("ci", 95), dodge=0.5,
+    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval, dodge=0.5,
                   linestyle="none", ax=ax)
     ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
-           title=title or f"{column.replace('_', ' ')} (mean, 95% CI over the seeds that reached it)")
+           title=title or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; "
+                          f"{seeds_note(data)})")
     ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig

@@ -24,8 +24,8 @@ from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
 from clipstudy.fileio import atomic_target
-from clipstudy.study import notebooks, runfiles
-from clipstudy.study.profiles import load_profile, resolve_profile
+from clipstudy.study import bundle, notebooks, probes, runfiles
+from clipstudy.study.profiles import load_profile, publishes, resolve_profile
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
 #: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
@@ -49,9 +49,9 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
     params = summary.get("params", {})
     clip_params = params.get("clip_params") or {}
     if params.get("threshold_rule"):
-        # A threshold read from data differs per run: group the runs by the rule that chose it.
+        # A threshold read from data differs per cell: group the runs by the rule that chose it.
         percentile = params["threshold_rule"].split()[1]
-        clip_params = {**clip_params, "threshold": f"p{percentile} of unclipped"}
+        clip_params = {**clip_params, "threshold": f"p{percentile} of probe"}
     settings = {k: v for k, v in params.items() if k not in RUN_AXES}
     row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
            "settings_key": json.dumps(settings, sort_keys=True), "spiked": bool(params.get("spikes")),
@@ -99,9 +99,14 @@ def load_profile_runs(profile: str, reports: str | Path | None = None) -> tuple[
     """The profile's name, the runs of its current plan, and the ids of planned runs not finished yet."""
     name, specs = load_profile(profile)
     root = Path(reports or paths.reports_dir()) / name / "runs"
-    planned = {s.run_id for s in specs}
+    probes_dir = root.parent / "probes"
+    if publishes(profile):  # a published profile is reported from its bundle alone
+        root, probes_dir = bundle.bundle_dir(name) / "runs", bundle.bundle_dir(name) / "probes"
+    resolved = [probes.resolve(s, probes_dir) for s in specs]
+    planned = {s.run_id for s in resolved if s is not None}
+    waiting = sorted(f"{s.run_id} (its threshold probe has not run)" for s, r in zip(specs, resolved) if r is None)
     table = load_runs(root, planned)
-    missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"]))
+    missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"])) + waiting
     return name, table, missing
 
 
@@ -117,19 +122,18 @@ class ProfileReport:
     out: Path
     table: ProfileRuns
     missing: list[str]
+    runs_root: Path
 
     @classmethod
     def load(cls, profile: str | Path, reports: str | Path | None = None) -> "ProfileReport":
         name, table, missing = load_profile_runs(profile, reports)
-        return cls(name, Path(reports or paths.reports_dir()) / name, table, missing)
+        out = Path(reports or paths.reports_dir()) / name
+        runs_root = bundle.bundle_dir(name) / "runs" if publishes(profile) else out / "runs"
+        return cls(name, out, table, missing, runs_root)
 
     @property
     def figures(self) -> Path:
         return self.out / "figures"
-
-    @property
-    def runs_root(self) -> Path:
-        return self.out / "runs"
 
     def _unspiked(self, frame: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
         keep = ~frame["spiked"] & ((frame["task"] == task) if task else True)
@@ -153,8 +157,9 @@ class ProfileReport:
         return self.table.summaries[self.table.summaries["spiked"]]
 
     def audit(self) -> pd.DataFrame:
-        """The claims audit over the compared runs: one row per claim."""
-        return claims.audit(self.compared, self.steps(), self.epochs())
+        """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
+        return claims.audit(self.table.summaries, self.table.epochs,
+                            overhead_ratios(self.out.parent, self.compared))
 
 
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:

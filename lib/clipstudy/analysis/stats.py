@@ -7,6 +7,7 @@ clipping. Intervals are two-sided 95% Student-t intervals over seeds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,20 +17,74 @@ PAIR_KEYS = ["task", "settings_key", "optimizer", "learning_rate", "seed"]
 CELL_KEYS = ["task", "settings_key", "optimizer", "learning_rate"]
 
 
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and two-sided Student-t interval of ``values`` (NaN dropped): ``(mean, low, high, n)``.
+@dataclass(frozen=True)
+class Effect:
+    """A mean paired difference over seeds: its two-sided 95% Student-t interval, p-value and n.
 
-    With one value the interval is undefined (NaN); with zero spread it collapses onto the mean.
+    When every difference is the same non-zero number the t interval has zero width and means
+    nothing; the p-value is then the exact two-sided sign test (``2 · 0.5^n``) and the interval NaN.
     """
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    p: float
+    note: str = ""
+
+    def excludes_zero(self, alpha: float = 0.05) -> bool:
+        return self.n >= 2 and self.p < alpha
+
+    def format(self, digits: int = 4) -> str:
+        interval = "no interval" if math.isnan(self.low) else f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        p = "p n/a" if math.isnan(self.p) else (f"p={self.p:.2g}" if self.p >= 1e-4 else "p<1e-4")
+        return f"{self.mean:+.{digits}f} {interval}, {p}, n={self.n}" + (f" ({self.note})" if self.note else "")
+
+
+def paired_effect(differences, confidence: float = 0.95) -> Effect:
+    """The ``Effect`` of paired ``differences`` (NaN dropped): one-sample t-test against 0."""
+    x = np.asarray([v for v in differences if v is not None and np.isfinite(v)], np.float64)
     n = len(x)
     if n == 0:
-        return math.nan, math.nan, math.nan, 0
+        return Effect(math.nan, math.nan, math.nan, 0, math.nan, "no pairs")
     mean = float(x.mean())
     if n == 1:
-        return mean, math.nan, math.nan, 1
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
+        return Effect(mean, math.nan, math.nan, 1, math.nan, "one pair: no interval")
+    sd = float(x.std(ddof=1))
+    if sd == 0:
+        if mean == 0:
+            return Effect(0.0, 0.0, 0.0, n, 1.0, "every pair identical")
+        return Effect(mean, math.nan, math.nan, n, min(1.0, 2 * 0.5 ** n), "zero variance: sign test")
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
+    p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return Effect(mean, mean - half, mean + half, n, p)
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and two-sided Student-t interval of ``values`` (NaN dropped): ``(mean, low, high, n)``."""
+    e = paired_effect(values, confidence)
+    return e.mean, e.low, e.high, e.n
+
+
+def holm(pvalues) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error), in the order given; NaN stays NaN."""
+    p = np.asarray(pvalues, np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    adjusted = np.full(len(p), np.nan)
+    running = 0.0
+    for rank, i in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, min(1.0, (len(valid) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def exact_mcnemar(clipped_only: int, baseline_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs: runs where only the clipped one
+    failed, and runs where only the unclipped one failed."""
+    discordant = clipped_only + baseline_only
+    if discordant == 0:
+        return 1.0
+    return float(min(1.0, 2 * stats.binom.cdf(min(clipped_only, baseline_only), discordant, 0.5)))
 
 
 def area_under_curve(epochs: pd.DataFrame, metric: str) -> float:
@@ -48,11 +103,11 @@ def area_under_curve(epochs: pd.DataFrame, metric: str) -> float:
 
 
 def add_curve_areas(summaries: pd.DataFrame, epochs: pd.DataFrame, metric: str, name: str = "auc") -> pd.DataFrame:
-    """``summaries`` with a column ``name``: each run's area under its ``metric`` curve (NaN if it diverged)."""
+    """``summaries`` with a column ``name``: each run's area under its ``metric`` curve. A failed run
+    keeps the area it achieved (its evaluations are real: a stopped run is scored as it stood)."""
     areas = {run: area_under_curve(e, metric) for run, e in epochs.groupby("run_id")}
     out = summaries.copy()
     out[name] = out["run_id"].map(areas)
-    out.loc[out["diverged"].astype(bool), name] = math.nan
     return out
 
 
@@ -63,8 +118,8 @@ def present_keys(df: pd.DataFrame, keys) -> list[str]:
 
 def paired_differences(summaries: pd.DataFrame, metric: str, baseline: str = "none") -> pd.DataFrame:
     """Per method setting and cell, the mean paired difference ``metric(clipped) - metric(baseline)``
-    over seeds, with its 95% interval. Pairs where either run has no value (diverged) are dropped
-    and counted in ``pairs_dropped``.
+    over seeds, with its 95% interval and p-value. Failed runs count as what they achieved; a pair
+    where either run has no value at all is dropped and counted in ``pairs_dropped``.
     """
     pair_keys = present_keys(summaries, PAIR_KEYS)
     cell_keys = present_keys(summaries, CELL_KEYS)
@@ -74,9 +129,9 @@ def paired_differences(summaries: pd.DataFrame, metric: str, baseline: str = "no
     merged["difference"] = merged[metric] - merged["baseline"]
     rows = []
     for key, group in merged.groupby(cell_keys + ["method", "label"], dropna=False, sort=True):
-        mean, low, high, n = mean_ci(group["difference"])
-        rows.append({**dict(zip(cell_keys + ["method", "label"], key)), "metric": metric, "mean_difference": mean,
-                     "ci_low": low, "ci_high": high, "pairs": n, "pairs_dropped": int(len(group) - n),
+        e = paired_effect(group["difference"])
+        rows.append({**dict(zip(cell_keys + ["method", "label"], key)), "metric": metric, "mean_difference": e.mean,
+                     "ci_low": e.low, "ci_high": e.high, "p_value": e.p, "pairs": e.n, "pairs_dropped": int(len(group) - e.n),
                      "baseline_mean": float(group["baseline"].mean()), "clipped_mean": float(group[metric].mean())})
     return pd.DataFrame(rows)
 

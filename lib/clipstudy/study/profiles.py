@@ -15,7 +15,7 @@ import yaml
 
 from clipstudy import paths
 from clipstudy.study import runfiles
-from clipstudy.training.config import FROM_DATA, OPTIMIZERS, TASKS, ConfigError, RunConfig
+from clipstudy.training.config import OPTIMIZERS, TASKS, ConfigError, RunConfig
 
 #: The notebook that executes a run of each task.
 NOTEBOOKS = {"classifier": "10_train_classifier.ipynb", "detector": "20_train_detector.ipynb"}
@@ -40,6 +40,12 @@ class RunSpec:
     @property
     def params(self) -> dict:
         return self.config.to_params()
+
+
+def publishes(profile: str | Path) -> bool:
+    """Whether the profile publishes its runs as a results bundle (``publish: true``)."""
+    doc = yaml.safe_load(resolve_profile(profile).read_text())
+    return bool(isinstance(doc, dict) and doc.get("publish"))
 
 
 def resolve_profile(profile: str | Path) -> Path:
@@ -82,8 +88,9 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     check.require(isinstance(doc, dict), "(top level)", "must be a mapping with 'experiments'")
-    unknown = sorted(set(doc) - {"description", "experiments"})
-    check.require(not unknown, ", ".join(unknown), "unknown field; valid: description, experiments")
+    unknown = sorted(set(doc) - {"description", "experiments", "publish"})
+    check.require(not unknown, ", ".join(unknown), "unknown field; valid: description, experiments, publish")
+    check.require(isinstance(doc.get("publish", False), bool), "publish", "must be true or false")
     check.require("experiments" in doc, "experiments", "missing")
     experiments = doc["experiments"]
     check.require(isinstance(experiments, list) and experiments, "experiments", "must be a non-empty list")
@@ -141,10 +148,7 @@ def _methods(check: _Checker, at: str, task: str, settings: dict, methods) -> li
         check.require(isinstance(entry, dict) and "method" in entry, where,
                       "must be a method name or a mapping with 'method' and its parameters")
         params = {k: v for k, v in entry.items() if k != "method"}
-        config = check.config(where, task=task, **settings, method=entry["method"], clip_params=params)
-        if config.threshold_from_data is not None:
-            check.require(any(m == "none" or m == {"method": "none"} for m in methods), f"{where}.threshold",
-                          f"a threshold from data ({FROM_DATA}) needs the unclipped method 'none' in the same experiment")
+        check.config(where, task=task, **settings, method=entry["method"], clip_params=params)
         parsed.append((entry["method"], params))
     return parsed
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import traceback
 import uuid
@@ -24,33 +25,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
 from clipstudy import paths
 from clipstudy.fileio import write_json_atomic
-from clipstudy.study import notebooks, runfiles
-from clipstudy.study.profiles import ProfileError, RunSpec, load_profile
-from clipstudy.training.config import FROM_DATA
+from clipstudy.study import bundle, notebooks, probes, runfiles
+from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
-#: Measured on the 2-core machine (README, "Choosing workers"): two single-threaded workers.
+#: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
 DEFAULT_WORKERS = 2
-DEFAULT_TF_THREADS = 1
 
 
-def execute_run(spec: RunSpec, root: str, tf_threads: int | None = None) -> dict[str, Any]:
-    """Run one notebook into ``root/<run_id>``; a Dask task. Returns a status record, never raises."""
+def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
+    """Run one notebook into ``root/<run_id>``; a Dask task. Returns a status record, never raises.
+    The run sets TensorFlow's threads itself (``RunConfig.threads``), whoever executes it."""
     root_path = Path(root)
     final = root_path / spec.run_id
     if runfiles.is_finished(final):
         return {"run_id": spec.run_id, "status": "skipped"}
     partial = root_path / f".{spec.run_id}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
-    if tf_threads:
-        # Read by TensorFlow when the kernel (a child of this process) starts.
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(tf_threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(tf_threads)
     status = {"run_id": spec.run_id, "status": "done"}
     with _stderr_to(partial / "kernel.log"):  # the kernel's chatter goes to the run's log, not the terminal
         try:
@@ -125,22 +119,29 @@ class SweepResult:
         return not self.failed
 
 
-def baseline_of(spec: RunSpec) -> str:
-    """The id of the unclipped run whose norms a threshold from data is read from."""
-    return runfiles.run_id(spec.config.replace(method="none", clip_params={}))
+def execute_probe(config, path: str) -> dict[str, Any]:
+    """Run one threshold probe in a child process (its own TensorFlow, threads from ``config``); a Dask task."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "clipstudy.study.probes", "--config",
+                           json.dumps(config.to_params()), "--out", path], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"probe": Path(path).stem, "status": "failed", "error": lines[-1] if lines else f"exit {done.returncode}"}
+    return {"probe": Path(path).stem, "status": "done"}
 
 
-def resolve_threshold(spec: RunSpec, root: Path) -> RunSpec:
-    """The spec with its threshold read from its finished baseline run (the run id stays the same)."""
-    base = root / baseline_of(spec)
-    if not runfiles.is_finished(base):
-        raise RuntimeError(f"its baseline run {base.name} did not finish")
-    norms = pd.read_parquet(base / runfiles.STEPS)["norm_before"].to_numpy()
-    norms = norms[np.isfinite(norms)]
-    p = spec.config.threshold_from_data
-    config = spec.config.replace(clip_params={**spec.config.clip_params, "threshold": float(np.percentile(norms, p))},
-                                 threshold_rule=f"{FROM_DATA} {p:g} of {base.name}")
-    return RunSpec(spec.run_id, spec.notebook, config)
+def run_probes(client, specs: list[RunSpec], probes_dir: Path) -> dict[str, str]:
+    """Run the missing probes the runs of ``specs`` need; return the failed ones with their errors."""
+    needed = {}
+    for s in specs:
+        if s.config.threshold_from_data is not None and not probes.probe_file(probes_dir, s.config).is_file():
+            needed.setdefault(probes.probe_id(s.config), s.config)
+    if not needed:
+        return {}
+    probes_dir.mkdir(parents=True, exist_ok=True)
+    futures = [client.submit(execute_probe, config, str(probes_dir / f"{pid}.json"), key=pid, pure=False)
+               for pid, config in needed.items()]
+    return {r["probe"]: r["error"] for r in client.gather(futures) if r["status"] == "failed"}
 
 
 def _start_client(scheduler: str | None, workers: int, runs: int):
@@ -154,77 +155,87 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
     return Client(cluster), cluster
 
 
-class _Submissions:
-    """Submits the runs; a run whose threshold is read from data waits for its baseline run."""
-
-    def __init__(self, client, root: Path, tf_threads, todo: list[RunSpec], result: SweepResult):
-        from dask.distributed import as_completed
-
-        self.client, self.root, self.tf_threads, self.result = client, root, tf_threads, result
-        self.waiting = [s for s in todo if s.config.threshold_from_data is not None]
-        ready = [s for s in self.waiting if runfiles.is_finished(root / baseline_of(s))]
-        self.waiting = [s for s in self.waiting if s not in ready]
-        self.futures = as_completed([self._submit(s) for s in todo if s.config.threshold_from_data is None])
-        for s in ready:
-            self._submit_resolved(s)
-
-    def _submit(self, spec: RunSpec):
-        return self.client.submit(execute_run, spec, str(self.root), self.tf_threads, key=f"run-{spec.run_id}",
-                                  pure=False)
-
-    def _submit_resolved(self, spec: RunSpec) -> bool:
-        try:
-            self.futures.add(self._submit(resolve_threshold(spec, self.root)))
-            return True
-        except RuntimeError as exc:
-            self.result.failed[spec.run_id] = f"threshold from data: {exc}"
-            return False
-
-    def release_after(self, run_id: str) -> int:
-        """Submit the runs waiting for ``run_id``; return how many of them failed to resolve."""
-        released = [s for s in self.waiting if baseline_of(s) == run_id]
-        self.waiting = [s for s in self.waiting if s not in released]
-        return sum(not self._submit_resolved(s) for s in released)
-
-
 def run_sweep(profile: str | Path, reports: str | Path | None = None, *, scheduler: str | None = None,
-              workers: int | None = None, tf_threads: int | None = None, progress: bool = True,
+              workers: int | None = None, progress: bool = True,
               plan: list[RunSpec] | None = None) -> SweepResult:
     """Run every run of ``profile`` (or of ``plan``, its runs) not yet finished; return what was done,
-    skipped and failed."""
+    skipped and failed. Probes for thresholds read from data run first."""
     name, specs = load_profile(profile)
     specs = plan if plan is not None else specs
     root = Path(reports or paths.reports_dir()) / name / "runs"
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(root)
-    todo = [s for s in specs if not runfiles.is_finished(root / s.run_id)]
-    result = SweepResult(name, root, [], [s.run_id for s in specs if s not in todo], {})
-    if not todo:
+    places = _Places(root, bundle.bundle_dir(name) if publishes(profile) else None)
+    result = SweepResult(name, root, [], [], {})
+    resolved = _resolved(specs, places.probes)
+    if len(resolved) == len(specs) and all(places.finished(s.run_id) for s in resolved):
+        result.skipped = [s.run_id for s in resolved]
         return result
-    prepare_datasets(todo)
+    prepare_datasets(specs)
     scheduler = scheduler or os.environ.get("CLIPSTUDY_SCHEDULER")
-    tf_threads = tf_threads if tf_threads is not None else (None if scheduler else DEFAULT_TF_THREADS)
-    client, cluster = _start_client(scheduler, workers or DEFAULT_WORKERS, len(todo))
-    bar = tqdm(total=len(specs), initial=len(result.skipped), desc=f"sweep {name}", unit="run", disable=not progress)
+    client, cluster = _start_client(scheduler, workers or DEFAULT_WORKERS, len(specs))
     try:
-        submissions = _Submissions(client, root, tf_threads, todo, result)
-        for future in submissions.futures:
-            status = future.result()
-            bar.update(1 + submissions.release_after(status["run_id"]))
-            if status["status"] == "failed":
-                result.failed[status["run_id"]] = status["error"]
-            else:
-                (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
-            bar.set_postfix(done=len(result.done), failed=len(result.failed),
-                            remaining=len(todo) - len(result.done) - len(result.failed))
-        for s in submissions.waiting:  # baselines that never reported
-            result.failed[s.run_id] = f"threshold from data: baseline {baseline_of(s)} did not run"
+        for probe, error in run_probes(client, specs, places.probes).items():
+            for s in specs:
+                if s.config.threshold_from_data is not None and probes.probe_id(s.config) == probe:
+                    result.failed[s.run_id] = f"threshold probe {probe} failed: {error}"
+        _run_all(client, _resolved(specs, places.probes), places, result, progress)
     finally:
-        bar.close()
         client.close()
         if cluster is not None:
             cluster.close()
     return result
+
+
+@dataclass
+class _Places:
+    """Where a sweep's runs go (``root``) and, for a published profile, the bundle they are copied to."""
+
+    root: Path
+    bundle: Path | None = None
+
+    @property
+    def probes(self) -> Path:
+        return self.bundle / "probes" if self.bundle else self.root.parent / "probes"
+
+    def finished(self, run_id: str) -> bool:
+        return runfiles.is_finished(self.root / run_id) or bool(self.bundle and runfiles.is_finished(
+            self.bundle / "runs" / run_id))
+
+    def publish(self, run_id: str) -> None:
+        if self.bundle and runfiles.is_finished(self.root / run_id):
+            bundle.publish(self.root / run_id, self.bundle / "runs")
+
+
+def _resolved(specs: list[RunSpec], probes_dir: Path) -> list[RunSpec]:
+    """The specs whose thresholds from data can be read now (their probes are done), resolved."""
+    resolved = (probes.resolve(s, probes_dir) for s in specs)
+    return [s for s in resolved if s is not None]
+
+
+def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool) -> None:
+    from dask.distributed import as_completed  # deferred with the client
+
+    root = places.root
+    todo = [s for s in specs if not places.finished(s.run_id)]
+    result.skipped = [s.run_id for s in specs if s not in todo]
+    bar = tqdm(total=len(specs), initial=len(result.skipped), desc=f"sweep {result.profile}", unit="run",
+               disable=not progress)
+    try:
+        futures = as_completed([client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False)
+                                for s in todo])
+        for future in futures:
+            status = future.result()
+            if status["status"] == "failed":
+                result.failed[status["run_id"]] = status["error"]
+            else:
+                places.publish(status["run_id"])
+                (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
+            bar.update(1)
+            bar.set_postfix(done=len(result.done), failed=len(result.failed),
+                            remaining=len(todo) - len(result.done) - len(result.failed))
+    finally:
+        bar.close()
 
 
 def main(argv=None) -> int:
@@ -234,7 +245,6 @@ def main(argv=None) -> int:
     parser.add_argument("--reports", default=str(paths.reports_dir()), help="output root (default: reports/)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (or $CLIPSTUDY_SCHEDULER)")
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")
-    parser.add_argument("--tf-threads", type=int, help=f"TensorFlow threads per run (default {DEFAULT_TF_THREADS} locally)")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     args = parser.parse_args(argv)
     try:
@@ -246,8 +256,7 @@ def main(argv=None) -> int:
         for s in specs:
             print(s.run_id, json.dumps(s.params, sort_keys=True))
         return 0
-    result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers,
-                       tf_threads=args.tf_threads)
+    result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers)
     print(f"sweep {name}: {len(result.done)} run, {len(result.skipped)} already done, "
           f"{len(result.failed)} failed -> {result.root}")
     for run, error in sorted(result.failed.items()):

@@ -32,8 +32,8 @@ class Task(Protocol):
     def build_model(self) -> Any:
         """A new, untrained Keras model (called after seeding)."""
 
-    def load_data(self) -> tuple[Split, Split]:
-        """The ``(train, test)`` splits, from local files only."""
+    def load_data(self) -> tuple[Split, ...]:
+        """``(train, test)`` or ``(train, validation, test)`` splits, from local files only."""
 
     def prepare(self, split: Split) -> tuple[Any, Any]:
         """``(x, y)`` arrays for training: float32 images and the targets ``per_example_loss`` reads."""
@@ -55,6 +55,10 @@ class Task(Protocol):
 
     def final_metrics(self, row) -> dict[str, float]:
         """Summary fields from the last row of the epochs table."""
+
+    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
+        """Why a finished run counts as failed (diverged or collapsed), or ``None``. ``final`` holds
+        the summary's ``final_*`` metrics; ``loss_start`` the loss level the run started from."""
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """Files beside the run's tables that the last evaluation produced (may be none)."""

@@ -8,8 +8,11 @@ import numpy as np
 from clipstudy._quiet import keras, tf
 from clipstudy.data import mnist
 from clipstudy.data.split import Split
+from clipstudy.training.monitor import failure_reason
 
 ACCURACY_TARGETS = (0.98, 0.99)
+#: Below this test accuracy a classifier has collapsed (chance is 0.1).
+COLLAPSED_ACCURACY = 0.2
 
 
 def seed_cnn(input_shape=(28, 28, 1), num_classes: int = 10):
@@ -111,6 +114,11 @@ class ClassificationTask:
 
     def final_metrics(self, row) -> dict[str, float]:
         return {"final_test_loss": float(row["test_loss"]), "final_test_accuracy": float(row["test_accuracy"])}
+
+    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
+        """Diverged; or collapsed: test accuracy near chance, or the training loss still at its start."""
+        return failure_reason(diverged=diverged, metric="test accuracy", value=final["final_test_accuracy"],
+                              floor=COLLAPSED_ACCURACY, final_train_loss=final["final_train_loss"], loss_start=loss_start)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         return []

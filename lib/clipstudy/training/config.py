@@ -19,8 +19,8 @@ from clipstudy.training.spikes import spike_plan
 
 TASKS = ("classifier", "detector")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
-#: A global-norm threshold written ``{baseline_percentile: p}`` is read from the data before the run.
-FROM_DATA = "baseline_percentile"
+#: A global-norm threshold written ``{probe_percentile: p}`` is read from an unclipped probe before the run.
+FROM_DATA = "probe_percentile"
 #: Defaults that differ by task (everything else is the same for both).
 TASK_DEFAULTS = {"classifier": {}, "detector": {"batch_size": 32, "dataset": "smoke"}}
 
@@ -48,8 +48,12 @@ class RunConfig:
     train_subset: int | None = field(default=None, metadata=_doc("train on this many images (None: all)"))
     test_subset: int | None = field(default=None, metadata=_doc("test on this many images (None: all)"))
     eval_every: int | None = field(default=None, metadata=_doc("also evaluate every this many steps"))
+    validation: int | None = field(default=None, metadata=_doc(
+        "evaluate on this many validation examples too (classifier: held out of the training images)"))
     spikes: dict | None = field(default=None, metadata=_doc("bad batches to inject (training.spikes)"))
     dataset: str | None = field(default=None, metadata=_doc("detector only: mnist_detection size"))
+    threads: int = field(default=1, metadata=_doc(
+        "TensorFlow intra- and inter-op threads: they change the numbers, so they are part of the run"))
     threshold_rule: str | None = field(default=None, metadata=_doc("how a threshold read from data was chosen"))
 
     @classmethod
@@ -73,7 +77,7 @@ class RunConfig:
     def to_params(self) -> dict[str, Any]:
         """The parameters as a plain dict (what a run's id digests); unset optional labels left out."""
         params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for optional in ("dataset", "threshold_rule"):
+        for optional in ("dataset", "threshold_rule", "validation"):
             if params[optional] is None:
                 del params[optional]
         return params
@@ -101,9 +105,9 @@ class RunConfig:
         _check_number("learning_rate", self.learning_rate)
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         _check_int("seed", self.seed, minimum=0)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "threads"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("train_subset", "test_subset", "eval_every"):
+        for name in ("train_subset", "test_subset", "eval_every", "validation"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1, optional=True)
         _check_dataset(self)
@@ -156,11 +160,14 @@ def _check_clipping(config: RunConfig):
 def _check_dataset(config: RunConfig):
     if config.task == "detector":
         _check_choice("dataset", config.dataset, tuple(SPLIT_SIZES))
-        sizes = {"train_subset": SPLIT_SIZES[config.dataset]["train"], "test_subset": SPLIT_SIZES[config.dataset]["test"]}
+        split = SPLIT_SIZES[config.dataset]
+        sizes = {"train_subset": split["train"], "test_subset": split["test"], "validation": split["validation"]}
     else:
         if config.dataset is not None:
             raise ConfigError(f"dataset={config.dataset!r} is invalid for the classifier (MNIST itself); leave it unset")
-        sizes = {"train_subset": ARRAY_SHAPES["x_train"][0], "test_subset": ARRAY_SHAPES["x_test"][0]}
+        n_train = ARRAY_SHAPES["x_train"][0]
+        sizes = {"validation": n_train - 1, "train_subset": n_train - (config.validation or 0),
+                 "test_subset": ARRAY_SHAPES["x_test"][0]}
     for name, n in sizes.items():
         value = getattr(config, name)
         if value is not None and value > n:

@@ -25,6 +25,9 @@ from clipstudy.training.step import make_predict, make_train_step
 from clipstudy.training.steplog import StepLog
 from clipstudy.training.summary import summarize
 
+#: Which training images are held out for validation does not depend on the run's seed.
+VALIDATION_SEED = 20_250_101
+
 
 @dataclass
 class RunResult:
@@ -38,6 +41,25 @@ class RunResult:
     test: Split | None = field(default=None, repr=False)
 
 
+def set_threads(threads: int) -> None:
+    """Fix TensorFlow's intra- and inter-op thread counts for this process (they change the numbers).
+
+    Raises:
+      RuntimeError: TensorFlow already started with other counts; the run needs a fresh process.
+    """
+    current = (tf.config.threading.get_intra_op_parallelism_threads(),
+               tf.config.threading.get_inter_op_parallelism_threads())
+    if current == (threads, threads):
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:
+        raise RuntimeError(f"TensorFlow already runs with {current[0]} intra-op and {current[1]} inter-op threads "
+                           f"(0: all cores) in this process; this run needs threads={threads}: run it in a fresh "
+                           "process or kernel") from exc
+
+
 def set_determinism(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
     keras.utils.set_random_seed(seed)
@@ -47,22 +69,24 @@ def set_determinism(seed: int) -> None:
 class _Evaluations:
     """The rows of the epochs table: train loss and score so far in the epoch, and test metrics."""
 
-    def __init__(self, task, predict, test_x, test_targets, start: float):
+    def __init__(self, task, predict, test_x, test_targets, start: float, validation=None):
         self.task, self.predict, self.x, self.targets, self.start = task, predict, test_x, test_targets, start
+        self.validation = validation  # (x, targets) of the validation split, or None
         self.rows: list[dict] = []
         self.score_column = f"train_{task.score_name}"
 
-    def add(self, epoch, step, totals, epoch_end, skip_test=False):
+    def add(self, epoch, step, totals, epoch_end):
         t0 = time.perf_counter()
-        if skip_test:
-            metrics = {k: math.nan for k in self.task.metric_names}
-        else:
-            metrics = self.task.evaluate(self.predict, self.x, self.targets, self.task.eval_batch_size)
+        metrics = {}
+        if self.validation is not None:  # first, so the test evaluation is the task's last one
+            scored = self.task.evaluate(self.predict, *self.validation, self.task.eval_batch_size)
+            metrics.update({"val_" + k.removeprefix("test_"): v for k, v in scored.items()})
+        metrics.update(self.task.evaluate(self.predict, self.x, self.targets, self.task.eval_batch_size))
         loss, score, seen = totals
         self.rows.append({"epoch": epoch, "step": step, "epoch_end": epoch_end, "train_loss": loss / seen,
                           self.score_column: score / seen, **metrics,
                           "wall_time_s": time.perf_counter() - self.start,
-                          "eval_time_s": 0.0 if skip_test else time.perf_counter() - t0})
+                          "eval_time_s": time.perf_counter() - t0})
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -88,11 +112,13 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
     set_determinism(config.seed)
     net = _build(model or task.build_model)
     optimizer = make_optimizer(config.optimizer, config.learning_rate)
-    train_split, test_split = _subsets(config, data)
+    train_split, validation_split, test_split = run_splits(config, data)
     x_train, y_train = task.prepare(train_split)
     x_test, test_targets = task.prepare_test(test_split)
+    validation = task.prepare_test(validation_split) if validation_split is not None else None
     train_step = make_train_step(net, task, clip, optimizer, tf.constant(x_train), tf.constant(y_train))
-    evaluations = _Evaluations(task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter())
+    evaluations = _Evaluations(task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter(),
+                               validation)
 
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
@@ -134,7 +160,8 @@ def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evalu
                 break
             if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < steps_per_epoch:
                 evaluations.add(epoch, log.steps, totals, epoch_end=False)
-        evaluations.add(epoch, log.steps, totals, epoch_end=True, skip_test=divergence is not None)
+        # A stopped run's last update was not applied: its weights are finite and it is scored as it stands.
+        evaluations.add(epoch, log.steps, totals, epoch_end=True)
         if divergence:
             break
     return divergence, images_seen
@@ -144,11 +171,27 @@ def _build(model):
     return model() if callable(model) and not isinstance(model, keras.Model) else model
 
 
-def _subsets(config: RunConfig, data) -> tuple[Split, Split]:
-    train_split, test_split = data
+def run_splits(config: RunConfig, data) -> tuple[Split, Split | None, Split]:
+    """The training, validation and test examples of the run.
+
+    ``data`` is ``(train, test)`` or ``(train, validation, test)``. With ``config.validation`` set and
+    no validation split given, the validation examples are carved out of the training split (the same
+    ones for every run, whatever its seed) and never trained on.
+    """
+    train_split, test_split = data[0], data[-1]
+    validation = data[1] if len(data) == 3 else None
+    if config.validation:
+        if validation is None:
+            order = np.random.default_rng(VALIDATION_SEED).permutation(len(train_split))
+            validation = train_split.take(np.sort(order[: config.validation]))
+            train_split = train_split.take(np.sort(order[config.validation:]))
+        else:
+            validation = validation.take(np.arange(config.validation))
+    else:
+        validation = None
     train_idx = subset_indices(len(train_split), config.train_subset, config.seed, "train_subset")
     test_idx = subset_indices(len(test_split), config.test_subset, config.seed, "test_subset")
-    return train_split.take(train_idx), test_split.take(test_idx)
+    return train_split.take(train_idx), validation, test_split.take(test_idx)
 
 
 def _progress(total: int, enabled: bool, description: str):

@@ -1,6 +1,7 @@
 """A run's summary: its final and best metrics, targets reached, divergence and clipping telemetry."""
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 from typing import Any
@@ -9,7 +10,25 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import __version__
+from clipstudy.training.monitor import loss_start
 from clipstudy._quiet import keras, tf
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def thread_counts() -> dict[str, int]:
+    """TensorFlow's intra- and inter-op thread counts in this process (0: its default, all cores)."""
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def library_versions() -> dict[str, str]:
@@ -21,6 +40,7 @@ def library_versions() -> dict[str, str]:
         "pandas": pd.__version__,
         "clipstudy": __version__,
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "system": platform.system(),
     }
 
@@ -29,6 +49,17 @@ def steps_to_target(epochs: pd.DataFrame, target: float, column: str = "test_acc
     """Optimizer steps done when ``column`` first reached ``target`` (NaN if it never did)."""
     reached = epochs.loc[epochs[column] >= target, "step"]
     return float(reached.iloc[0]) if len(reached) else math.nan
+
+
+def trajectory_digest(steps: pd.DataFrame, epochs: pd.DataFrame) -> str:
+    """sha256 of everything a run recorded but its timings: two runs with the same digest were
+    identical at every step and every evaluation."""
+    digest = hashlib.sha256()
+    for frame in (steps, epochs):
+        numbers = frame.drop(columns=[c for c in frame.columns if c.endswith("time_s")])
+        digest.update(",".join(numbers.columns).encode())
+        digest.update(np.ascontiguousarray(numbers.to_numpy(np.float64)).tobytes())
+    return digest.hexdigest()
 
 
 def _best(epochs: pd.DataFrame, column: str) -> float:
@@ -56,19 +87,24 @@ def summarize(config, task, clip, steps: pd.DataFrame, epochs: pd.DataFrame, *, 
     targets = {key: (steps_to_target(epochs, value, column) if column in epochs else math.nan)
                for key, (column, value) in task.targets().items()}
     best_column = next(iter(task.targets().values()))[0]
-    final = {k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()}
+    final = {"final_train_loss": float(last["train_loss"]),
+             **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()}}
+    final.update({f"final_{c}": float(last[c]) for c in epochs.columns if c.startswith("val_")})
+    start = loss_start(steps["loss"])
     return {
         "task": task.name, "method": clip.name, "clip_params": clip.config(),
         "optimizer": config.optimizer, "learning_rate": float(config.learning_rate),
         "batch_size": config.batch_size, "epochs": config.epochs, "seed": config.seed,
         "train_images": int(train_images), "test_images": int(test_images),
         "steps_run": int(len(steps)), "steps_planned": int(steps_planned),
-        "final_train_loss": float(last["train_loss"]), **final,
+        **final,
         f"best_{best_column}": _best(epochs, best_column), **targets,
-        "diverged": divergence is not None, "divergence_reason": divergence,
-        **_norm_statistics(steps),
+        **{f"best_{c}": _best(epochs, c) for c in epochs.columns if c.startswith("val_") and "loss" not in c},
+        "diverged": divergence is not None, "divergence_reason": divergence, "loss_start": start,
+        "failure": task.failure(diverged=divergence is not None, final=final, loss_start=start),
+        **_norm_statistics(steps), "trajectory_sha256": trajectory_digest(steps, epochs),
         "wall_time_s": wall_time_s, "median_step_time_s": median_step_time_s,
         "images_per_second": images_seen / wall_time_s if wall_time_s > 0 else math.nan,
-        "parameters": int(parameters), "versions": library_versions(),
+        "parameters": int(parameters), "versions": library_versions(), "threads": thread_counts(),
     }
 

@@ -10,6 +10,10 @@ from clipstudy.data.boxes import Annotations
 from clipstudy.data.split import Split
 from clipstudy.tasks.detection import coco
 from clipstudy.tasks.detection.centernet import centernet, decode, detection_loss, encode_targets, losses
+from clipstudy.training.monitor import failure_reason
+
+#: Below this AP50 a detector has collapsed.
+COLLAPSED_AP50 = 0.01
 
 
 class DetectionTask:
@@ -33,7 +37,7 @@ class DetectionTask:
     def load_data(self) -> tuple[Split, Split]:
         from clipstudy.data import tfds_builder  # deferred: imports TensorFlow Datasets
 
-        return tfds_builder.load_split(self.dataset, "train"), tfds_builder.load_split(self.dataset, "test")
+        return tuple(tfds_builder.load_split(self.dataset, split) for split in ("train", "validation", "test"))
 
     def prepare(self, split: Split):
         """Canvases to float32 ``(n, S, S, 1)``; their annotations to packed CenterNet targets."""
@@ -73,6 +77,11 @@ class DetectionTask:
 
     def final_metrics(self, row):
         return {"final_test_loss": float(row["test_loss"]), **{f"final_{k}": float(row[k]) for k in coco.METRICS}}
+
+    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
+        """Diverged; or collapsed: AP50 near 0, or the training loss still at its start."""
+        return failure_reason(diverged=diverged, metric="AP50", value=final["final_AP50"], floor=COLLAPSED_AP50,
+                              final_train_loss=final["final_train_loss"], loss_start=loss_start)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """``ground_truth.json`` and ``detections.json`` of the last evaluation."""

@@ -1,0 +1,69 @@
+"""The published results bundle: compact run copies, resumption from them, the report from them alone."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from clipstudy import paths
+from clipstudy.study import bundle, profiles, runfiles, sweep
+
+
+def test_long_step_tables_are_thinned_but_keep_their_start_end_and_spikes():
+    steps = pd.DataFrame({"step": np.arange(1, 4691), "loss": np.linspace(2.3, 0.1, 4690)})
+    thin = bundle.downsample_steps(steps, spike_steps=[1500, 1501])
+    kept = set(thin["step"])
+    assert len(thin) < 800 and set(range(1, 51)) <= kept and 4690 in kept
+    assert set(range(1470, 1532)) <= kept
+    pd.testing.assert_frame_equal(thin.set_index("step"), steps.set_index("step").loc[sorted(kept)])
+    short = steps.iloc[:300]
+    pd.testing.assert_frame_equal(bundle.downsample_steps(short), short)
+
+
+@pytest.fixture
+def published_profile(tmp_path, monkeypatch):
+    """A one-run profile that publishes, with its bundle in a temporary results folder."""
+    monkeypatch.setenv("CLIPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
+    doc = {"publish": True, "experiments": [{"name": "t", "task": "classifier", "methods": ["none"],
+                                             "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
+                                             "optimizers": {"adam": [0.001]}, "seeds": [0]}]}
+    path = tmp_path / "pub.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_published_profile_copies_each_run_to_its_bundle_and_resumes_from_it(published_profile, tmp_path):
+    reports = tmp_path / "reports"
+    first = sweep.run_sweep(published_profile, reports, workers=1, progress=False)
+    assert first.ok and len(first.done) == 1
+    run_id = first.done[0]
+    copy = paths.results_dir() / "pub" / "runs" / run_id
+    assert sorted(p.name for p in copy.iterdir()) == sorted([runfiles.SUMMARY, runfiles.EPOCHS, runfiles.STEPS])
+    assert json.loads((copy / runfiles.SUMMARY).read_text()) == runfiles.load_summary(reports / "pub" / "runs" / run_id)
+    # A fresh clone has the bundle but no reports/: nothing is run again.
+    shutil.rmtree(reports)
+    again = sweep.run_sweep(published_profile, reports, workers=1, progress=False)
+    assert again.done == [] and again.skipped == [run_id]
+
+
+def test_the_report_of_a_published_profile_reads_the_bundle_alone(published_profile, tmp_path):
+    from clipstudy.analysis import report
+
+    reports = tmp_path / "reports"
+    sweep.run_sweep(published_profile, reports, workers=1, progress=False)
+    shutil.rmtree(reports)
+    name, table, missing = report.load_profile_runs(published_profile, reports)
+    assert name == "pub" and len(table.summaries) == 1 and missing == []
+
+
+def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]}).to_parquet(run / runfiles.STEPS)
+    (run / runfiles.SUMMARY).write_text(json.dumps({"params": {}}))
+    # epochs.parquet is missing: the copy fails and leaves nothing that looks finished
+    with pytest.raises(FileNotFoundError):
+        bundle.publish(run, tmp_path / "bundle")
+    assert list((tmp_path / "bundle").iterdir()) == []
