@@ -14,12 +14,13 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report notebooks lab clean
+.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify notebooks lab clean
 
 help:
 	@echo "make reproduce   env, data, sweep (PROFILE=$(PROFILE)) and report"
 	@echo "make test        unit tests and nbval regression tests of the notebooks"
 	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead"
+	@echo "make verify      re-run published runs of results/paper/ and require the same numbers"
 	@echo "make data        fetch and verify MNIST into data/mnist.npz, build the detection canvases"
 	@echo "make notebooks   rebuild each .ipynb from its .py and execute it with its defaults"
 	@echo "make lab         JupyterLab on notebooks/ with the project's kernel"
@@ -63,7 +64,11 @@ sweep: $(STAMP) data
 	$(BIN)/python -m clipstudy.study.sweep --profile $(PROFILE)
 
 report: $(STAMP)
-	$(BIN)/python -m clipstudy.analysis.report --profile $(PROFILE)
+	$(BIN)/python -m clipstudy.analysis.report --profile $(PROFILE) $(if $(ALLOW_INCOMPLETE),--allow-incomplete)
+
+# Re-run the cheapest runs published in results/$(PROFILE)/ and require the same numbers exactly.
+verify: $(STAMP) data
+	$(BIN)/python -m clipstudy.study.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
 
 reproduce: $(STAMP) data
 	$(BIN)/python -m clipstudy.study.sweep --profile $(PROFILE)

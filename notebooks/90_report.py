@@ -24,15 +24,19 @@
 # collapsed) counts as what it achieved.
 
 # %% tags=["parameters"]
-profile = "smoke"            # smoke, quick, full, or the path of a profile .yaml
-reports_dir = "../reports"   # holds <profile>/runs/
+profile = "smoke"            # smoke, quick, paper, full, or the path of a profile .yaml
+reports_dir = "../reports"   # holds <profile>/runs/ (a published profile is read from results/<profile>/)
+figures_dir = None           # where figures go; None: <reports_dir>/<profile>/figures
 
 # %%
+from pathlib import Path
+
 import pandas as pd
 
 from clipstudy.analysis import plots, report, stats
 
 rep = report.ProfileReport.load(profile, reports_dir)
+rep.figures_dir = Path(figures_dir) if figures_dir else None
 cls, det = rep.summaries("classifier"), rep.summaries("detector")
 cls_epochs, det_epochs = rep.epochs("classifier"), rep.epochs("detector")
 
@@ -41,6 +45,7 @@ cls_epochs, det_epochs = rep.epochs("classifier"), rep.epochs("detector")
 
 # %%
 # NBVAL_CHECK_OUTPUT
+print(rep.completeness())
 print(f"profile {rep.name}: {len(rep.compared)} finished runs ({len(cls)} classifier, {len(det)} detector), "
       f"{len(rep.table.failed)} failed, {len(rep.missing)} not run yet")
 for task, sub in (("classifier", cls), ("detector", det)):
@@ -241,6 +246,7 @@ if len(overhead):
 
 # %%
 # NBVAL_CHECK_OUTPUT
+print(rep.completeness())
 audit = rep.audit()
 table = audit[["claim", "verdict", "kind", "effect", "ci_low", "ci_high", "p_value", "n"]]
 print(table.round(4).to_string(index=False))

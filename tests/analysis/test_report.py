@@ -124,3 +124,48 @@ def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):
         runs.save_run(result, root / f"run{seed}", params)
     s = report.load_runs(root).summaries
     assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of probe)"]
+
+
+def test_a_report_of_an_incomplete_plan_is_refused_naming_each_run(profile_path, capsys):
+    reports = profile_path.parent / "reports"
+    root = reports / "fake" / "runs"
+    victim = sorted(p.name for p in root.iterdir() if p.name.startswith("classifier-global_norm"))[0]
+    import shutil
+
+    shutil.rmtree(root / victim)
+    assert report.main(["--profile", str(profile_path), "--reports", str(reports)]) == 1
+    err = capsys.readouterr().err
+    assert f"{victim}: not run yet" in err and "--allow-incomplete" in err
+    assert not (reports / "fake" / "claims.csv").exists()
+
+
+def test_an_allowed_incomplete_report_says_so_in_every_claim_row(profile_path):
+    reports = profile_path.parent / "reports"
+    root = reports / "fake" / "runs"
+    victim = sorted(p.name for p in root.iterdir() if p.name.startswith("classifier-global_norm"))[0]
+    import shutil
+
+    shutil.rmtree(root / victim)
+    html = report.build_report(profile_path, reports, allow_incomplete=True)
+    table = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
+    assert table["plan"].str.startswith("INCOMPLETE: 1 of 8").all() and table["plan"].str.contains(victim).all()
+    assert "INCOMPLETE" in html.read_text()
+
+
+def test_a_failed_build_leaves_the_previous_report_whole(profile_path, monkeypatch):
+    reports = profile_path.parent / "reports"
+    report.build_report(profile_path, reports)
+    out = reports / "fake"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
+    monkeypatch.setattr(report.claims, "audit", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report.build_report(profile_path, reports)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
+    assert after == before and not list(out.glob(".report-build-*"))
+
+
+def test_an_unreadable_run_file_is_named(runs_root):
+    victim = sorted(p for p in runs_root.iterdir() if p.name.startswith("classifier-none"))[0]
+    (victim / runs.STEPS).write_bytes(b"PAR1 truncated")
+    with pytest.raises(report.DamagedRun, match=f"run {victim.name}: .*steps.parquet cannot be read"):
+        report.load_runs(runs_root)

@@ -67,3 +67,28 @@ def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         bundle.publish(run, tmp_path / "bundle")
     assert list((tmp_path / "bundle").iterdir()) == []
+
+
+def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(published_profile, tmp_path):
+    from clipstudy.study import verify
+
+    sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
+    (spec,) = verify.cheapest_runs(published_profile, 5)
+    published = paths.results_dir() / "pub" / "runs" / spec.run_id
+    assert verify.verify_run(spec, published, tmp_path / "again") == []
+    summary = json.loads((published / runfiles.SUMMARY).read_text())
+    summary["final_test_accuracy"] += 1e-9
+    (published / runfiles.SUMMARY).write_text(json.dumps(summary))
+    problems = verify.verify_run(spec, published, tmp_path / "third")
+    assert len(problems) == 1 and problems[0].startswith("final_test_accuracy:")
+
+
+def test_the_cheapest_published_paper_run_reproduces_exactly(tmp_path):
+    """The published numbers are reproducible: the cheapest run of results/paper/, re-run here."""
+    from clipstudy.study import verify
+
+    chosen = verify.cheapest_runs("paper", 1)
+    if not chosen:
+        pytest.skip("results/paper/ holds no finished run yet")
+    published = bundle.bundle_dir("paper") / "runs" / chosen[0].run_id
+    assert verify.verify_run(chosen[0], published, tmp_path) == []

@@ -171,3 +171,37 @@ def test_a_threshold_from_data_comes_from_a_probe_and_is_part_of_the_run_id(tmp_
     assert summary["params"]["threshold_rule"] == f"probe_percentile 50 of {probe.stem}"
     # The resolved number is in the run's parameters, hence in its id.
     assert result.done[0] == runs.run_id(RunConfig.from_params(summary["params"])) != pending.run_id
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
+    from clipstudy.study.lock import FolderBusy, SweepLock
+
+    path = write_profile(tmp_path, {"experiments": [good_experiment()]})
+    root = tmp_path / "reports" / "custom" / "runs"
+    with SweepLock(root):
+        import os
+
+        with pytest.raises(FolderBusy, match=f"another sweep \\(process {os.getpid()}\\) is running in {root}"):
+            sweep.run_sweep(path, tmp_path / "reports", progress=False)
+
+
+def test_an_unwritable_output_folder_ends_the_sweep_with_one_line_naming_it(tmp_path, capsys):
+    # A file where the folder should be: an OS error that even root cannot write through.
+    path = write_profile(tmp_path, {"experiments": [good_experiment()]})
+    reports = tmp_path / "reports"
+    reports.write_text("not a folder")
+    assert sweep.main(["--profile", str(path), "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(reports) in err[0]
+
+
+def test_an_unreachable_scheduler_fails_fast_with_one_line(tmp_path, capsys):
+    import time
+
+    path = write_profile(tmp_path, {"experiments": [good_experiment()]})
+    start = time.perf_counter()
+    code = sweep.main(["--profile", str(path), "--reports", str(tmp_path / "reports"),
+                       "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.perf_counter() - start < 30
+    assert len(err) == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err[0]

@@ -58,3 +58,10 @@ def test_a_threshold_from_data_must_be_resolved_before_a_clipper_is_built():
     with pytest.raises(ConfigError, match="has not been read from data yet"):
         config.clipper()
     assert config.replace(clip_params={"threshold": 0.7}).clipper().threshold == 0.7
+
+
+def test_planned_steps_count_the_batches_of_every_epoch():
+    assert RunConfig(epochs=10).planned_steps() == 10 * 469                       # 60,000 images, batch 128
+    assert RunConfig(epochs=3, validation=5000).planned_steps() == 3 * 430        # 55,000 left to train on
+    assert RunConfig(train_subset=1000, batch_size=100).planned_steps() == 10
+    assert RunConfig.for_task("detector", dataset="full", epochs=3).planned_steps() == 3 * 938

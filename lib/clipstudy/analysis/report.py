@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +25,8 @@ from clipstudy.analysis import claims, plots, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
-from clipstudy.fileio import atomic_target
 from clipstudy.study import bundle, notebooks, probes, runfiles
-from clipstudy.study.profiles import load_profile, publishes, resolve_profile
+from clipstudy.study.profiles import ProfileError, load_profile, publishes, resolve_profile
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
 #: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
@@ -61,6 +62,24 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
     return row
 
 
+class DamagedRun(RuntimeError):
+    """A finished-looking run whose files cannot be read; the message names the run and the file."""
+
+
+def _read_run(run_dir: Path):
+    """A run's summary row and its step and epoch tables, or ``DamagedRun`` naming the file at fault."""
+    current = run_dir / runfiles.SUMMARY
+    try:
+        row = _summary_row(run_dir, runfiles.load_summary(run_dir))
+        current = run_dir / runfiles.STEPS
+        steps = pd.read_parquet(current)
+        current = run_dir / runfiles.EPOCHS
+        return row, steps, pd.read_parquet(current)
+    except Exception as exc:
+        raise DamagedRun(f"run {run_dir.name}: {current} cannot be read ({type(exc).__name__}: {exc}); "
+                         f"delete {run_dir} and run the sweep again to redo it") from exc
+
+
 def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
     """Read the finished runs under ``root`` (``reports/<profile>/runs``) into tidy DataFrames.
 
@@ -80,11 +99,11 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
                 err = json.loads((run_dir / runfiles.ERROR).read_text())
                 failed.append({"run_id": run_dir.name, "error": err.get("error")})
             continue
-        row = _summary_row(run_dir, runfiles.load_summary(run_dir))
+        row, run_steps, run_epochs = _read_run(run_dir)
         rows.append(row)
         keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label", "settings_key", "spiked"]}
-        steps.append(pd.read_parquet(run_dir / runfiles.STEPS).assign(**keys))
-        epochs.append(pd.read_parquet(run_dir / runfiles.EPOCHS).assign(**keys))
+        steps.append(run_steps.assign(**keys))
+        epochs.append(run_epochs.assign(**keys))
     if not rows:
         raise FileNotFoundError(f"no finished runs under {root}: run the sweep first")
     summaries = pd.DataFrame(rows)
@@ -131,9 +150,24 @@ class ProfileReport:
         runs_root = bundle.bundle_dir(name) / "runs" if publishes(profile) else out / "runs"
         return cls(name, out, table, missing, runs_root)
 
+    figures_dir: Path | None = None   # where figures go; default <out>/figures
+
     @property
     def figures(self) -> Path:
-        return self.out / "figures"
+        return self.figures_dir or self.out / "figures"
+
+    def problems(self) -> list[str]:
+        """Every planned run that did not finish, and why."""
+        return [f"{run}: not run yet" for run in self.missing] + \
+            [f"{r.run_id}: failed ({r.error})" for r in self.table.failed.itertuples()]
+
+    def completeness(self) -> str:
+        """One line saying whether the verdicts rest on the whole plan."""
+        problems = self.problems()
+        if not problems:
+            return f"complete: all {len(self.table.summaries)} planned runs finished"
+        return (f"INCOMPLETE: {len(problems)} of {len(problems) + len(self.table.summaries)} planned runs did not "
+                "finish, verdicts rest on the rest: " + "; ".join(problems))
 
     def _unspiked(self, frame: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
         keep = ~frame["spiked"] & ((frame["task"] == task) if task else True)
@@ -236,18 +270,51 @@ def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_report(profile: str | Path, reports: str | Path | None = None) -> Path:
+class IncompletePlan(RuntimeError):
+    """Some planned runs are missing or failed: no verdicts from part of a plan unless asked."""
+
+
+#: What a report build writes; they are built together in a staging folder and swapped in together.
+REPORT_OUTPUTS = ("claims.csv", "report.ipynb", "report.html", "figures")
+
+
+def build_report(profile: str | Path, reports: str | Path | None = None, allow_incomplete: bool = False) -> Path:
     """Write ``claims.csv``, execute the report notebook for ``profile`` and export it to HTML without
-    code; return the HTML path."""
+    code, all in a staging folder swapped in at the end (a failed build leaves the previous report
+    whole); return the HTML path.
+
+    Raises:
+      IncompletePlan: planned runs are missing or failed (named with why), unless ``allow_incomplete``,
+        in which case the report and every row of ``claims.csv`` say so.
+    """
     reports = Path(reports or paths.reports_dir())
     rep = ProfileReport.load(profile, reports)
-    claims.write_csv(rep.audit(), rep.out / "claims.csv")
-    executed = notebooks.execute(paths.notebook("90_report.ipynb"), rep.out / "report.ipynb",
-                                 {"profile": str(profile), "reports_dir": str(reports)})
-    with atomic_target(rep.out / "report.html") as tmp_html:
+    if rep.problems() and not allow_incomplete:
+        raise IncompletePlan(f"profile {rep.name}: {len(rep.problems())} planned run(s) did not finish, so no "
+                             "verdicts are computed:\n  " + "\n  ".join(rep.problems()) +
+                             "\nRun the sweep again, or pass --allow-incomplete for a report marked incomplete.")
+    staging = rep.out / f".report-build-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        claims.write_csv(rep.audit().assign(plan=rep.completeness()), staging / "claims.csv")
+        executed = notebooks.execute(paths.notebook("90_report.ipynb"), staging / "report.ipynb",
+                                     {"profile": str(profile), "reports_dir": str(reports),
+                                      "figures_dir": str(staging / "figures")})
         subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
-                        str(executed), "--output", tmp_html.name, "--output-dir", str(rep.out)], check=True)
+                        str(executed), "--output", "report.html", "--output-dir", str(staging)], check=True)
+        _swap_in(staging, rep.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return rep.out / "report.html"
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Move the freshly built outputs over the old ones, the old ones aside first, then drop those."""
+    for name in REPORT_OUTPUTS:
+        if (out / name).exists():
+            (out / name).rename(staging / f"old-{name}")
+    for name in REPORT_OUTPUTS:
+        (staging / name).rename(out / name)
 
 
 def main(argv=None) -> int:
@@ -255,9 +322,15 @@ def main(argv=None) -> int:
                                      description="Build reports/<profile>/report.html from the profile's runs.")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--reports", default=str(paths.reports_dir()))
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="build the report even if planned runs are missing or failed (it says which)")
     args = parser.parse_args(argv)
-    resolve_profile(args.profile)
-    html = build_report(args.profile, args.reports)
+    try:
+        resolve_profile(args.profile)
+        html = build_report(args.profile, args.reports, allow_incomplete=args.allow_incomplete)
+    except (IncompletePlan, DamagedRun, ProfileError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"report: {html}")
     return 0
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from clipstudy import paths
 from clipstudy.fileio import write_json_atomic
 from clipstudy.study import bundle, notebooks, probes, runfiles
+from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
 #: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
@@ -54,6 +55,9 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
                 raise RuntimeError(f"{spec.notebook} finished without writing {runfiles.SUMMARY}")
         except Exception as exc:  # a failed run is a record, not the end of the sweep
             status = _record_failure(spec, partial, exc)
+    if status["status"] == "failed" and runfiles.is_finished(final):
+        shutil.rmtree(partial)  # a failed attempt never replaces a finished run
+        return status
     if final.exists():
         shutil.rmtree(final)  # an earlier failed or killed attempt
     os.rename(partial, final)
@@ -149,22 +153,32 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
     from dask.distributed import Client, LocalCluster  # deferred: only a sweep with work to do needs Dask
 
     if scheduler:
-        return Client(scheduler), None
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except (OSError, TimeoutError) as exc:
+            raise OSError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(exc).__name__}); check "
+                          "that it is running and that this machine can reach that address and port") from None
     cluster = LocalCluster(n_workers=min(workers, runs), threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=40)
     return Client(cluster), cluster
 
 
 def run_sweep(profile: str | Path, reports: str | Path | None = None, *, scheduler: str | None = None,
-              workers: int | None = None, progress: bool = True,
-              plan: list[RunSpec] | None = None) -> SweepResult:
+              workers: int | None = None, progress: bool = True, plan: list[RunSpec] | None = None,
+              wait: bool = False) -> SweepResult:
     """Run every run of ``profile`` (or of ``plan``, its runs) not yet finished; return what was done,
-    skipped and failed. Probes for thresholds read from data run first."""
+    skipped and failed. Probes for thresholds read from data run first. One sweep per output folder:
+    a second one refuses (``lock.FolderBusy``) or, with ``wait``, waits."""
     name, specs = load_profile(profile)
     specs = plan if plan is not None else specs
     root = Path(reports or paths.reports_dir()) / name / "runs"
     root.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(root)
+    with SweepLock(root, wait=wait):
+        return _sweep_locked(profile, name, specs, root, scheduler, workers, progress)
+
+
+def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, scheduler, workers, progress) -> SweepResult:
+    remove_stale_partials(root)  # under the lock, whatever is half-done was abandoned by a dead sweep
     places = _Places(root, bundle.bundle_dir(name) if publishes(profile) else None)
     result = SweepResult(name, root, [], [], {})
     resolved = _resolved(specs, places.probes)
@@ -217,7 +231,9 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
     from dask.distributed import as_completed  # deferred with the client
 
     root = places.root
-    todo = [s for s in specs if not places.finished(s.run_id)]
+    # Cheapest first: a sweep cut short has finished as many runs as it could (detector steps cost more).
+    todo = sorted((s for s in specs if not places.finished(s.run_id)),
+                  key=lambda s: (s.config.planned_steps() * (3 if s.config.task == "detector" else 1), s.run_id))
     result.skipped = [s.run_id for s in specs if s not in todo]
     bar = tqdm(total=len(specs), initial=len(result.skipped), desc=f"sweep {result.profile}", unit="run",
                disable=not progress)
@@ -246,6 +262,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (or $CLIPSTUDY_SCHEDULER)")
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
+    parser.add_argument("--wait", action="store_true", help="wait for another sweep on the same folder to finish")
     args = parser.parse_args(argv)
     try:
         name, specs = load_profile(args.profile)
@@ -256,7 +273,11 @@ def main(argv=None) -> int:
         for s in specs:
             print(s.run_id, json.dumps(s.params, sort_keys=True))
         return 0
-    result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers)
+    try:
+        result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers, wait=args.wait)
+    except (FolderBusy, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"sweep {name}: {len(result.done)} run, {len(result.skipped)} already done, "
           f"{len(result.failed)} failed -> {result.root}")
     for run, error in sorted(result.failed.items()):

@@ -91,6 +91,15 @@ class RunConfig:
         threshold = self.clip_params.get("threshold")
         return threshold[FROM_DATA] if isinstance(threshold, dict) else None
 
+    def planned_steps(self) -> int:
+        """Optimizer steps the run will take if it is not stopped (from the data sizes and its settings)."""
+        if self.task == "detector":
+            pool = SPLIT_SIZES[self.dataset]["train"]
+        else:
+            pool = ARRAY_SHAPES["x_train"][0] - (self.validation or 0)
+        images = self.train_subset or pool
+        return self.epochs * -(-images // self.batch_size)
+
     def clipper(self):
         """The configured ``Clipper`` (the threshold must have been read from data already)."""
         if self.threshold_from_data is not None:
