@@ -167,5 +167,13 @@ def test_a_failed_build_leaves_the_previous_report_whole(profile_path, monkeypat
 def test_an_unreadable_run_file_is_named(runs_root):
     victim = sorted(p for p in runs_root.iterdir() if p.name.startswith("classifier-none"))[0]
     (victim / runs.STEPS).write_bytes(b"PAR1 truncated")
+    runs.write_manifest(victim)  # a file that matches its manifest and still cannot be read
     with pytest.raises(report.DamagedRun, match=f"run {victim.name}: .*steps.parquet cannot be read"):
+        report.load_runs(runs_root)
+
+
+def test_a_damaged_run_is_named_with_the_file_that_no_longer_matches(runs_root):
+    victim = sorted(p for p in runs_root.iterdir() if p.name.startswith("classifier-none"))[0]
+    (victim / runs.EPOCHS).write_bytes((victim / runs.EPOCHS).read_bytes()[:-10])
+    with pytest.raises(report.DamagedRun, match=f"run {victim.name} is damaged: epochs.parquet has"):
         report.load_runs(runs_root)

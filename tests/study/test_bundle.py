@@ -40,7 +40,9 @@ def test_a_published_profile_copies_each_run_to_its_bundle_and_resumes_from_it(p
     assert first.ok and len(first.done) == 1
     run_id = first.done[0]
     copy = paths.results_dir() / "pub" / "runs" / run_id
-    assert sorted(p.name for p in copy.iterdir()) == sorted([runfiles.SUMMARY, runfiles.EPOCHS, runfiles.STEPS])
+    assert sorted(p.name for p in copy.iterdir()) == sorted([runfiles.SUMMARY, runfiles.EPOCHS, runfiles.STEPS,
+                                                             runfiles.MANIFEST])
+    assert runfiles.is_finished(copy)
     assert json.loads((copy / runfiles.SUMMARY).read_text()) == runfiles.load_summary(reports / "pub" / "runs" / run_id)
     # A fresh clone has the bundle but no reports/: nothing is run again.
     shutil.rmtree(reports)
@@ -63,7 +65,7 @@ def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
     run.mkdir()
     pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]}).to_parquet(run / runfiles.STEPS)
     (run / runfiles.SUMMARY).write_text(json.dumps({"params": {}}))
-    # epochs.parquet is missing: the copy fails and leaves nothing that looks finished
+    # epochs.parquet is missing: the copy fails and leaves nothing behind
     with pytest.raises(FileNotFoundError):
         bundle.publish(run, tmp_path / "bundle")
     assert list((tmp_path / "bundle").iterdir()) == []

@@ -33,7 +33,7 @@ def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
     assert sorted(planned) == sorted(s.run_id for s in specs) and len(set(planned)) == 6
     for spec in specs:
         run_dir = reports / "smoke" / "runs" / spec.run_id
-        expected = ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS]
+        expected = ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS, runs.MANIFEST]
         if spec.params["task"] == "detector":
             expected += ["ground_truth.json", "detections.json"]
         assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
@@ -205,3 +205,22 @@ def test_an_unreachable_scheduler_fails_fast_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and time.perf_counter() - start < 30
     assert len(err) == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err[0]
+
+
+@pytest.mark.parametrize("victim_file", [runs.SUMMARY, runs.STEPS])
+def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_numbers(smoke_sweep, victim_file):
+    from clipstudy.study import compare
+
+    reports, planned = smoke_sweep
+    root = reports / "smoke" / "runs"
+    victim = sorted(planned)[1 if victim_file == runs.SUMMARY else 2]
+    original = reports / f"original-{victim_file}"
+    shutil.copytree(root / victim, original)
+    data = (root / victim / victim_file).read_bytes()
+    (root / victim / victim_file).write_bytes(data[: len(data) // 2])
+    assert runs.is_damaged(root / victim) and not runs.is_finished(root / victim)
+    again = sweep.run_sweep("smoke", reports, workers=1, progress=False)
+    assert again.done == [victim]
+    set_aside = list((root / ".damaged").glob(f"{victim}-*"))
+    assert len(set_aside) == 1 and (set_aside[0] / victim_file).read_bytes() == data[: len(data) // 2]
+    assert compare.run_differences(original, root / victim) == []

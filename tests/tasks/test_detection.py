@@ -108,5 +108,6 @@ def test_the_detector_trains_through_the_shared_loop_with_telemetry_and_coco_met
     assert coco.evaluate(gt, dets) == {k: run.epochs[k].iloc[-1] for k in coco.METRICS}
     runfiles.save_run(run, tmp_path, config, task)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["ground_truth.json", "detections.json", runfiles.SUMMARY, runfiles.STEPS, runfiles.EPOCHS, runfiles.PARAMS])
+        ["ground_truth.json", "detections.json", runfiles.SUMMARY, runfiles.STEPS, runfiles.EPOCHS, runfiles.PARAMS,
+         runfiles.MANIFEST])
     assert json.loads((tmp_path / "ground_truth.json").read_text()) == gt

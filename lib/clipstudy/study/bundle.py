@@ -54,7 +54,8 @@ def publish(run_dir: Path, bundle_runs: Path) -> Path:
     try:
         write_parquet_atomic(downsample_steps(pd.read_parquet(run_dir / runfiles.STEPS), spikes), staging / runfiles.STEPS)
         shutil.copy2(run_dir / runfiles.EPOCHS, staging / runfiles.EPOCHS)
-        shutil.copy2(run_dir / runfiles.SUMMARY, staging / runfiles.SUMMARY)  # last: it marks the run finished
+        shutil.copy2(run_dir / runfiles.SUMMARY, staging / runfiles.SUMMARY)
+        runfiles.write_manifest(staging)  # last: it marks the run finished
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -1,8 +1,10 @@
-"""A run's identity and files: ``params.json``, the tables, task artifacts, and ``summary.json`` last.
+"""A run's identity and files: ``params.json``, the tables, task artifacts, ``summary.json``, and
+``manifest.json`` last.
 
-A run directory holds a finished run exactly when it holds ``summary.json``: everything else is
-written first, each file to a temporary name and then renamed, so a run killed half-way never
-looks finished. A failed run holds ``error.json`` instead.
+A run directory holds a finished run exactly when its ``manifest.json`` (each result file's size
+and sha256, written after everything else) is there and every file still matches it: a run killed
+half-way has no manifest, and a damaged one (a truncated or altered file) no longer matches. A failed
+run holds ``error.json`` instead.
 """
 from __future__ import annotations
 
@@ -17,8 +19,11 @@ from clipstudy.fileio import jsonable, write_json_atomic, write_parquet_atomic
 SUMMARY = "summary.json"
 ERROR = "error.json"
 PARAMS = "params.json"
+MANIFEST = "manifest.json"
 STEPS = "steps.parquet"
 EPOCHS = "epochs.parquet"
+#: Files of a run folder the manifest leaves out: written by papermill and the sweep after the run.
+UNLISTED = {MANIFEST, "notebook.ipynb", "kernel.log", ERROR}
 #: Shown for every run by ``format_summary``, before and after the task's own ``summary_keys``.
 COMMON_KEYS = ("task", "method", "optimizer", "learning_rate", "seed", "train_images", "steps_run", "diverged")
 TELEMETRY_KEYS = ("clip_fraction", "steps_clipped", "median_norm_before", "max_norm_before", "parameters")
@@ -52,11 +57,56 @@ def save_run(result, output_dir: str | Path, config=None, task=None) -> Path:
         summary["params"] = params
         summary["params_hash"] = params_hash(params)
     write_json_atomic(summary, out / SUMMARY)
+    write_manifest(out)
     return out
 
 
+def write_manifest(run_dir: str | Path) -> Path:
+    """Record the size and sha256 of every result file of ``run_dir`` (not the executed notebook or
+    its log, which papermill writes after the run); written last, it marks the run finished."""
+    run_dir = Path(run_dir)
+    entries = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(run_dir.iterdir())
+               if p.is_file() and p.name not in UNLISTED and not p.name.startswith(".")}
+    write_json_atomic(entries, run_dir / MANIFEST)
+    return run_dir / MANIFEST
+
+
+def manifest_problems(run_dir: str | Path) -> list[str]:
+    """How ``run_dir`` differs from its manifest (``["no manifest"]`` for an unfinished run)."""
+    run_dir = Path(run_dir)
+    try:
+        entries = json.loads((run_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return ["no manifest"]
+    except (OSError, ValueError) as exc:
+        return [f"{MANIFEST} unreadable ({exc})"]
+    problems = []
+    for name, expected in entries.items():
+        path = run_dir / name
+        if not path.is_file():
+            problems.append(f"{name} missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}")
+        elif sha256_file(path) != expected["sha256"]:
+            problems.append(f"{name} does not match its sha256 in the manifest")
+    return problems
+
+
 def is_finished(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / SUMMARY).is_file()
+    return not manifest_problems(run_dir)
+
+
+def is_damaged(run_dir: str | Path) -> bool:
+    """A run that was finished (it has a manifest) but whose files no longer match it."""
+    return (Path(run_dir) / MANIFEST).exists() and not is_finished(run_dir)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -103,11 +103,25 @@ def prepare_datasets(specs) -> None:
 
 
 def remove_stale_partials(root: Path) -> int:
-    """Delete what killed runs left behind (they are redone)."""
+    """Delete what killed runs left behind (they are redone); call it only under the folder's lock."""
     stale = list(root.glob(".*.partial-*")) if root.exists() else []
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return len(stale)
+
+
+def set_aside_damaged(root: Path) -> list[str]:
+    """Move every damaged run (its files no longer match its manifest) to ``root/.damaged/`` (never
+    deleting it) so that it is redone; return the moved runs, each with what was wrong."""
+    moved = []
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if runfiles.is_damaged(run_dir):
+            problems = runfiles.manifest_problems(run_dir)
+            target = root / ".damaged" / f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
+            target.parent.mkdir(exist_ok=True)
+            run_dir.rename(target)
+            moved.append(f"{run_dir.name}: {'; '.join(problems)} (moved to {target})")
+    return moved
 
 
 @dataclass
@@ -179,6 +193,8 @@ def run_sweep(profile: str | Path, reports: str | Path | None = None, *, schedul
 
 def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, scheduler, workers, progress) -> SweepResult:
     remove_stale_partials(root)  # under the lock, whatever is half-done was abandoned by a dead sweep
+    for line in set_aside_damaged(root):
+        print(f"damaged run set aside, redoing it: {line}", file=sys.stderr)
     places = _Places(root, bundle.bundle_dir(name) if publishes(profile) else None)
     result = SweepResult(name, root, [], [], {})
     resolved = _resolved(specs, places.probes)
