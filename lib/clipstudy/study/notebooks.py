@@ -91,6 +91,11 @@ def refresh(py_file: str | Path) -> Path:
     py_file = Path(py_file)
     ipynb = py_file.with_suffix(".ipynb")
     nb = jupytext.read(py_file)
+    if ipynb.is_file():  # keep the stored cell ids, so a refresh diffs only where something changed
+        stored = nbformat.read(ipynb, as_version=4).cells
+        for new, old in zip(nb.cells, stored):
+            if new.cell_type == old.cell_type and "id" in old:
+                new["id"] = old["id"]
     source = ipynb.with_name(f".{ipynb.stem}.source.ipynb")
     nbformat.write(nb, source)
     try:
