@@ -31,7 +31,7 @@ def cell(task="classifier", optimizer="adam", lr=0.001, method="none", clip="-",
                      "diverged": False, "failure": (failed[seed] if failed else None),
                      "clip_fraction": 0.0 if method == "none" else clip_fraction, "steps_planned": steps_planned,
                      "parameters": 225034 if task == "classifier" else 107326,
-                     "trajectory_sha256": digest(seed) if digest else f"{label}-{seed}",
+                     "outcome_sha256": digest(seed) if digest else f"{label}-{seed}",
                      **({f"final_val_{'accuracy' if task == 'classifier' else 'AP50'}": val[seed]} if val else {})})
     return rows
 

@@ -204,3 +204,11 @@ def test_threads_are_part_of_a_runs_identity_and_cannot_change_under_a_running_t
     training.set_threads(current) if current == thread_counts()["inter_op"] else None  # same counts: a no-op
     with pytest.raises(RuntimeError, match="needs threads=7: run it in a fresh process"):
         training.set_threads(7)
+
+
+def test_a_clipper_that_never_engages_leaves_the_outcome_digest_unchanged(mnist_splits):
+    plain = train(mnist_splits, epochs=1)
+    idle = train(mnist_splits, epochs=1, method="value", clip_params={"threshold": 1e6})
+    assert idle.summary["steps_clipped"] == 0
+    assert idle.summary["outcome_sha256"] == plain.summary["outcome_sha256"]
+    assert idle.summary["trajectory_sha256"] != plain.summary["trajectory_sha256"]  # its threshold column differs

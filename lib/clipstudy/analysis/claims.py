@@ -97,9 +97,10 @@ def fewest_seeds(p: pd.DataFrame) -> int:
 
 def identical(p: pd.DataFrame) -> bool:
     """Every pair was bit-identical over the whole run (same trajectory digest, nothing clipped)."""
-    if p.empty or "trajectory_sha256" not in p:
+    column = "outcome_sha256" if "outcome_sha256" in p and p["outcome_sha256"].notna().all() else "trajectory_sha256"
+    if p.empty or column not in p:
         return False
-    return bool((p["trajectory_sha256"] == p["trajectory_sha256_base"]).all() and (p["clip_fraction"] == 0).all())
+    return bool((p[column] == p[f"{column}_base"]).all() and (p["clip_fraction"] == 0).all())
 
 
 def directional(p: pd.DataFrame, metric: str, direction: int, what: str, null_refutes: bool = True) -> Verdict:

@@ -51,6 +51,16 @@ def steps_to_target(epochs: pd.DataFrame, target: float, column: str = "test_acc
     return float(reached.iloc[0]) if len(reached) else math.nan
 
 
+#: What a run's outcome is: a method's own settings (its ``threshold`` column) are not part of it.
+OUTCOME_COLUMNS = ("step", "loss", "norm_before", "norm_after", "clipped", "nonfinite")
+
+
+def outcome_digest(steps: pd.DataFrame, epochs: pd.DataFrame) -> str:
+    """sha256 of what happened in a run (losses, norms, clip shares, every evaluation): two runs with the
+    same digest were identical at every step, whatever thresholds their methods report."""
+    return trajectory_digest(steps[list(OUTCOME_COLUMNS)], epochs)
+
+
 def trajectory_digest(steps: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """sha256 of everything a run recorded but its timings: two runs with the same digest were
     identical at every step and every evaluation."""
@@ -103,6 +113,7 @@ def summarize(config, task, clip, steps: pd.DataFrame, epochs: pd.DataFrame, *, 
         "diverged": divergence is not None, "divergence_reason": divergence, "loss_start": start,
         "failure": task.failure(diverged=divergence is not None, final=final, loss_start=start),
         **_norm_statistics(steps), "trajectory_sha256": trajectory_digest(steps, epochs),
+        "outcome_sha256": outcome_digest(steps, epochs),
         "wall_time_s": wall_time_s, "median_step_time_s": median_step_time_s,
         "images_per_second": images_seen / wall_time_s if wall_time_s > 0 else math.nan,
         "parameters": int(parameters), "versions": library_versions(), "threads": thread_counts(),
