@@ -3,6 +3,7 @@ the target, then rename; a failed write leaves whatever was there before."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -52,3 +53,12 @@ def write_json_atomic(obj, path: str | Path) -> None:
 def write_parquet_atomic(df, path: str | Path) -> None:
     with atomic_target(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import paths
-from clipstudy.fileio import atomic_target
+from clipstudy.fileio import atomic_target, sha256_file
 
 CANONICAL_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 CANONICAL_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -68,13 +68,6 @@ def default_mnist_path() -> Path:
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from clipstudy.fileio import jsonable, write_json_atomic, write_parquet_atomic
+from clipstudy.fileio import jsonable, sha256_file, write_json_atomic, write_parquet_atomic
 
 SUMMARY = "summary.json"
 ERROR = "error.json"
@@ -100,13 +100,6 @@ def is_damaged(run_dir: str | Path) -> bool:
     """A run that was finished (it has a manifest) but whose files no longer match it."""
     return (Path(run_dir) / MANIFEST).exists() and not is_finished(run_dir)
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_summary(run_dir: str | Path) -> dict[str, Any]:
