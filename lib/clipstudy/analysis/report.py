@@ -94,10 +94,11 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if run_ids is not None and run_dir.name not in run_ids:
             continue
-        if runfiles.is_damaged(run_dir):
-            raise DamagedRun(f"run {run_dir.name} is damaged: {'; '.join(runfiles.manifest_problems(run_dir))}; "
+        problems = runfiles.manifest_problems(run_dir)  # hashes the run's files once
+        if problems and (run_dir / runfiles.MANIFEST).exists():
+            raise DamagedRun(f"run {run_dir.name} is damaged: {'; '.join(problems)}; "
                              "run the sweep again: it sets the damaged run aside and redoes it")
-        if not runfiles.is_finished(run_dir):
+        if problems:
             if (run_dir / runfiles.ERROR).is_file():
                 err = json.loads((run_dir / runfiles.ERROR).read_text())
                 failed.append({"run_id": run_dir.name, "error": err.get("error")})

@@ -3,8 +3,9 @@
     python -m clipstudy.study.sweep --profile quick [--scheduler tcp://host:8786] [--workers 2]
 
 Every run lands in ``reports/<profile>/runs/<run_id>/``: the executed notebook, ``params.json``,
-``summary.json`` and the step and epoch tables. A run whose ``summary.json`` exists is skipped, so
-an interrupted sweep resumes and a repeated one does nothing. A run that raises keeps its executed
+``summary.json``, the step and epoch tables and ``manifest.json``. A run whose files match its manifest
+is skipped (a damaged one is set aside and redone), so an interrupted sweep resumes and a repeated one
+does nothing. A run that raises keeps its executed
 notebook and an ``error.json``; the sweep goes on and exits non-zero, naming the failed runs.
 
 Runs go to a Dask ``LocalCluster`` by default, or to an existing cluster given by ``--scheduler``
@@ -52,7 +53,7 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
             notebooks.execute(paths.notebook(spec.notebook), partial / "notebook.ipynb",
                               {"config": spec.params, "output_dir": str(partial)}, keep_papermill=True)
             if not runfiles.is_finished(partial):
-                raise RuntimeError(f"{spec.notebook} finished without writing {runfiles.SUMMARY}")
+                raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
         except Exception as exc:  # a failed run is a record, not the end of the sweep
             status = _record_failure(spec, partial, exc)
     if status["status"] == "failed" and runfiles.is_finished(final):
@@ -68,7 +69,7 @@ def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, A
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
     write_json_atomic({"run_id": spec.run_id, "error": message, "params": spec.params,
-                                "traceback": traceback.format_exc()}, partial / runfiles.ERROR)
+                       "traceback": traceback.format_exc()}, partial / runfiles.ERROR)
     (partial / runfiles.SUMMARY).unlink(missing_ok=True)
     return {"run_id": spec.run_id, "status": "failed", "error": message}
 
@@ -273,7 +274,7 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipstudy.study.sweep",
                                      description="Run a profile's grid of runs (skips finished runs).")
-    parser.add_argument("--profile", default="quick", help="smoke, quick, full, or a .yaml path")
+    parser.add_argument("--profile", default="quick", help="smoke, quick, paper, full, or a .yaml path")
     parser.add_argument("--reports", default=str(paths.reports_dir()), help="output root (default: reports/)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (or $CLIPSTUDY_SCHEDULER)")
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")

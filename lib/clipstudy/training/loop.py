@@ -155,7 +155,7 @@ def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evalu
             totals = [totals[0] + row["loss"] * len(batch), totals[1] + row["batch_score"], totals[2] + len(batch)]
             images_seen += len(batch)
             bar.update(1)
-            divergence = monitor.check(log)
+            divergence = monitor.check(row)
             if divergence:
                 break
             if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < steps_per_epoch:

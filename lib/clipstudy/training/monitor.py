@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-from clipstudy.training.steplog import StepLog
 
 #: Steps whose losses set a run's starting level (their median).
 START_STEPS = 5
@@ -19,9 +18,9 @@ START_STEPS = 5
 class DivergenceMonitor:
     """Stops a run at once on a non-finite loss or gradient."""
 
-    def check(self, log: StepLog) -> str | None:
-        """The reason to stop after the latest step of ``log``, or ``None`` to go on."""
-        if not math.isfinite(log.column("loss")[-1]) or log.column("nonfinite")[-1] > 0:
+    def check(self, step: dict) -> str | None:
+        """The reason to stop after ``step`` (a record of ``steplog.RECORD_FIELDS``), or ``None`` to go on."""
+        if not math.isfinite(step["loss"]) or step["nonfinite"] > 0:
             return "non-finite loss or gradient"
         return None
 
