@@ -18,7 +18,8 @@ MAY_IMPORT = {
     "analysis": {"clipping", "data", "training", "tasks", "study"},
 }
 #: Imports that may sit inside a function, to defer a heavy dependency.
-DEFERRED = {"tensorflow", "absl", "papermill", "jupytext", "dask", "clipstudy.data.tfds_builder"}
+DEFERRED = {"tensorflow", "absl", "papermill", "jupytext", "dask", "tensorboard", "clipstudy.data.tfds_builder",
+            "clipstudy.clipping.optimizer"}  # the last: Keras classes, defined when first asked for
 
 
 def modules():

@@ -6,19 +6,18 @@ A threshold "from data" is a percentile of those norms, chosen before the compar
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from clipstudy import clipping
 from clipstudy._quiet import tf
+from clipstudy.clipping.probe import DEFAULT_STEPS, record_norms, threshold_from_norms
 from clipstudy.training.config import RunConfig
 from clipstudy.training.loop import run_splits, set_determinism
 from clipstudy.training.optimizers import make_optimizer
 from clipstudy.training.step import make_train_step
 
 PROBE_SEED = 7_777
-PROBE_STEPS = 100
+PROBE_STEPS = DEFAULT_STEPS
 
 
 def probe_config(config: RunConfig, steps: int = PROBE_STEPS) -> RunConfig:
@@ -38,21 +37,17 @@ def probe_norms(config: RunConfig, task, data, steps: int = PROBE_STEPS) -> np.n
     step = make_train_step(net, task, clipping.get("none"), make_optimizer(probe.optimizer, probe.learning_rate),
                            tf.constant(x), tf.constant(y))
     shuffler = np.random.default_rng([probe.seed, 2])
-    norms: list[float] = []
-    while len(norms) < steps:
-        order = shuffler.permutation(len(train_split)).astype(np.int32)
-        for start in range(0, len(order), probe.batch_size):
-            norm = float(step(order[start:start + probe.batch_size], 1.0, False).numpy()[1])
-            if not math.isfinite(norm) or len(norms) == steps:
-                return np.asarray(norms)
-            norms.append(norm)
-    return np.asarray(norms)
+
+    def batches():  # the training loop's order: one permutation per epoch, seeded by the probe's seed
+        while True:
+            order = shuffler.permutation(len(train_split)).astype(np.int32)
+            for start in range(0, len(order), probe.batch_size):
+                yield order[start:start + probe.batch_size]
+
+    return record_norms(lambda batch: step(batch, 1.0, False).numpy()[1], batches(), steps)
 
 
 def threshold_at(norms, percentile: float) -> float:
-    """The ``percentile``-th percentile (linear, as ``numpy.percentile``) of the probe's norms."""
-    norms = np.asarray(norms, np.float64)
-    norms = norms[np.isfinite(norms)]
-    if not len(norms):
-        raise ValueError("the probe recorded no finite gradient norm: no threshold can be read from it")
-    return float(np.percentile(norms, percentile))
+    """The ``percentile``-th percentile (linear, as ``numpy.percentile``) of the probe's norms: the
+    rule of ``clipping.probe_threshold``, which users run on their own models."""
+    return threshold_from_norms(norms, percentile)

@@ -1,0 +1,72 @@
+"""Clipping telemetry through Keras' own channels: the training logs.
+
+``ClipTelemetry`` adds the ``ClippingOptimizer``'s statistics to the logs every callback after it
+reads, so ``History``, ``CSVLogger`` and ``keras.callbacks.TensorBoard`` show them with no code of
+their own. Per step (every ``every`` steps), from the last step:
+
+* ``clip_norm_before`` / ``clip_norm_after``: global gradient norm before and after clipping;
+* ``clip_threshold``: the threshold in force (NaN while a method has none, e.g. ZClip's warm-up);
+* ``clip_fraction``: the share the method clipped (0 or 1 for global methods).
+
+Per epoch, over all of the epoch's steps (exact: the optimizer keeps running sums):
+``clip_norm_before`` and ``clip_norm_after`` (means), ``clip_norm_before_max``, ``clip_fraction``
+(mean share) over the applied steps, ``clip_threshold`` (at the epoch's end) and ``clip_skipped_steps`` (non-finite steps).
+
+Put it before the callbacks that should see these values: ``callbacks=[ClipTelemetry(), TensorBoard(...)]``
+(``History`` and the progress bar always come last).
+"""
+from __future__ import annotations
+
+import math
+
+from clipstudy.clipping.optimizer import find_clipping_optimizer, keras
+
+
+class ClipTelemetry(keras.callbacks.Callback):
+    """Writes the clipper's statistics into the training logs.
+
+    Args:
+      every: add the per-step values every ``every`` optimizer steps (reading them costs one small
+        device-to-host copy); the epoch values are always added.
+      prefix: the prefix of every key.
+    """
+
+    def __init__(self, every: int = 1, prefix: str = "clip_"):
+        super().__init__()
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"ClipTelemetry: every={every!r} is invalid; it must be an integer ≥ 1")
+        self.every, self.prefix = every, prefix
+        self._steps = 0
+
+    @property
+    def optimizer(self):
+        return find_clipping_optimizer(self.model.optimizer)
+
+    def on_train_begin(self, logs=None):
+        self.optimizer  # fail at the start, not after the first epoch, when there is nothing to read
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.optimizer.reset_totals()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if logs is None or self._steps % self.every:
+            return
+        last = self.optimizer.last_stats()
+        if last:
+            p = self.prefix
+            logs.update({f"{p}norm_before": last["norm_before"], f"{p}norm_after": last["norm_after"],
+                         f"{p}threshold": last["threshold"], f"{p}fraction": last["clipped"]})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        totals, last = self.optimizer.totals(), self.optimizer.last_stats()
+        if not totals.get("steps"):
+            return
+        n = max(totals["steps"] - totals["nonfinite"], 1.0)
+        p = self.prefix
+        logs.update({f"{p}norm_before": totals["norm_before"] / n, f"{p}norm_after": totals["norm_after"] / n,
+                     f"{p}norm_before_max": totals["max_norm_before"], f"{p}fraction": totals["clipped"] / n,
+                     f"{p}threshold": last.get("threshold", math.nan), f"{p}skipped_steps": totals["nonfinite"]})

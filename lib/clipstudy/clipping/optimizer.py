@@ -1,0 +1,209 @@
+"""Any of the study's clipping methods inside any Keras 3 optimizer, for ``model.fit`` and custom loops.
+
+    import keras
+    from clipstudy.clipping import ClippingOptimizer, ClipTelemetry
+
+    optimizer = ClippingOptimizer(keras.optimizers.Adam(1e-3), "zclip", {"z_thresh": 2.5})
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.fit(x, y, callbacks=[ClipTelemetry(), keras.callbacks.TensorBoard("logs", update_freq=1)])
+
+The wrapper is built like Keras' own ``LossScaleOptimizer``: it owns no update rule, it rewrites the
+gradients and hands them to the inner optimizer. The clipper's state (ZClip's running moments,
+AutoClip's history) and the last step's statistics are optimizer variables, so checkpoints,
+``model.save`` and ``keras.models.load_model`` keep them, and training continues where it stopped.
+
+With mixed precision, loss scaling goes outside: ``LossScaleOptimizer(ClippingOptimizer(inner, ...))``.
+The loss-scale optimizer divides the scale out first and skips steps whose scaled gradients
+overflowed, so the clipper sees the true gradients. The other order would clip gradients that
+are still multiplied by the loss scale; the wrapper refuses it.
+
+TensorFlow backend only (the clippers are TensorFlow ops).
+"""
+from __future__ import annotations
+
+from clipstudy._quiet import import_tensorflow_quietly
+
+tf = import_tensorflow_quietly()
+import keras  # noqa: E402  (after TensorFlow, quietly)
+
+from clipstudy.clipping.base import Clipper, get  # noqa: E402
+
+#: The statistics of the last step the wrapper exposes (``ClippingOptimizer.last_stats``).
+STAT_NAMES = ("norm_before", "norm_after", "clipped", "threshold", "nonfinite")
+#: Running totals since the last ``reset_totals`` (``ClippingOptimizer.totals``).
+TOTAL_NAMES = ("steps", "norm_before", "norm_after", "clipped", "nonfinite", "max_norm_before")
+
+try:  # Keras' own marker, as LossScaleOptimizer uses it: variables made in build are tracked once
+    from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
+except ImportError:  # pragma: no cover - a Keras without it tracks nothing automatically
+    def _untracked(fn):
+        return fn
+
+
+@keras.saving.register_keras_serializable(package="clipstudy")
+class ClippingOptimizer(keras.optimizers.Optimizer):
+    """Clips the gradients with one of ``clipstudy.clipping``'s methods, then lets ``inner_optimizer`` step.
+
+    Args:
+      inner_optimizer: a Keras 3 optimizer (instance, name or config), as ``keras.optimizers.get`` takes.
+      method: a registered method name (``clipping.METHODS``) or a built ``Clipper``.
+      clip_params: the method's parameters when ``method`` is a name, e.g. ``{"threshold": 1.0}``.
+      skip_nonfinite: a step whose gradients hold inf or NaN is recorded but not applied, and the
+        clipper's state is left alone (as the study's training loop does). ``False``: hand such
+        gradients to the inner optimizer like Keras' own clipping does.
+      name: the optimizer's name.
+
+    Raises:
+      ValueError: an unknown method or parameter, or an inner optimizer that scales the loss or
+        accumulates gradients itself (the clipper would see gradients it cannot judge).
+    """
+
+    def __init__(self, inner_optimizer, method: "str | Clipper" = "global_norm", clip_params: dict | None = None,
+                 skip_nonfinite: bool = True, name: str | None = None, **kwargs):
+        if kwargs:
+            raise ValueError(f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; set such options "
+                             "on the inner optimizer")
+        inner = keras.optimizers.get(inner_optimizer)
+        _check_inner(inner)
+        clipper = get(method, **(clip_params or {}))
+        super().__init__(learning_rate=0.0, name=name or f"clipping_{clipper.name}")
+        self.inner_optimizer = inner
+        self.clipper = clipper
+        self.skip_nonfinite = bool(skip_nonfinite)
+
+    # -- variables ---------------------------------------------------------------------------
+    @_untracked
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        with tf.init_scope():  # the clipper's initial state as constants, even when built inside a tf.function
+            initial = {k: tf.convert_to_tensor(v) for k, v in self.clipper.init(var_list).items()}
+        self._clip_state = {k: self._scalar_or_tensor(v, f"clip_{k}") for k, v in initial.items()}
+        self._last = {k: self._float_variable(f"last_{k}") for k in STAT_NAMES}
+        self._totals = {k: self._float_variable(f"total_{k}") for k in TOTAL_NAMES}
+        super().build(var_list)
+
+    def _scalar_or_tensor(self, value, name):
+        return self.add_variable(shape=tuple(value.shape), dtype=value.dtype.name, name=name,
+                                 initializer=lambda shape, dtype: tf.cast(value, dtype))
+
+    def _float_variable(self, name):
+        return self.add_variable(shape=(), dtype="float32", initializer="zeros", name=name)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    # -- the step ----------------------------------------------------------------------------
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if not self.built:
+            with tf.name_scope(self.name):
+                self.build(trainable_variables)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        state = {k: v.value for k, v in self._clip_state.items()}
+        clipped, new_state, stats = self.clipper(grads, variables, state)
+        self._record(stats)
+
+        def step():
+            for key, variable in self._clip_state.items():
+                variable.assign(new_state[key])
+            self.inner_optimizer.apply(clipped, trainable_variables)
+
+        if self.skip_nonfinite:
+            tf.cond(stats["nonfinite"], lambda: None, step)
+        else:
+            step()
+
+    def _record(self, stats):
+        values = {k: tf.cast(stats[k], tf.float32) for k in STAT_NAMES}
+        for key, variable in self._last.items():
+            variable.assign(values[key])
+        totals, skipped = self._totals, stats["nonfinite"]
+        totals["steps"].assign_add(1.0)
+        totals["nonfinite"].assign_add(values["nonfinite"])
+        for key in ("norm_before", "norm_after", "clipped"):  # sums over the steps that were applied
+            totals[key].assign_add(tf.where(skipped, 0.0, values[key]))
+        totals["max_norm_before"].assign(
+            tf.where(skipped, totals["max_norm_before"].value, tf.maximum(totals["max_norm_before"].value,
+                                                                          values["norm_before"])))
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError("ClippingOptimizer runs on the TensorFlow backend only")
+
+    # -- telemetry ---------------------------------------------------------------------------
+    def last_stats(self) -> dict[str, float]:
+        """The last step's ``norm_before``, ``norm_after``, ``clipped`` (share, 0-1), ``threshold``
+        (NaN where the method has none yet) and ``nonfinite`` (1.0 when the step was skipped)."""
+        if not self.built:
+            return {}
+        return {k: float(v.numpy()) for k, v in self._last.items()}
+
+    def totals(self) -> dict[str, float]:
+        """Since the last ``reset_totals``: ``steps`` and ``nonfinite`` (skipped) steps, the sums of
+        ``norm_before``, ``norm_after`` and ``clipped`` over the applied steps, and their largest
+        ``max_norm_before``."""
+        if not self.built:
+            return {}
+        return {k: float(v.numpy()) for k, v in self._totals.items()}
+
+    def reset_totals(self) -> None:
+        if self.built:
+            for variable in self._totals.values():
+                variable.assign(0.0)
+
+    # -- what the inner optimizer owns ------------------------------------------------------------
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    # -- serialization ------------------------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name, "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+                "method": self.clipper.name, "clip_params": self.clipper.config(),
+                "skip_nonfinite": self.skip_nonfinite}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+def _check_inner(inner) -> None:
+    if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        raise ValueError("ClippingOptimizer(LossScaleOptimizer(...)) would clip loss-scaled gradients; wrap the "
+                         "other way round: LossScaleOptimizer(ClippingOptimizer(inner, ...))")
+    if not isinstance(inner, keras.optimizers.Optimizer):
+        raise TypeError(f"ClippingOptimizer needs a Keras 3 optimizer, got {type(inner).__name__}")
+    if getattr(inner, "loss_scale_factor", None):
+        raise ValueError(f"the inner optimizer has loss_scale_factor={inner.loss_scale_factor}: the clipper would "
+                         "see scaled gradients; use LossScaleOptimizer(ClippingOptimizer(...)) instead")
+    if getattr(inner, "gradient_accumulation_steps", None):
+        raise ValueError(f"the inner optimizer accumulates gradients (gradient_accumulation_steps="
+                         f"{inner.gradient_accumulation_steps}): the clipper would judge each micro-batch alone")
+
+
+def find_clipping_optimizer(optimizer) -> ClippingOptimizer:
+    """The ``ClippingOptimizer`` in ``optimizer`` or among the optimizers it wraps (``inner_optimizer``).
+
+    Raises:
+      ValueError: there is none.
+    """
+    seen = optimizer
+    while seen is not None:
+        if isinstance(seen, ClippingOptimizer):
+            return seen
+        seen = getattr(seen, "inner_optimizer", None)
+    raise ValueError(f"no ClippingOptimizer in the model's optimizer ({type(optimizer).__name__}); compile the "
+                     "model with clipstudy.clipping.ClippingOptimizer(...)")
