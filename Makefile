@@ -31,7 +31,7 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip==26.3
 	$(PIP) -r requirements-lock.txt
-	$(PIP) --no-deps -e .
+	$(PIP) --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (clipstudy)" >/dev/null
 	touch $@
 
