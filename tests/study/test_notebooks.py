@@ -13,8 +13,10 @@ from clipstudy.training import RunConfig
 SOURCES = sorted(paths.NOTEBOOKS.glob("[0-9]*.py"))
 
 
-def test_there_are_four_notebooks_each_with_its_pair():
-    assert [p.stem for p in SOURCES] == ["00_data", "10_train_classifier", "20_train_detector", "90_report"]
+def test_there_are_five_notebooks_each_with_its_pair():
+    assert [p.stem for p in SOURCES] == ["00_data", "10_train_classifier", "20_train_detector",
+                                         "30_clip_your_own_model", "90_report"]
+    assert all(p.with_suffix(".ipynb").exists() for p in SOURCES)
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)

@@ -1,0 +1,47 @@
+"""Scalars read back from a TensorBoard log folder, as a table the study's plots take."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from clipstudy._quiet import tf
+
+#: ``ClipTelemetry``'s per-step keys (as ``keras.callbacks.TensorBoard`` names them) and the
+#: ``steps`` columns of the study's runs they correspond to.
+STEP_COLUMNS = {"batch_clip_norm_before": "norm_before", "batch_clip_norm_after": "norm_after",
+                "batch_clip_threshold": "threshold", "batch_clip_fraction": "clipped"}
+
+
+def read_scalars(logdir: str | Path) -> pd.DataFrame:
+    """Every scalar in the event files under ``logdir``: one row per (tag, step), columns ``tag``, ``step``, ``value``.
+
+    Raises:
+      FileNotFoundError: no event file under ``logdir``.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = Path(logdir)
+    if not any(logdir.glob("events.out.tfevents.*")):
+        raise FileNotFoundError(f"no TensorBoard event file in {logdir}")
+    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0, "scalars": 0}).Reload()
+    rows = []
+    for tag in events.Tags()["tensors"]:  # TF2 summaries are tensors; keep the numeric scalars
+        for event in events.Tensors(tag):
+            value = tf.make_ndarray(event.tensor_proto)
+            if value.dtype.kind in "fiu" and value.size == 1:
+                rows.append((tag, event.step, float(value.reshape(()))))
+    rows += [(tag, e.step, float(e.value)) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
+    return pd.DataFrame(rows, columns=["tag", "step", "value"]).sort_values(["tag", "step"], ignore_index=True)
+
+
+def telemetry_steps(logdir: str | Path) -> pd.DataFrame:
+    """``ClipTelemetry``'s per-step scalars under ``logdir`` as a steps table (``step``, ``norm_before``,
+    ``norm_after``, ``threshold``, ``clipped``), the shape ``plots.norm_trace`` draws; TensorBoard numbers the steps from 1."""
+    scalars = read_scalars(logdir)
+    scalars = scalars[scalars["tag"].isin(STEP_COLUMNS)]
+    if scalars.empty:
+        raise ValueError(f"no ClipTelemetry scalars in {logdir}: log with ClipTelemetry() before "
+                         "keras.callbacks.TensorBoard(..., update_freq=1) in the callbacks list")
+    table = scalars.pivot(index="step", columns="tag", values="value").rename(columns=STEP_COLUMNS)
+    return table.reset_index().rename_axis(columns=None)
