@@ -7,6 +7,7 @@ actually needed (the sweep driver and the report's profile checks never need it)
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -59,6 +60,21 @@ class _Deferred:
 
     def __repr__(self):
         return f"<deferred module {self._name!r}{' (loaded)' if self._module else ''}>"
+
+
+def verbose() -> bool:
+    """Whether the chatter of the tools under the study (Dask's INFO lines, kernels' warnings,
+    TensorFlow Datasets' progress) should reach the terminal: ``CLIPSTUDY_VERBOSE=1`` (``make VERBOSE=1``,
+    or ``-v`` on the command lines) brings it back."""
+    return os.environ.get("CLIPSTUDY_VERBOSE", "") not in ("", "0")
+
+
+def quiet_dask() -> None:
+    """Dask's distributed logs at ERROR only, in this process and in the workers it starts (unless verbose)."""
+    if verbose():
+        return
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 tf = _Deferred("tensorflow")

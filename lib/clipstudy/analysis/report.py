@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
@@ -17,11 +19,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 
 from clipstudy import paths
-from clipstudy.analysis import claims, plots, stats
+from clipstudy.analysis import claims, page, plots, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
@@ -59,7 +62,14 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
            "clip_params": runfiles.format_params(clip_params),
            "label": params.get("method") + (f" ({runfiles.format_params(clip_params)})" if clip_params else "")}
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
+    versions = summary.get("versions") or {}
+    row["libraries"] = ", ".join(f"{k} {versions[k]}" for k in LIBRARIES if k in versions)
+    row["machine"] = f"{versions.get('cpu', '?')} ({versions.get('system', '?')} {versions.get('machine', '?')})"
     return row
+
+
+#: The library versions the provenance box names (every run records them in its summary).
+LIBRARIES = ("python", "tensorflow", "keras", "numpy", "clipstudy")
 
 
 class DamagedRun(RuntimeError):
@@ -274,6 +284,58 @@ def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def provenance(rep: "ProfileReport", profile: str | Path) -> dict[str, str]:
+    """What the report rests on: profile, runs by experiment, failures, dates, commit, libraries,
+    machine and compute, for the report's provenance box."""
+    _, specs = load_profile(profile)
+    finished = set(rep.table.summaries["run_id"])
+    by_experiment = {}
+    for spec in specs:
+        done, planned = by_experiment.get(spec.experiment, (0, 0))
+        by_experiment[spec.experiment] = (done + (spec.run_id in finished), planned + 1)
+    s = rep.table.summaries
+    failed = s[s["failure"].notna()] if "failure" in s else s.iloc[:0]
+    hours = float(s["wall_time_s"].sum()) / 3600 if "wall_time_s" in s else math.nan
+    return {
+        "profile": f"{rep.name}: {len(specs)} planned runs, {len(finished)} finished, "
+                   f"{len(rep.table.failed)} errored, {len(rep.missing)} not run",
+        "runs by experiment": "; ".join(f"{e or 'runs'} {d}/{p}" for e, (d, p) in by_experiment.items()),
+        "failed runs (kept in every comparison)": (f"{len(failed)}: " + ", ".join(
+            f"{r.run_id} ({r.failure})" for r in failed.head(6).itertuples()) + (" …" if len(failed) > 6 else "")
+            if len(failed) else "none"),
+        "runs dated": _run_dates(rep),
+        "report built": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC from commit {_git_commit()}",
+        "libraries": "; ".join(sorted(set(s["libraries"]))) if "libraries" in s else "?",
+        "machine": "; ".join(sorted(set(s["machine"]))) + (f", {sorted(set(s['threads']))} thread(s) per run"
+                                                           if "threads" in s else ""),
+        "compute": f"{hours:.2f} h of training wall time over {len(s)} runs",
+    }
+
+
+def _git(*args) -> str:
+    done = subprocess.run(["git", "-C", str(paths.REPO), *args], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _git_commit() -> str:
+    commit = _git("rev-parse", "--short=10", "HEAD") or "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _run_dates(rep: "ProfileReport") -> str:
+    """When the runs were made: the bundle's commit dates for a published profile, else file times."""
+    if rep.runs_root.parent.parent == bundle.bundle_dir(rep.name).parent:
+        dates = _git("log", "--format=%cs", "--", str(rep.runs_root)).split()
+        if dates:
+            return f"published in commits from {dates[-1]} to {dates[0]}"
+    times = [(rep.runs_root / r / runfiles.MANIFEST).stat().st_mtime for r in rep.table.summaries["run_id"]
+             if (rep.runs_root / r / runfiles.MANIFEST).is_file()]
+    if not times:
+        return "unknown"
+    first, last = (pd.Timestamp(t, unit="s", tz="UTC") for t in (min(times), max(times)))
+    return f"finished between {first:%Y-%m-%d %H:%M} and {last:%Y-%m-%d %H:%M} UTC"
+
+
 class IncompletePlan(RuntimeError):
     """Some planned runs are missing or failed: no verdicts from part of a plan unless asked."""
 
@@ -304,12 +366,27 @@ def build_report(profile: str | Path, reports: str | Path | None = None, allow_i
         executed = notebooks.execute(paths.notebook("90_report.ipynb"), staging / "report.ipynb",
                                      {"profile": str(profile), "reports_dir": str(reports),
                                       "figures_dir": str(staging / "figures")})
-        subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
-                        str(executed), "--output", "report.html", "--output-dir", str(staging)], check=True)
+        _export_html(executed, staging, f"{page.STUDY}: profile {rep.name}")
         _swap_in(staging, rep.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rep.out / "report.html"
+
+
+#: Cells that print the rounded numbers nbval compares; the reader sees the same numbers as HTML.
+HIDDEN_TAG = "report-hidden"
+
+
+def _export_html(executed: Path, out_dir: Path, title: str) -> Path:
+    """``report.html`` from the executed notebook: no code, no ``report-hidden`` cells, a real title."""
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["title"] = title
+    nbformat.write(nb, executed)
+    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
+                    "--TagRemovePreprocessor.enabled=True",
+                    f"--TagRemovePreprocessor.remove_cell_tags={{'{HIDDEN_TAG}'}}",
+                    str(executed), "--output", "report.html", "--output-dir", str(out_dir)], check=True)
+    return out_dir / "report.html"
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -328,7 +405,10 @@ def main(argv=None) -> int:
     parser.add_argument("--reports", default=str(paths.reports_dir()))
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="build the report even if planned runs are missing or failed (it says which)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="let the kernel's warnings through")
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ["CLIPSTUDY_VERBOSE"] = "1"
     try:
         resolve_profile(args.profile)
         html = build_report(args.profile, args.reports, allow_incomplete=args.allow_incomplete)

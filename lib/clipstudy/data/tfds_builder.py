@@ -6,12 +6,14 @@ builds and reads it, with the standard detection features (``image``; ``objects`
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
 
 from clipstudy import paths
-from clipstudy._quiet import import_tensorflow_quietly
+from clipstudy._quiet import import_tensorflow_quietly, verbose
 from clipstudy.data import boxes as box_formats
 from clipstudy.data import mnist
 from clipstudy.data.canvases import SPLIT_SEEDS, SPLIT_SIZES, CanvasSpec, split_canvases
@@ -88,4 +90,19 @@ def prepare(config: str, data_dir: str | Path | None = None) -> None:
     if config not in SPLIT_SIZES:
         raise ValueError(f"unknown detection dataset size {config!r}; valid choices: {', '.join(SPLIT_SIZES)}")
     builder = tfds.builder(f"mnist_detection/{config}", data_dir=str(data_dir or paths.tfds_dir()))
-    builder.download_and_prepare()
+    if builder.is_prepared():
+        return
+    if verbose():
+        builder.download_and_prepare()
+        return
+    import absl.logging  # TFDS logs its steps through absl and prints its "Unknown size" banners
+
+    level = absl.logging.get_verbosity()
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()
+    finally:
+        absl.logging.set_verbosity(level)
+        tfds.enable_progress_bar()

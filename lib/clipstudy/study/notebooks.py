@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 
+from clipstudy._quiet import verbose
 from clipstudy.fileio import atomic_target
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -39,20 +40,27 @@ def clean(nb: nbformat.NotebookNode, keep_papermill: bool = False) -> nbformat.N
 
 
 def execute(source: str | Path, target: str | Path, parameters: dict | None = None, *, cwd: str | Path | None = None,
-            keep_papermill: bool = False, log_output: bool = False) -> Path:
+            keep_papermill: bool = False, log_output: bool = False, log: str | Path | None = None) -> Path:
     """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
 
-    A failing cell raises papermill's ``PapermillExecutionError``; the notebook executed up to the
-    failure is still written to ``target`` (whole, never half a file).
+    The kernel's own standard error (its start-up warnings, TensorFlow's C++ lines) goes to ``log``
+    (default: ``.<target>.kernel.log`` beside ``target``, removed after a success), not the terminal,
+    unless ``CLIPSTUDY_VERBOSE`` is set. A failing cell raises papermill's ``PapermillExecutionError``;
+    the notebook executed up to the failure is still written to ``target`` (whole, never half a file).
     """
     import papermill as pm  # deferred: only executions need it
 
     source, target = Path(source), Path(target)
     running = target.with_name(f".{target.stem}.running{target.suffix}")
+    kept = log is not None
+    log = Path(log) if kept else target.with_name(f".{target.stem}.kernel.log")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
-                            progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+        with stderr_to(None if verbose() else log):
+            pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
+                                progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+        if not kept:
+            log.unlink(missing_ok=True)
     finally:
         if running.exists():
             nb = clean(nbformat.read(running, as_version=4), keep_papermill)
@@ -60,6 +68,31 @@ def execute(source: str | Path, target: str | Path, parameters: dict | None = No
                 nbformat.write(nb, str(tmp))
             running.unlink()
     return target
+
+
+class stderr_to:
+    """Send this process's standard error (inherited by the kernels it starts) to ``path`` for a
+    while; ``None`` leaves it alone."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __enter__(self):
+        if self.path is None:
+            return self
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.log = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(self.log, 2)
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            sys.stderr.flush()
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            os.close(self.log)
+        return False
 
 
 def cells_of(nb) -> list[tuple[str, str, tuple]]:

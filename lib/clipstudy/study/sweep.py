@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -29,13 +30,31 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from clipstudy import paths
+from clipstudy._quiet import quiet_dask
 from clipstudy.fileio import write_json_atomic
 from clipstudy.study import bundle, notebooks, probes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
+from clipstudy.data.canvases import SPLIT_SIZES
+from clipstudy.data.mnist import ARRAY_SHAPES
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
 #: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
 DEFAULT_WORKERS = 2
+#: A run's cost model for ordering and for the progress bar's estimate, measured on the 2-core machine
+#: with two workers (quick profile): seconds per training image, evaluation images cost a third of that,
+#: plus the notebook's own start-up. Only ratios matter: the bar's rate comes from the runs that finished.
+SECONDS_PER_IMAGE = {"classifier": 0.08 / 128, "detector": 0.18 / 32}
+RUN_OVERHEAD_S = 15.0
+
+
+def estimated_seconds(config) -> float:
+    """Roughly how long ``config``'s run takes here: training, evaluations and the notebook around them."""
+    steps = config.planned_steps()
+    evaluations = config.epochs + (steps // config.eval_every if config.eval_every else 0)
+    test = config.test_subset or (SPLIT_SIZES[config.dataset]["test"] if config.task == "detector"
+                                  else ARRAY_SHAPES["x_test"][0])
+    images = steps * config.batch_size + evaluations * (test + (config.validation or 0)) / 3
+    return RUN_OVERHEAD_S + SECONDS_PER_IMAGE[config.task] * images
 
 
 def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
@@ -48,14 +67,14 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
     partial = root_path / f".{spec.run_id}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
     status = {"run_id": spec.run_id, "status": "done"}
-    with _stderr_to(partial / "kernel.log"):  # the kernel's chatter goes to the run's log, not the terminal
-        try:
-            notebooks.execute(paths.notebook(spec.notebook), partial / "notebook.ipynb",
-                              {"config": spec.params, "output_dir": str(partial)}, keep_papermill=True)
-            if not runfiles.is_finished(partial):
-                raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
-        except Exception as exc:  # a failed run is a record, not the end of the sweep
-            status = _record_failure(spec, partial, exc)
+    try:  # the kernel's chatter goes to the run's kernel.log, not the terminal
+        notebooks.execute(paths.notebook(spec.notebook), partial / "notebook.ipynb",
+                          {"config": spec.params, "output_dir": str(partial)}, keep_papermill=True,
+                          log=partial / "kernel.log")
+        if not runfiles.is_finished(partial):
+            raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
+    except Exception as exc:  # a failed run is a record, not the end of the sweep
+        status = _record_failure(spec, partial, exc)
     if status["status"] == "failed" and runfiles.is_finished(final):
         shutil.rmtree(partial)  # a failed attempt never replaces a finished run
         return status
@@ -72,25 +91,6 @@ def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, A
                        "traceback": traceback.format_exc()}, partial / runfiles.ERROR)
     (partial / runfiles.SUMMARY).unlink(missing_ok=True)
     return {"run_id": spec.run_id, "status": "failed", "error": message}
-
-
-class _stderr_to:
-    """Send this process's standard error (inherited by child kernels) to a file for a while."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.log = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(self.log, 2)
-
-    def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        os.close(self.log)
-        return False
 
 
 def prepare_datasets(specs) -> None:
@@ -165,6 +165,7 @@ def run_probes(client, specs: list[RunSpec], probes_dir: Path) -> dict[str, str]
 
 def _start_client(scheduler: str | None, workers: int, runs: int):
     """A Dask client on ``scheduler``, or on a new local cluster of ``workers`` single-task processes."""
+    quiet_dask()
     from dask.distributed import Client, LocalCluster  # deferred: only a sweep with work to do needs Dask
 
     if scheduler:
@@ -174,7 +175,7 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
             raise OSError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(exc).__name__}); check "
                           "that it is running and that this machine can reach that address and port") from None
     cluster = LocalCluster(n_workers=min(workers, runs), threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -248,12 +249,14 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
     from dask.distributed import as_completed  # deferred with the client
 
     root = places.root
-    # Cheapest first: a sweep cut short has finished as many runs as it could (detector steps cost more).
-    todo = sorted((s for s in specs if not places.finished(s.run_id)),
-                  key=lambda s: (s.config.planned_steps() * (3 if s.config.task == "detector" else 1), s.run_id))
+    # Cheapest first: a sweep cut short has finished as many runs as it could.
+    cost = {s.run_id: estimated_seconds(s.config) for s in specs}
+    todo = sorted((s for s in specs if not places.finished(s.run_id)), key=lambda s: (cost[s.run_id], s.run_id))
     result.skipped = [s.run_id for s in specs if s not in todo]
-    bar = tqdm(total=len(specs), initial=len(result.skipped), desc=f"sweep {result.profile}", unit="run",
-               disable=not progress)
+    # The bar counts estimated seconds of work, so its time left weighs a detector run as what it costs.
+    bar = tqdm(total=round(sum(cost.values())), initial=round(sum(cost[r] for r in result.skipped)),
+               desc=f"sweep {result.profile}", unit="s", unit_scale=False, disable=not progress,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}")
     try:
         futures = as_completed([client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False)
                                 for s in todo])
@@ -264,9 +267,9 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
             else:
                 places.publish(status["run_id"])
                 (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
-            bar.update(1)
-            bar.set_postfix(done=len(result.done), failed=len(result.failed),
-                            remaining=len(todo) - len(result.done) - len(result.failed))
+            bar.update(round(cost[status["run_id"]]))
+            bar.set_postfix_str(f"{len(result.done)} run, {len(result.failed)} failed, "
+                                f"{len(todo) - len(result.done) - len(result.failed)} to go")
     finally:
         bar.close()
 
@@ -280,7 +283,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     parser.add_argument("--wait", action="store_true", help="wait for another sweep on the same folder to finish")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let Dask's logs and the kernels' warnings through (or CLIPSTUDY_VERBOSE=1)")
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ["CLIPSTUDY_VERBOSE"] = "1"
     try:
         name, specs = load_profile(args.profile)
     except ProfileError as exc:
