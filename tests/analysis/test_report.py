@@ -96,23 +96,68 @@ def test_no_runs_says_to_run_the_sweep(tmp_path):
         report.load_runs(tmp_path / "reports" / "nothing" / "runs")
 
 
-def test_the_report_is_exported_to_html_without_code_and_saves_figures(profile_path):
-    reports = profile_path.parent / "reports"
-    html = report.build_report(profile_path, reports)
-    text = html.read_text()
-    assert "Report: what clipping did" in text
-    assert "report.load_runs" not in text  # code cells are left out
-    claims_csv = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
+@pytest.fixture(scope="module")
+def smoke_report():
+    """The smoke profile's report, built from its real runs (``make test`` runs the smoke sweep first)."""
+    from clipstudy import paths
+
+    if not (paths.reports_dir() / "smoke" / "runs").is_dir():
+        pytest.fail("reports/smoke/runs is missing: run `make smoke-runs` (make test does it for you)")
+    return report.build_report("smoke")
+
+
+def test_the_report_is_exported_to_html_without_code_and_saves_figures(smoke_report):
+    text = smoke_report.read_text()
+    assert "<title>When does gradient clipping help? A reproducible audit: profile smoke</title>" in text
+    assert "report.load_runs" not in text and "NBVAL_CHECK_OUTPUT" not in text  # no code, no nbval-only cells
+    claims_csv = pd.read_csv(smoke_report.parent / "claims.csv", dtype={"claim": str})
     assert claims_csv["claim"].tolist() == ["1", "2", "3a", "3b", "4", "5", "6", "7", "8"]
     assert set(claims_csv["verdict"]) <= {"supported", "refuted", "inconclusive"}
     assert set(claims_csv["kind"]) <= {"data", "deterministic", "by construction"}
     assert {"effect", "ci_low", "ci_high", "p_value", "n", "primary", "secondary"} <= set(claims_csv.columns)
-    assert "Claim 4:" in text
-    figures = reports / "fake" / "figures"
-    for name in ["learning_curves", "final_accuracy", "clip_fraction", "divergence", "norms_adam", "norms_sgd",
-                 "stability_map", "overhead"]:
+    assert "Claim 4:" in text and "Provenance" in text
+    figures = smoke_report.parent / "figures"
+    for name in ["learning_curves", "final_accuracy", "clip_fraction", "norms_adam", "stability_map",
+                 "detector_ap50", "overhead"]:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.svg").exists()
+
+
+def test_the_report_in_a_real_browser(smoke_report):
+    """Headless Chromium (Debian's, driven by Playwright): every image loads, one claims row per claim,
+    nothing wider than a 1280 px window, a title naming the study; the top of the page is kept as
+    reports/smoke/report-top.png."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from clipstudy.analysis import claims
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "no chromium on PATH: `make test` installs Debian's (apt-get install chromium)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            view = browser.new_page(viewport={"width": 1280, "height": 1000})
+            view.goto(smoke_report.resolve().as_uri())
+            view.wait_for_load_state("load")
+            found = view.evaluate("""() => ({
+                images: Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0, alt: i.alt})),
+                claims: document.querySelectorAll('table.cs-claims tbody tr').length,
+                width: document.documentElement.scrollWidth,
+                links: Array.from(document.querySelectorAll('table.cs-claims a')).map(a => a.getAttribute('href'))
+                    .filter(h => !document.querySelector(h)).length})""")
+            view.screenshot(path=str(smoke_report.parent / "report-top.png"))
+            title = view.title()
+        finally:
+            browser.close()
+    assert len(found["images"]) >= 8 and all(i["ok"] for i in found["images"])
+    assert all(len(i["alt"]) > 10 for i in found["images"])
+    assert found["claims"] == len(claims.CLAIMS)
+    assert found["width"] <= 1280
+    assert "gradient clipping" in title and "smoke" in title
+    # a claim whose figure the profile cannot draw links nowhere; smoke draws every one but the spike figure
+    assert found["links"] <= 1
 
 
 def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):

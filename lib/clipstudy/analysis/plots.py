@@ -136,31 +136,15 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 
 
 def clip_fraction_bars(summaries: pd.DataFrame):
+    """Mean share clipped per step of each method setting, per optimizer (horizontal bars: long labels stay readable)."""
     col, order = hue_and_order(summaries)
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(order)), 3.6))
-    sns.barplot(data=summaries, x=col, y="clip_fraction", hue="optimizer", order=order, errorbar=t_interval, ax=ax)
-    ax.tick_params(axis="x", rotation=30)
-    ax.set(xlabel="clipping method (setting)", ylabel="mean clip fraction per step",
-           title="How often each method clipped (value: share of elements; agc: share of units)")
-    ax.set_ylim(0, 1.05)
-    fig.tight_layout()
-    return fig
-
-
-def divergence_map(summaries: pd.DataFrame):
-    """Share of seeds that diverged, per method and learning rate, one panel per optimizer."""
-    optimizers = sorted(summaries["optimizer"].unique())
-    col, order = hue_and_order(summaries)
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.2 * len(optimizers), 0.5 * len(order) + 2), squeeze=False)
-    for ax, opt in zip(axes[0], optimizers):
-        sub = summaries[summaries["optimizer"] == opt]
-        table = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
-        table = table.reindex([m for m in order if m in table.index]).astype(float)
-        sns.heatmap(table, vmin=0, vmax=1, cmap="Reds", annot=True, fmt=".2f", cbar=ax is axes[0][-1], ax=ax,
-                    cbar_kws={"label": "share of seeds diverged"})
-        ax.set(title=f"{opt}", xlabel="learning rate", ylabel="clipping method")
-        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
-    fig.suptitle("Which runs diverged")
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(order) * max(1, summaries["optimizer"].nunique()) ** 0.5 + 1.6))
+    sns.barplot(data=summaries, y=col, x="clip_fraction", hue="optimizer", order=order, errorbar=None, ax=ax,
+                orient="h")
+    ax.set(ylabel="clipping method (setting)", xlabel="mean share clipped per step (value: of elements; agc: of units)",
+           title="How often each method clipped (mean over learning rates and seeds)")
+    ax.set_xlim(0, 1.05)
+    ax.legend(title="optimizer", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -255,45 +239,53 @@ def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: 
 
 
 def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", title: str | None = None):
-    """Method setting × learning rate, per optimizer, coloured by the mean ``metric`` over seeds;
-    cells where a seed diverged carry the share that did (× for all)."""
+    """Method setting × learning rate, per optimizer (two panels per row), coloured by the mean ``metric``
+    over seeds; cells where a seed diverged carry the share that did (× for all)."""
     optimizers = sorted(summaries["optimizer"].unique())
     col, order = hue_and_order(summaries)
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(7.5 * len(optimizers), 0.5 * len(order) + 2.2), squeeze=False)
-    for k, (ax, opt) in enumerate(zip(axes[0], optimizers)):
+    columns = min(2, len(optimizers))
+    rows = math.ceil(len(optimizers) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns + 1.5, rows * (0.42 * len(order) + 1.6)),
+                             squeeze=False)
+    for k, (ax, opt) in enumerate(zip(axes.ravel(), optimizers)):
         sub = summaries[summaries["optimizer"] == opt]
         values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
         diverged = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
-        rows = [m for m in order if m in diverged.index]
-        values = values.reindex(index=rows, columns=diverged.columns).astype(float)
-        diverged = diverged.reindex(rows).astype(float)
-        def cell(v, d):
-            if d >= 1:
-                return "×"
-            return f"÷{d:.2f}" if d > 0 else ("" if np.isnan(v) else f"{v:.3f}")
-
-        labels = np.array([[cell(v, d) for v, d in zip(vr, dr)]
+        present = [m for m in order if m in diverged.index]
+        values = values.reindex(index=present, columns=diverged.columns).astype(float)
+        diverged = diverged.reindex(present).astype(float)
+        labels = np.array([[_stability_cell(v, d) for v, d in zip(vr, dr)]
                            for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
-        # A cell where every seed diverged has no metric: draw it as 0, marked ×.
-        shown = values.mask(diverged >= 1, 0.0)
-        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k == len(optimizers) - 1,
-                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 8})
-        ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k == 0 else "")
-        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
-    fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× diverged in every seed, ÷ share of seeds diverged)")
+        shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
+        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k % columns == columns - 1,
+                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 9})
+        ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k % columns == 0 else "")
+        if k % columns:
+            ax.set_yticklabels([])
+        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()], rotation=0)
+    for ax in axes.ravel()[len(optimizers):]:
+        ax.set_axis_off()
+    fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× every seed diverged, "
+                          "÷ share of seeds diverged)")
     fig.tight_layout()
     return fig
 
 
+def _stability_cell(value: float, diverged: float) -> str:
+    if diverged >= 1:
+        return "×"
+    if diverged > 0:
+        return f"÷{diverged:.2f}"
+    return "" if np.isnan(value) else f"{value:.3f}"
+
+
 def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98", title: str | None = None):
     """Optimizer steps until the target was first reached, per method setting and learning rate, with 95%
-    intervals over the seeds that reached it."""
+    intervals over the seeds that reached it; None when no run reached it."""
     data = summaries.dropna(subset=[column])
-    fig, ax = plt.subplots(figsize=(9, 3.8))
     if data.empty:
-        ax.text(0.5, 0.5, f"no run reached the target of {column}", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return None  # nothing to draw: the report says so in words instead of an empty panel
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     hue, order = hue_and_order(data)
     data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
     sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval, dodge=0.5,

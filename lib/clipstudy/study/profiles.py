@@ -36,6 +36,7 @@ class RunSpec:
     run_id: str
     notebook: str
     config: RunConfig = dataclasses.field(hash=False, compare=False)
+    experiment: str = dataclasses.field(default="", hash=False, compare=False)  # the first that plans it
 
     @property
     def params(self) -> dict:
@@ -123,7 +124,7 @@ def _experiment_runs(check: _Checker, at: str, exp) -> list[RunSpec]:
             for seed in seeds:
                 config = RunConfig.for_task(task, **settings, method=method, clip_params=clip_params,
                                             optimizer=optimizer, learning_rate=learning_rate, seed=seed)
-                runs.append(RunSpec(runfiles.run_id(config), NOTEBOOKS[task], config))
+                runs.append(RunSpec(runfiles.run_id(config), NOTEBOOKS[task], config, str(exp["name"])))
     return runs
 
 
