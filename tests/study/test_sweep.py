@@ -224,3 +224,39 @@ def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_
     set_aside = list((root / ".damaged").glob(f"{victim}-*"))
     assert len(set_aside) == 1 and (set_aside[0] / victim_file).read_bytes() == data[: len(data) // 2]
     assert compare.run_differences(original, root / victim) == []
+
+
+def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_sweep, tmp_path):
+    """A scheduler and a worker started from the command line on loopback, as on a cluster, run two smoke
+    runs; every number equals the local sweep's for the same ids (the run fixes its threads itself)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from clipstudy.study import compare
+
+    reports, planned = smoke_sweep
+    _, specs = profiles.load_profile("smoke")
+    plan = sorted((s for s in specs if s.params["task"] == "classifier"), key=lambda s: s.run_id)[:2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**__import__("os").environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    bin_dir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(3)
+        procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                       "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        result = sweep.run_sweep("smoke", tmp_path / "reports", scheduler=address, plan=plan, progress=False)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert result.ok and sorted(result.done) == sorted(s.run_id for s in plan)
+    for spec in plan:
+        assert compare.run_differences(reports / "smoke" / "runs" / spec.run_id,
+                                       tmp_path / "reports" / "smoke" / "runs" / spec.run_id) == []
