@@ -1,5 +1,6 @@
 # clipstudy: every step of the study is a target. `make reproduce` and `make test` do all the set-up.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,6 +8,8 @@ STAMP := $(VENV)/.installed
 KERNEL := clipstudy
 PROFILE ?= quick
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# pip repeats one warning per package for package folders this machine's pip.conf names but lacks.
+PIP_NOISE := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
 # VERBOSE=1 lets the tools' own chatter through (Dask logs, kernel warnings, TFDS progress).
@@ -17,7 +20,7 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify notebooks lab clean browser
+.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify notebooks lab kernel clean browser
 
 help:
 	@echo "make reproduce   env, data, sweep (PROFILE=$(PROFILE)) and report"
@@ -27,14 +30,15 @@ help:
 	@echo "make data        fetch and verify MNIST into data/mnist.npz, build the detection canvases"
 	@echo "make notebooks   rebuild each .ipynb from its .py and execute it with its defaults"
 	@echo "make lab         JupyterLab on notebooks/ with the project's kernel"
+	@echo "make kernel      register the kernel for a JupyterLab outside .venv (your own)"
 
 # The virtual environment, from the lock file; redone when the lock or the project changes.
 env: $(STAMP)
 $(STAMP): requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip==26.3
-	$(PIP) -r requirements-lock.txt
-	$(PIP) --no-deps --no-build-isolation -e .
+	$(PIP) --upgrade pip==26.3 $(PIP_NOISE)
+	$(PIP) -r requirements-lock.txt $(PIP_NOISE)
+	$(PIP) --no-deps --no-build-isolation -e . $(PIP_NOISE)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (clipstudy)" >/dev/null
 	touch $@
 
@@ -99,6 +103,10 @@ bench: $(STAMP) data/mnist.npz
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/
+
+# The kernel for a JupyterLab started outside .venv (your own): registered in ~/.local/share/jupyter.
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Python (clipstudy)"
 
 clean:
 	rm -rf reports/*/ .pytest_cache

@@ -197,14 +197,12 @@ def test_an_allowed_incomplete_report_says_so_in_every_claim_row(profile_path):
     assert "INCOMPLETE" in html.read_text()
 
 
-def test_a_failed_build_leaves_the_previous_report_whole(profile_path, monkeypatch):
-    reports = profile_path.parent / "reports"
-    report.build_report(profile_path, reports)
-    out = reports / "fake"
+def test_a_failed_build_leaves_the_previous_report_whole(smoke_report, monkeypatch):
+    out = smoke_report.parent
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     monkeypatch.setattr(report.claims, "audit", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        report.build_report(profile_path, reports)
+        report.build_report("smoke")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     assert after == before and not list(out.glob(".report-build-*"))
 
@@ -222,3 +220,13 @@ def test_a_damaged_run_is_named_with_the_file_that_no_longer_matches(runs_root):
     (victim / runs.EPOCHS).write_bytes((victim / runs.EPOCHS).read_bytes()[:-10])
     with pytest.raises(report.DamagedRun, match=f"run {victim.name} is damaged: epochs.parquet has"):
         report.load_runs(runs_root)
+
+
+def test_point_plots_draw_a_single_method_setting(runs_root):
+    """A profile part-way through may have one method setting only (seaborn's dodge divides by levels − 1)."""
+    from clipstudy.analysis import plots
+
+    s = report.load_runs(runs_root).summaries
+    one = s[s["method"] == "none"].assign(steps_to_98=100.0)
+    assert plots.final_metric_points(one, "final_test_accuracy") is not None
+    assert plots.steps_to_target_points(one, "steps_to_98") is not None

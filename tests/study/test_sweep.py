@@ -227,8 +227,8 @@ def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_
 
 
 def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_sweep, tmp_path):
-    """A scheduler and a worker started from the command line on loopback, as on a cluster, run two smoke
-    runs; every number equals the local sweep's for the same ids (the run fixes its threads itself)."""
+    """A scheduler and a worker started from the command line on loopback, as on a cluster, run a smoke
+    run; every number equals the local sweep's for the same id (the run fixes its threads itself)."""
     import socket
     import subprocess
     import sys
@@ -238,7 +238,7 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
 
     reports, planned = smoke_sweep
     _, specs = profiles.load_profile("smoke")
-    plan = sorted((s for s in specs if s.params["task"] == "classifier"), key=lambda s: s.run_id)[:2]
+    plan = sorted((s for s in specs if s.params["task"] == "classifier"), key=lambda s: s.run_id)[:1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -26,6 +26,11 @@ def t_interval(values) -> tuple[float, float]:
     return (e.low, e.high)
 
 
+def _dodge(order, width: float):
+    """Seaborn's dodge for ``order``'s hue levels (it divides by their number less one: one level, no dodge)."""
+    return width if len(order) > 1 else False
+
+
 def seeds_note(frame: pd.DataFrame) -> str:
     """``n = k seeds`` (or a range), and a warning when that is too few for an interval."""
     n = frame.groupby([c for c in ("label", "optimizer", "learning_rate") if c in frame])["seed"].nunique() \
@@ -114,7 +119,8 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
     """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
     hue, order = hue_and_order(summaries)
     g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
-                    kind="point", errorbar=t_interval, dodge=0.4, height=3.4, aspect=1.3, sharex=False)
+                    kind="point", errorbar=t_interval, dodge=_dodge(order, 0.4), height=3.4, aspect=1.3,
+                    sharex=False)
     g.set_axis_labels("learning rate", metric.replace("_", " "))
     g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% t interval; {seeds_note(summaries)}; "
                       "failed runs count as what they achieved)", y=1.03)
@@ -288,7 +294,7 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
     fig, ax = plt.subplots(figsize=(9, 3.8))
     hue, order = hue_and_order(data)
     data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
-    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval, dodge=0.5,
+    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval, dodge=_dodge(order, 0.5),
                   linestyle="none", ax=ax)
     ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
            title=title or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; "

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,10 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
         except (OSError, TimeoutError) as exc:
             raise OSError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(exc).__name__}); check "
                           "that it is running and that this machine can reach that address and port") from None
-    cluster = LocalCluster(n_workers=min(workers, runs), threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    with warnings.catch_warnings():  # its HTTP server takes another port when 8787 is busy: nothing to report
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(n_workers=min(workers, runs), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -254,7 +257,7 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
     todo = sorted((s for s in specs if not places.finished(s.run_id)), key=lambda s: (cost[s.run_id], s.run_id))
     result.skipped = [s.run_id for s in specs if s not in todo]
     # The bar counts estimated seconds of work, so its time left weighs a detector run as what it costs.
-    bar = tqdm(total=round(sum(cost.values())), initial=round(sum(cost[r] for r in result.skipped)),
+    bar = tqdm(total=sum(cost.values()), initial=sum(cost[r] for r in result.skipped),
                desc=f"sweep {result.profile}", unit="s", unit_scale=False, disable=not progress,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}")
     try:
@@ -267,7 +270,7 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
             else:
                 places.publish(status["run_id"])
                 (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
-            bar.update(round(cost[status["run_id"]]))
+            bar.update(cost[status["run_id"]])
             bar.set_postfix_str(f"{len(result.done)} run, {len(result.failed)} failed, "
                                 f"{len(todo) - len(result.done) - len(result.failed)} to go")
     finally:
