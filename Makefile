@@ -35,10 +35,11 @@ help:
 # The virtual environment, from the lock file; redone when the lock or the project changes.
 env: $(STAMP)
 $(STAMP): requirements-lock.txt pyproject.toml
+	@echo "== environment: $(VENV) from requirements-lock.txt (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip==26.3 $(PIP_NOISE)
-	$(PIP) -r requirements-lock.txt $(PIP_NOISE)
-	$(PIP) --no-deps --no-build-isolation -e . $(PIP_NOISE)
+	@$(PIP) --upgrade pip==26.3 $(PIP_NOISE)
+	@$(PIP) -r requirements-lock.txt $(PIP_NOISE)
+	@$(PIP) --no-deps --no-build-isolation -e . $(PIP_NOISE)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (clipstudy)" >/dev/null
 	touch $@
 
