@@ -81,7 +81,10 @@ def findings(audit: pd.DataFrame, profile: str, completeness: str) -> str:
             f"{'; '.join(parts)}. Verdicts by kind: "
             + ", ".join(f"{n} {_esc(k)}" for k, n in kinds.items()) + ". ")
     if completeness.startswith("INCOMPLETE"):
-        text += f'</p><p class="cs-warning">{_esc(completeness)}'
+        head, _, runs = completeness.partition(": ")[2].partition(", verdicts rest on the rest: ")
+        items = "".join(f"<li>{_esc(r)}</li>" for r in runs.split("; ") if r)
+        text += (f'</p><div class="cs-warning"><b>INCOMPLETE</b>: {_esc(head)}; the verdicts rest on the rest.'
+                 f'<details class="cs-details"><summary>which runs, and why</summary><ul>{items}</ul></details></div><p>')
     else:
         text += _esc(completeness.capitalize()) + "."
     return f'<p class="cs-lead">{text}</p>'
