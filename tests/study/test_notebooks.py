@@ -66,3 +66,30 @@ def test_clean_strips_widgets_and_papermill_paths():
     assert [o.output_type for o in kept.cells[0].outputs] == ["stream"]
     assert "widgets" not in kept.metadata and kept.metadata["papermill"] == {"parameters": {"x": 1}}
     assert "papermill" not in notebooks.clean(nbformat.from_dict(nb)).metadata
+
+
+def test_a_kernel_that_dies_at_start_is_started_again_and_a_cell_error_is_not(tmp_path, monkeypatch):
+    import papermill
+
+    calls = []
+
+    def flaky(source, output, **kwargs):
+        calls.append(output)
+        if len(calls) == 1:
+            raise RuntimeError(notebooks.KERNEL_START_FAILURE)
+        Path(output).write_bytes(Path(source).read_bytes())
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    source = SOURCES[0].with_suffix(".ipynb")
+    notebooks.execute(source, tmp_path / "out.ipynb", log=tmp_path / "kernel.log")
+    assert len(calls) == 2 and (tmp_path / "out.ipynb").is_file()
+    assert "kernel start failed" in (tmp_path / "kernel.log").read_text()
+
+    def broken(source, output, **kwargs):
+        calls.append(output)
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        notebooks.execute(source, tmp_path / "again.ipynb")
+    assert len(calls) == 3

@@ -39,6 +39,12 @@ def clean(nb: nbformat.NotebookNode, keep_papermill: bool = False) -> nbformat.N
     return nb
 
 
+#: A kernel that dies before answering its first request has run no cell (kernels started at the same
+#: moment by two workers can pick the same free port), so its start is tried again, up to this often.
+KERNEL_START_TRIES = 3
+KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
+
+
 def execute(source: str | Path, target: str | Path, parameters: dict | None = None, *, cwd: str | Path | None = None,
             keep_papermill: bool = False, log_output: bool = False, log: str | Path | None = None) -> Path:
     """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
@@ -57,8 +63,16 @@ def execute(source: str | Path, target: str | Path, parameters: dict | None = No
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with stderr_to(None if verbose() else log):
-            pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
-                                progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+            for attempt in range(1, KERNEL_START_TRIES + 1):
+                try:
+                    pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
+                                        progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+                    break
+                except RuntimeError as exc:  # papermill's cell errors are not RuntimeErrors
+                    if KERNEL_START_FAILURE not in str(exc) or attempt == KERNEL_START_TRIES:
+                        raise
+                    os.write(2, f"kernel start failed ({exc}); starting another "  # to the log, where stderr goes
+                                f"({attempt + 1}/{KERNEL_START_TRIES})\n".encode())
         if not kept:
             log.unlink(missing_ok=True)
     finally:

@@ -261,8 +261,9 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
                desc=f"sweep {result.profile}", unit="s", unit_scale=False, disable=not progress,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}")
     try:
-        futures = as_completed([client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False)
-                                for s in todo])
+        # Dask does not keep submission order by itself: the explicit priority does (higher runs first).
+        futures = as_completed([client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False,
+                                              priority=len(todo) - i) for i, s in enumerate(todo)])
         for future in futures:
             status = future.result()
             if status["status"] == "failed":
