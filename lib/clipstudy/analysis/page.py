@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 
 import matplotlib.pyplot as plt
@@ -118,11 +117,9 @@ def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dic
             + findings(audit, profile, completeness) + claims_table(audit) + provenance_box(provenance) + "</div>")
 
 
-def figure(fig, name: str, caption: str, alt: str) -> str:
-    """``fig`` as an embedded PNG with ``alt`` text and a caption, anchored ``fig-<name>``."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode()
+def figure(png: bytes, name: str, caption: str, alt: str) -> str:
+    """A PNG embedded with ``alt`` text and a caption, anchored ``fig-<name>``."""
+    data = base64.b64encode(png).decode()
     return (f'<figure class="cs-figure" id="fig-{_esc(name)}"><img src="data:image/png;base64,{data}" '
             f'alt="{_esc(alt)}"><figcaption>{_esc(caption)}</figcaption></figure>')
 
@@ -152,8 +149,8 @@ def table(frame: pd.DataFrame, caption: str, digits: int = 3, collapsed: bool = 
 
 def show(fig, directory, name: str, caption: str, alt: str) -> None:
     """Save ``fig`` under ``directory`` (PNG and SVG), close it, and display it with its caption and alt text."""
-    save_figure(fig, directory, name)
-    markup = figure(fig, name, caption, alt)
+    png = next(p for p in save_figure(fig, directory, name) if p.suffix == ".png")
+    markup = figure(png.read_bytes(), name, caption, alt)  # the saved file, not a third rendering
     plt.close(fig)
     display(HTML(markup))
 

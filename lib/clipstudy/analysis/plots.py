@@ -142,7 +142,8 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 
 
 def clip_fraction_bars(summaries: pd.DataFrame):
-    """Mean share clipped per step of each method setting, per optimizer (horizontal bars: long labels stay readable)."""
+    """Mean share clipped per step of each method setting, per optimizer (horizontal bars, so that long
+    labels stay readable)."""
     col, order = hue_and_order(summaries)
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(order) * max(1, summaries["optimizer"].nunique()) ** 0.5 + 1.6))
     sns.barplot(data=summaries, y=col, x="clip_fraction", hue="optimizer", order=order, errorbar=None, ax=ax,
@@ -263,8 +264,8 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
         labels = np.array([[_stability_cell(v, d) for v, d in zip(vr, dr)]
                            for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
         shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
-        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, cbar=k % columns == columns - 1,
-                    cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 9})
+        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax,
+                    cbar=k % columns == columns - 1, cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 9})
         ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k % columns == 0 else "")
         if k % columns:
             ax.set_yticklabels([])
@@ -294,8 +295,8 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
     fig, ax = plt.subplots(figsize=(9, 3.8))
     hue, order = hue_and_order(data)
     data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
-    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval, dodge=_dodge(order, 0.5),
-                  linestyle="none", ax=ax)
+    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval,
+                  dodge=_dodge(order, 0.5), linestyle="none", ax=ax)
     ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
            title=title or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; "
                           f"{seeds_note(data)})")

@@ -324,7 +324,7 @@ def _git_commit() -> str:
 
 def _run_dates(rep: "ProfileReport") -> str:
     """When the runs were made: the bundle's commit dates for a published profile, else file times."""
-    if rep.runs_root.parent.parent == bundle.bundle_dir(rep.name).parent:
+    if rep.runs_root == bundle.bundle_dir(rep.name) / "runs":
         dates = _git("log", "--format=%cs", "--", str(rep.runs_root)).split()
         if dates:
             return f"published in commits from {dates[-1]} to {dates[0]}"

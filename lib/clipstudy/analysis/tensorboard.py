@@ -37,7 +37,8 @@ def read_scalars(logdir: str | Path) -> pd.DataFrame:
 
 def telemetry_steps(logdir: str | Path) -> pd.DataFrame:
     """``ClipTelemetry``'s per-step scalars under ``logdir`` as a steps table (``step``, ``norm_before``,
-    ``norm_after``, ``threshold``, ``clipped``), the shape ``plots.norm_trace`` draws; TensorBoard numbers the steps from 1."""
+    ``norm_after``, ``threshold``, ``clipped``), the shape ``plots.norm_trace`` draws; TensorBoard numbers
+    the steps from 1."""
     scalars = read_scalars(logdir)
     scalars = scalars[scalars["tag"].isin(STEP_COLUMNS)]
     if scalars.empty:

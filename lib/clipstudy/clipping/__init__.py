@@ -32,6 +32,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'clipstudy.clipping' has no attribute {name!r}")
 
 
-__all__ = ["ClippingOptimizer", "ClipTelemetry", "probe_threshold", "ThresholdProbe", "METHODS", "REGISTRY", "Clipper", "get", "global_norm", "percentile_linear", "scale_to_global_norm",
-           "unitwise_norm", "NoClip", "ValueClip", "NormClip", "GlobalNormClip", "AdaptiveGradClip", "AutoClip",
+__all__ = ["ClippingOptimizer", "ClipTelemetry", "probe_threshold", "ThresholdProbe", "METHODS", "REGISTRY",
+           "Clipper", "get", "global_norm", "percentile_linear", "scale_to_global_norm", "unitwise_norm", "NoClip", "ValueClip", "NormClip", "GlobalNormClip", "AdaptiveGradClip", "AutoClip",
            "ZClip"]

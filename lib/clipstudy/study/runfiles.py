@@ -101,7 +101,6 @@ def is_damaged(run_dir: str | Path) -> bool:
     return (Path(run_dir) / MANIFEST).exists() and not is_finished(run_dir)
 
 
-
 def load_summary(run_dir: str | Path) -> dict[str, Any]:
     with open(Path(run_dir) / SUMMARY) as f:
         return json.load(f)

@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from clipstudy import paths
 from clipstudy._quiet import quiet_dask
+from clipstudy.data.canvases import SPLIT_SIZES
+from clipstudy.data.mnist import ARRAY_SHAPES
 from clipstudy.fileio import write_json_atomic
 from clipstudy.study import bundle, notebooks, probes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
-from clipstudy.data.canvases import SPLIT_SIZES
-from clipstudy.data.mnist import ARRAY_SHAPES
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
 #: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
