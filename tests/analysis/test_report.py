@@ -230,3 +230,27 @@ def test_point_plots_draw_a_single_method_setting(runs_root):
     one = s[s["method"] == "none"].assign(steps_to_98=100.0)
     assert plots.final_metric_points(one, "final_test_accuracy") is not None
     assert plots.steps_to_target_points(one, "steps_to_98") is not None
+
+
+def test_stability_map_keeps_one_training_length_and_labels_every_panel():
+    """A 10-epoch cell beside a 3-epoch rate grid (the paper profile's Adam 1e-3) is not averaged into
+    the grid's cell, and a panel whose optimizer has other method settings than its neighbour's
+    labels its own rows."""
+    import matplotlib.pyplot as plt
+
+    from clipstudy.analysis import plots
+    rows = []
+    for lr, acc in [(0.001, 0.50), (0.01, 0.40)]:
+        rows += [{"optimizer": "adam", "method": m, "clip_params": {}, "learning_rate": lr, "seed": s,
+                  "epochs": 3, "final_test_accuracy": acc, "diverged": False} for m in ("none", "agc") for s in (0, 1)]
+    rows += [{"optimizer": "adam", "method": "none", "clip_params": {}, "learning_rate": 0.001, "seed": s,
+              "epochs": 10, "final_test_accuracy": 0.90, "diverged": False} for s in (0, 1)]
+    rows += [{"optimizer": "sgd", "method": "none", "clip_params": {}, "learning_rate": lr, "seed": 0,
+              "epochs": 3, "final_test_accuracy": 0.30, "diverged": False} for lr in (0.1, 1.0)]
+    fig = plots.stability_map(pd.DataFrame(rows))
+    adam, sgd = fig.axes[0], next(ax for ax in fig.axes if ax.get_title().startswith("sgd"))
+    assert adam.get_title() == "adam (3 epochs)"                       # the grid's length, not the lone 10-epoch cell
+    assert sorted(t.get_text() for t in adam.texts) == ["0.400", "0.400", "0.500", "0.500"]  # 0.9 never mixed in
+    assert [t.get_text() for t in sgd.get_yticklabels()] == ["none"]    # its own row, labelled
+    assert len(adam.get_yticklabels()) == 2
+    plt.close(fig)

@@ -255,7 +255,7 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns + 1.5, rows * (0.42 * len(order) + 1.6)),
                              squeeze=False)
     for k, (ax, opt) in enumerate(zip(axes.ravel(), optimizers)):
-        sub = summaries[summaries["optimizer"] == opt]
+        sub, epochs = _rate_grid(summaries[summaries["optimizer"] == opt])
         values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
         diverged = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
         present = [m for m in order if m in diverged.index]
@@ -266,9 +266,9 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
         shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
         sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax,
                     cbar=k % columns == columns - 1, cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 9})
-        ax.set(title=opt, xlabel="learning rate", ylabel="clipping method (setting)" if k % columns == 0 else "")
-        if k % columns:
-            ax.set_yticklabels([])
+        # each panel labels its own rows: optimizers need not share the same method settings
+        ax.set(title=opt if epochs is None else f"{opt} ({epochs:g} epochs)", xlabel="learning rate",
+               ylabel="clipping method (setting)" if k % columns == 0 else "")
         ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()], rotation=0)
     for ax in axes.ravel()[len(optimizers):]:
         ax.set_axis_off()
@@ -276,6 +276,17 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
                           "÷ share of seeds diverged)")
     fig.tight_layout()
     return fig
+
+
+def _rate_grid(sub: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """One training length per panel, so that no cell averages runs of different lengths: the number of
+    epochs that covers the most learning rates (the rate grid; ties go to the longer training), and
+    that number, or None when the runs all have one length."""
+    if "epochs" not in sub or sub["epochs"].nunique() <= 1:
+        return sub, None
+    reach = sub.groupby("epochs")["learning_rate"].nunique()
+    epochs = max(reach[reach == reach.max()].index)
+    return sub[sub["epochs"] == epochs], float(epochs)
 
 
 def _stability_cell(value: float, diverged: float) -> str:
