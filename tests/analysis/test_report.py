@@ -247,6 +247,7 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
               "epochs": 10, "final_test_accuracy": 0.90, "diverged": False} for s in (0, 1)]
     rows += [{"optimizer": "sgd", "method": "none", "clip_params": {}, "learning_rate": lr, "seed": 0,
               "epochs": 3, "final_test_accuracy": 0.30, "diverged": False} for lr in (0.1, 1.0)]
+    rows = [{**r, "settings_key": f'{{"epochs": {r["epochs"]}}}'} for r in rows]  # the condition, as load_runs keys it
     fig = plots.stability_map(pd.DataFrame(rows))
     adam, sgd = fig.axes[0], next(ax for ax in fig.axes if ax.get_title().startswith("sgd"))
     assert adam.get_title() == "adam (3 epochs)"                       # the grid's length, not the lone 10-epoch cell

@@ -264,8 +264,8 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
         labels = np.array([[_stability_cell(v, d) for v, d in zip(vr, dr)]
                            for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
         shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
-        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax,
-                    cbar=k % columns == columns - 1, cbar_kws={"label": f"mean {metric.replace('_', ' ')}"}, annot_kws={"fontsize": 9})
+        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, annot_kws={"fontsize": 9},
+                    cbar=k % columns == columns - 1, cbar_kws={"label": f"mean {metric.replace('_', ' ')}"})
         # each panel labels its own rows: optimizers need not share the same method settings
         ax.set(title=opt if epochs is None else f"{opt} ({epochs:g} epochs)", xlabel="learning rate",
                ylabel="clipping method (setting)" if k % columns == 0 else "")
@@ -279,14 +279,14 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
 
 
 def _rate_grid(sub: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
-    """One training length per panel, so that no cell averages runs of different lengths: the number of
-    epochs that covers the most learning rates (the rate grid; ties go to the longer training), and
-    that number, or None when the runs all have one length."""
-    if "epochs" not in sub or sub["epochs"].nunique() <= 1:
+    """One condition (``settings_key``: epochs, data, validation split) per panel, so that no cell averages
+    runs trained differently: the condition covering the most learning rates (the rate grid; ties go to
+    the longer training), and its number of epochs, or None when the panel has one condition."""
+    if "settings_key" not in sub or sub["settings_key"].nunique() <= 1:
         return sub, None
-    reach = sub.groupby("epochs")["learning_rate"].nunique()
-    epochs = max(reach[reach == reach.max()].index)
-    return sub[sub["epochs"] == epochs], float(epochs)
+    reach = sub.groupby("settings_key").agg(rates=("learning_rate", "nunique"), epochs=("epochs", "max"))
+    chosen = sub[sub["settings_key"] == reach.sort_values(["rates", "epochs"]).index[-1]]
+    return chosen, float(chosen["epochs"].max())
 
 
 def _stability_cell(value: float, diverged: float) -> str:

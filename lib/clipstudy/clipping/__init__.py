@@ -33,5 +33,5 @@ def __getattr__(name):
 
 
 __all__ = ["ClippingOptimizer", "ClipTelemetry", "probe_threshold", "ThresholdProbe", "METHODS", "REGISTRY",
-           "Clipper", "get", "global_norm", "percentile_linear", "scale_to_global_norm", "unitwise_norm", "NoClip", "ValueClip", "NormClip", "GlobalNormClip", "AdaptiveGradClip", "AutoClip",
-           "ZClip"]
+           "Clipper", "get", "global_norm", "percentile_linear", "scale_to_global_norm", "unitwise_norm",
+           "NoClip", "ValueClip", "NormClip", "GlobalNormClip", "AdaptiveGradClip", "AutoClip", "ZClip"]
