@@ -20,13 +20,14 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify notebooks lab kernel clean browser
+.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify platforms notebooks lab kernel clean browser
 
 help:
 	@echo "make reproduce   env, data, sweep (PROFILE=$(PROFILE)) and report"
 	@echo "make test        unit tests and nbval regression tests of the notebooks"
 	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead"
-	@echo "make verify      re-run published runs of results/paper/ and require the same numbers"
+	@echo "make verify      retrain published runs of results/paper/: bit for bit where the CPU matches, else at the study's level"
+	@echo "make platforms   one short run under each oneDNN setting: which settings give the same bits on every CPU"
 	@echo "make data        fetch and verify MNIST into data/mnist.npz, build the detection canvases"
 	@echo "make notebooks   rebuild each .ipynb from its .py and execute it with its defaults"
 	@echo "make lab         JupyterLab on notebooks/ with the project's kernel"
@@ -82,9 +83,15 @@ sweep: $(STAMP) data
 report: $(STAMP)
 	$(BIN)/python -m clipstudy.analysis.report --profile $(PROFILE) $(if $(ALLOW_INCOMPLETE),--allow-incomplete)
 
-# Re-run the cheapest runs published in results/$(PROFILE)/ and require the same numbers exactly.
+# Retrain the cheapest runs published in results/$(PROFILE)/: identical bits where the recorded platform (CPU,
+# oneDNN ISA, threads, versions) is this one; elsewhere within each cell's seed-to-seed spread, verdicts unchanged.
 verify: $(STAMP) data
 	$(BIN)/python -m clipstudy.study.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
+
+# One fixed short run under each oneDNN setting on this CPU, merged into results/platforms.json (commit it):
+# rows from several CPUs say which setting gives the same bits everywhere, and at what cost.
+platforms: $(STAMP) data/mnist.npz
+	$(BIN)/python -m clipstudy.study.platforms --record results/platforms.json
 
 reproduce: $(STAMP) data reports/bench.json
 	@echo "== sweep: profile $(PROFILE)"

@@ -21,7 +21,8 @@
 # one section per question, each figure with a caption. Figures are also saved as PNG and SVG under
 # `reports/<profile>/figures/`. Intervals are two-sided 95% Student-t intervals over seeds; every
 # figure says its n. A failed run (diverged or collapsed) counts as what it achieved. Cells tagged
-# `report-hidden` print the rounded numbers nbval checks and are left out of the HTML.
+# `report-hidden` print what nbval checks and are left out of the HTML: what was run and how many times,
+# which is the same on every CPU (the numbers themselves differ in their last digits between CPUs).
 
 # %% tags=["parameters"]
 profile = "smoke"            # smoke, quick, paper, full, or the path of a profile .yaml
@@ -47,7 +48,7 @@ page.show_html(page.header(audit, rep.name, rep.completeness(), report.provenanc
 print(rep.completeness())
 print(f"profile {rep.name}: {len(rep.table.summaries)} finished runs ({len(cls)} classifier, {len(det)} detector, "
       f"{len(rep.spiked)} with injected spikes), {len(rep.table.failed)} errored, {len(rep.missing)} not run yet")
-print(audit[["claim", "verdict", "kind", "effect", "ci_low", "ci_high", "p_value", "n"]].round(4).to_string(index=False))
+print(report.design_view(audit).to_string(index=False))
 
 # %% [markdown]
 # # The classifier
@@ -61,7 +62,7 @@ if len(cls):
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(cls):
-    print(report.method_table(cls).round(3).to_string(index=False))
+    print(report.design_view(report.method_table(cls)).to_string(index=False))
 
 # %% [markdown]
 # ## Learning curves
@@ -127,7 +128,7 @@ if len(cls):
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(cls):
-    print(stats.stability(cls, "final_test_accuracy").round(3).drop(columns=["task"]).to_string(index=False))
+    print(report.design_view(stats.stability(cls, "final_test_accuracy")).to_string(index=False))
 
 # %% [markdown]
 # ## Paired effects against the unclipped run
@@ -148,7 +149,7 @@ if len(effects):
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(effects):
-    print(effects.round(4).to_string(index=False))
+    print(report.design_view(effects).to_string(index=False))
 
 # %%
 fig = plots.steps_to_target_points(cls, "steps_to_98") if len(cls) else None
@@ -182,8 +183,7 @@ else:
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(det):
-    print(report.method_table(det, "final_AP50").round(3).to_string(index=False))
-    print(report.method_table(det, "final_AP").round(3)[["optimizer", "learning_rate", "method", "clip_params", "AP"]].to_string(index=False))
+    print(report.design_view(report.method_table(det, "final_AP50")).to_string(index=False))
 
 # %% [markdown]
 # ## The detector's gradient norms against the thresholds real detection codebases use
@@ -205,7 +205,7 @@ if len(det_steps):
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(det_steps):
-    print(shares.round(4).to_string(index=False))
+    print(report.design_view(shares).to_string(index=False))
 
 # %%
 best = det.sort_values("final_AP50", ascending=False).iloc[0] if len(det) else None
@@ -242,7 +242,7 @@ else:
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 if len(rep.spiked):
-    print(recovery.round(3).to_string())
+    print(report.design_view(recovery).to_string(index=False))
 
 # %% [markdown]
 # # Cost of clipping

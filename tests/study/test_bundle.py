@@ -72,25 +72,52 @@ def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
 
 
 def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(published_profile, tmp_path):
+    """Both sides computed on this machine: the platform matches, so the promise is bit for bit."""
     from clipstudy.study import verify
 
     sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
-    assert verify.verify_run(spec, published, tmp_path / "again") == []
+    first = verify.verify_run(spec, published, tmp_path / "again")
+    assert first.promise == verify.BITS and first.platform == [] and first.identical and first.ok
     summary = json.loads((published / runfiles.SUMMARY).read_text())
     summary["final_test_accuracy"] += 1e-9
     (published / runfiles.SUMMARY).write_text(json.dumps(summary))
-    problems = verify.verify_run(spec, published, tmp_path / "third")
-    assert len(problems) == 1 and problems[0].startswith("final_test_accuracy:")
+    tampered = verify.verify_run(spec, published, tmp_path / "third")
+    assert tampered.promise == verify.BITS and not tampered.ok
+    assert len(tampered.bit_differences) == 1 and tampered.bit_differences[0].startswith("final_test_accuracy:")
 
 
-def test_the_cheapest_published_paper_run_reproduces_exactly(tmp_path):
-    """The published numbers are reproducible: the cheapest run of results/paper/, re-run here."""
+def test_a_run_from_another_platform_is_held_to_the_study_level(published_profile, tmp_path):
+    """A published run whose recorded CPU is not this one: its bits are not promised, its metrics are
+    checked against the cell's seed-to-seed spread instead, and a metric moved past it is caught."""
+    from clipstudy.study import verify
+
+    sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
+    (spec,) = verify.cheapest_runs(published_profile, 5)
+    published = paths.results_dir() / "pub" / "runs" / spec.run_id
+    summary = json.loads((published / runfiles.SUMMARY).read_text())
+    summary["platform"]["cpu_model_name"] = "Another CPU"
+    summary["final_test_loss"] += 1e-9  # the last bits moved; the cell has one seed, so its spread is 0
+    (published / runfiles.SUMMARY).write_text(json.dumps(summary))
+    v = verify.verify_run(spec, published, tmp_path / "again")
+    assert v.promise == verify.STUDY_LEVEL and v.platform[0].startswith("cpu_model_name:")
+    loss = next(d for d in v.deviations if d["metric"] == "final_test_loss")
+    assert loss["difference"] == pytest.approx(1e-9, rel=1e-3) and loss["spread"] == 0 and not loss["within"]
+    assert not v.ok and next(d for d in v.deviations if d["metric"] == "failure")["within"]
+
+
+def test_the_cheapest_published_paper_run_reproduces_at_the_level_its_platform_promises(tmp_path):
+    """The published numbers are reproducible: the cheapest run of results/paper/, retrained here. Bit for
+    bit where the recorded platform is this one; elsewhere within its cell's seed-to-seed spread."""
     from clipstudy.study import verify
 
     chosen = verify.cheapest_runs("paper", 1)
     if not chosen:
         pytest.skip("results/paper/ holds no finished run yet")
     published = bundle.bundle_dir("paper") / "runs" / chosen[0].run_id
-    assert verify.verify_run(chosen[0], published, tmp_path) == []
+    v = verify.verify_run(chosen[0], published, tmp_path)
+    print("\n".join(v.lines()))
+    assert v.ok, "\n".join(v.lines())
+    verdicts = verify.verdicts_with("paper", {v.run_id: v.out_dir})
+    assert (verdicts["published"] == verdicts["retrained"]).all(), verdicts

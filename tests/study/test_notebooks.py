@@ -93,3 +93,23 @@ def test_a_kernel_that_dies_at_start_is_started_again_and_a_cell_error_is_not(tm
     with pytest.raises(RuntimeError, match="something else"):
         notebooks.execute(source, tmp_path / "again.ipynb")
     assert len(calls) == 3
+
+
+def _checked_outputs(nb) -> list[str]:
+    """The text each nbval-checked cell printed."""
+    return ["".join(o.get("text", "") for o in c.get("outputs", []))
+            for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+
+
+def test_what_nbval_checks_in_a_run_notebook_does_not_depend_on_the_cpu(tmp_path, monkeypatch):
+    """Another CPU, simulated on this one: oneDNN capped at AVX picks other kernels and changes the run's
+    last bits (``make platforms`` shows it), yet every output nbval compares stays as stored."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
+    source = paths.NOTEBOOKS / "10_train_classifier.ipynb"
+    out = tmp_path / "run"
+    executed = notebooks.execute(source, tmp_path / "nb.ipynb", {"output_dir": str(out)})
+    from clipstudy.study import runfiles
+
+    assert runfiles.load_summary(out)["platform"]["onednn_isa"] == "avx"
+    stored = _checked_outputs(nbformat.read(source, as_version=4))
+    assert stored and _checked_outputs(nbformat.read(executed, as_version=4)) == stored

@@ -210,6 +210,18 @@ class ProfileReport:
                             overhead_ratios(self.out.parent, self.compared))
 
 
+#: Columns that describe what was run and how many times, never what it gave: the same on every CPU.
+DESIGN_COLUMNS = ("claim", "kind", "n", "task", "metric", "optimizer", "learning_rate", "method", "clip_params",
+                  "label", "runs", "pairs", "rates_tried", "threshold", "steps")
+
+
+def design_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a report table that do not depend on the CPU the runs were made on (what nbval
+    compares on any machine); the numbers they produced stay in the page."""
+    frame = frame.reset_index() if frame.index.name or any(frame.index.names) else frame
+    return frame[[c for c in frame.columns if c in DESIGN_COLUMNS]]
+
+
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
     """Per optimizer, learning rate and method setting: runs, divergence rate, mean ``metric`` and clip fraction."""
     grouped = summaries.groupby(["optimizer", "learning_rate", "method", "clip_params"], sort=True)

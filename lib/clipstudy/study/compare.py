@@ -17,8 +17,9 @@ import pandas as pd
 
 from clipstudy.study import runfiles
 
-#: Fields that measure the machine, not the run.
-TIMING_FIELDS = {"wall_time_s", "median_step_time_s", "images_per_second", "step_time_s", "eval_time_s", "versions"}
+#: Fields that measure or name the machine, not the run.
+TIMING_FIELDS = {"wall_time_s", "median_step_time_s", "images_per_second", "step_time_s", "eval_time_s", "versions",
+                 "platform"}
 
 
 def _same(a, b) -> bool:

@@ -58,7 +58,7 @@ def resolve(spec: RunSpec, probes_dir: Path) -> RunSpec | None:
     threshold = threshold_at(record["norms"], p)
     config = spec.config.replace(clip_params={**spec.config.clip_params, "threshold": threshold},
                                  threshold_rule=f"{FROM_DATA} {p:g} of {path.stem}")
-    return RunSpec(runfiles.run_id(config), spec.notebook, config)
+    return RunSpec(runfiles.run_id(config), spec.notebook, config, spec.experiment)
 
 
 def main(argv=None) -> int:

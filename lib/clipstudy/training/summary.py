@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clipstudy import __version__
+from clipstudy import __version__, hardware
 from clipstudy.training.monitor import loss_start
 from clipstudy._quiet import keras, tf
 
@@ -117,5 +117,6 @@ def summarize(config, task, clip, steps: pd.DataFrame, epochs: pd.DataFrame, *, 
         "wall_time_s": wall_time_s, "median_step_time_s": median_step_time_s,
         "images_per_second": images_seen / wall_time_s if wall_time_s > 0 else math.nan,
         "parameters": int(parameters), "versions": library_versions(), "threads": thread_counts(),
+        "platform": hardware.fingerprint(library_versions(), thread_counts()),
     }
 

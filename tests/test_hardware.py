@@ -1,0 +1,69 @@
+"""The platform fingerprint: what decides a run's bits, read on this machine and compared field by field."""
+import pytest
+
+from clipstudy import hardware
+
+
+def test_the_instruction_set_is_what_onednn_itself_reports_and_follows_its_cap(tmp_path, monkeypatch):
+    """The ISA is read from oneDNN's own verbose report; capping it with ONEDNN_MAX_CPU_ISA=AVX (which
+    every AVX2 machine can run) must make oneDNN report AVX, whatever this CPU is."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
+    assert hardware.onednn_isa() == "avx"
+    assert len(list((tmp_path / "clipstudy").iterdir())) == 1  # measured once, then cached
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert hardware.onednn_isa() == "off"
+
+
+@pytest.mark.parametrize("description, name", [
+    ("Intel AVX2", "avx2"),
+    ("Intel AVX", "avx"),
+    ("Intel AVX2 with Intel DL Boost", "avx2_vnni"),
+    ("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions", "avx512_core"),
+    ("Intel AVX-512 with Intel DL Boost", "avx512_core_vnni"),
+    ("Intel AVX-512 with Intel DL Boost and bfloat16 support", "avx512_core_bf16"),
+    ("Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit "
+     "integer support", "avx512_core_amx_fp16"),
+])
+def test_onednn_descriptions_map_to_its_isa_names(description, name):
+    # the descriptions oneDNN 3.x prints (src/cpu/x64/cpu_isa_traits.hpp), by hand
+    assert hardware.isa_name(description) == name
+
+
+def test_the_fingerprint_names_this_cpu_and_settings(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    fp = hardware.fingerprint({"tensorflow": "2.21.0"}, {"intra_op": 1, "inter_op": 1})
+    line = next(x for x in open("/proc/cpuinfo") if x.startswith("flags"))
+    assert fp["cpu_flags"].split() == [f for f in hardware.ISA_FLAGS if f in line.split(":", 1)[1].split()]
+    assert "avx2" in fp["cpu_flags"].split()
+    assert fp["settings"] == '{"ONEDNN_MAX_CPU_ISA": "AVX2"}'
+    assert fp["intra_op_threads"] == "1" and fp["tensorflow"] == "2.21.0"
+
+
+def test_platforms_differ_by_field_and_an_old_record_leaves_fields_unknown():
+    here = {f: "x" for f in hardware.BITS_FIELDS}
+    assert hardware.differences(dict(here), here) == ([], [])
+    there = {**here, "onednn_isa": "avx512_core", "intra_op_threads": "2"}
+    differ, unknown = hardware.differences(there, here)
+    assert differ == ["onednn_isa: 'avx512_core' != 'x'", "intra_op_threads: '2' != 'x'"] and unknown == []
+    # a summary written before the platform block: model name, versions, threads only
+    old = {"versions": {"cpu": "x", "python": "x", "tensorflow": "x", "keras": "x", "numpy": "x", "machine": "x",
+                        "system": "x"}, "threads": {"intra_op": "x", "inter_op": "x"}}
+    differ, unknown = hardware.differences(hardware.recorded(old), here)
+    assert differ == [] and set(unknown) == {"cpu_vendor", "cpu_family", "cpu_model", "cpu_flags", "cpu_caches",
+                                             "onednn", "onednn_isa", "settings"}
+    assert hardware.recorded({"platform": there}) == there
+
+
+def test_a_run_records_its_platform(mnist_splits):
+    from clipstudy import tasks
+    from clipstudy.training import RunConfig, train
+
+    config = RunConfig.for_task("classifier", method="none", epochs=1, train_subset=256, test_subset=100, seed=0)
+    task = tasks.for_config(config)
+    result = train(config, task, mnist_splits, progress=False)
+    fp = result.summary["platform"]
+    assert set(hardware.BITS_FIELDS) <= set(fp)
+    assert fp["onednn_isa"] == hardware.onednn_isa() and fp["cpu_model_name"] == hardware.cpu()["cpu_model_name"]
+    assert fp["tensorflow"] == result.summary["versions"]["tensorflow"]
