@@ -20,11 +20,11 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test unit nbtest smoke-runs bench reproduce sweep report verify platforms notebooks lab kernel clean browser
+.PHONY: help env data test lint unit nbtest smoke-runs bench reproduce sweep report verify platforms notebooks lab kernel clean browser
 
 help:
 	@echo "make reproduce   env, data, sweep (PROFILE=$(PROFILE)) and report"
-	@echo "make test        unit tests and nbval regression tests of the notebooks"
+	@echo "make test        ruff, unit tests and nbval regression tests of the notebooks"
 	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead"
 	@echo "make verify      retrain published runs of results/paper/: bit for bit where the CPU matches, else at the study's level"
 	@echo "make platforms   one short run under each oneDNN setting: which settings give the same bits on every CPU"
@@ -64,8 +64,13 @@ ifeq ($(CHROMIUM),)
 	else echo "the report's browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi
 endif
 
-test: $(STAMP) data smoke-runs browser
+test: $(STAMP) data smoke-runs browser lint
 	$(BIN)/python -m pytest tests $(NBVAL) $(NOTEBOOKS)
+
+# ruff: the linter over the package, the tests and the notebooks' .py; the formatter's check over lib/ and tests/.
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests notebooks
+	$(BIN)/ruff format --check lib tests
 
 unit: $(STAMP) data
 	$(BIN)/python -m pytest tests
@@ -86,7 +91,7 @@ report: $(STAMP)
 # Retrain the cheapest runs published in results/$(PROFILE)/: identical bits where the recorded platform (CPU,
 # oneDNN ISA, threads, versions) is this one; elsewhere within each cell's seed-to-seed spread, verdicts unchanged.
 verify: $(STAMP) data
-	$(BIN)/python -m clipstudy.study.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
+	$(BIN)/python -m clipstudy.analysis.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
 
 # One fixed short run under each oneDNN setting on this CPU, merged into results/platforms.json (commit it):
 # rows from several CPUs say which setting gives the same bits everywhere, and at what cost.

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clipstudy import tasks
 from clipstudy.analysis import page, plots, report, stats
 
 rep = report.ProfileReport.load(profile, reports_dir)
@@ -46,7 +47,8 @@ page.show_html(page.header(audit, rep.name, rep.completeness(), report.provenanc
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 print(rep.completeness())
-print(f"profile {rep.name}: {len(rep.table.summaries)} finished runs ({len(cls)} classifier, {len(det)} detector, "
+by_task = ", ".join(f"{n} {t}" for t, n in rep.table.summaries["task"].value_counts().sort_index().items())
+print(f"profile {rep.name}: {len(rep.table.summaries)} finished runs ({by_task}; "
       f"{len(rep.spiked)} with injected spikes), {len(rep.table.failed)} errored, {len(rep.missing)} not run yet")
 print(report.design_view(audit).to_string(index=False))
 
@@ -243,6 +245,33 @@ else:
 # NBVAL_CHECK_OUTPUT
 if len(rep.spiked):
     print(report.design_view(recovery).to_string(index=False))
+
+# %% [markdown]
+# # The other tasks
+# Each task the claim sections above do not cover (the recurrent adding problem, the study's positive
+# control, and any task added to `clipstudy.tasks`): per optimizer, learning rate and method setting, the
+# runs, the share that diverged or failed, the task's primary metric and the clipped share of steps.
+
+# %%
+other_tasks = report.tasks_without_a_section(rep)
+for task in other_tasks:
+    spec, sub = tasks.spec(task), rep.summaries(task)
+    metric = spec.primary_metric
+    page.show_html(page.table(report.method_table(sub, metric), f"{task}: {spec.summary}. Mean over seeds per "
+                              "setting; failed: diverged or collapsed (the task's own rule)"))
+    page.show(plots.final_metric_points(sub, metric), rep.figures, f"{task}_{metric}",
+              f"{task}: {metric.replace('_', ' ')} per method setting and learning rate, per optimizer (mean over "
+              "seeds; a failed run counts as what it achieved).",
+              f"Point plot of {metric} per clipping method and learning rate for the {task} task.")
+if not other_tasks:
+    page.show_html(page.note("This profile has no runs of other tasks."))
+
+# %% tags=["report-hidden"]
+# NBVAL_CHECK_OUTPUT
+for task in other_tasks:
+    print(task)
+    table = report.method_table(rep.summaries(task), tasks.spec(task).primary_metric)
+    print(report.design_view(table).to_string(index=False))
 
 # %% [markdown]
 # # Cost of clipping

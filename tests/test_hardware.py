@@ -1,4 +1,5 @@
 """The platform fingerprint: what decides a run's bits, read on this machine and compared field by field."""
+
 import pytest
 
 from clipstudy import hardware
@@ -16,16 +17,22 @@ def test_the_instruction_set_is_what_onednn_itself_reports_and_follows_its_cap(t
     assert hardware.onednn_isa() == "off"
 
 
-@pytest.mark.parametrize("description, name", [
-    ("Intel AVX2", "avx2"),
-    ("Intel AVX", "avx"),
-    ("Intel AVX2 with Intel DL Boost", "avx2_vnni"),
-    ("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions", "avx512_core"),
-    ("Intel AVX-512 with Intel DL Boost", "avx512_core_vnni"),
-    ("Intel AVX-512 with Intel DL Boost and bfloat16 support", "avx512_core_bf16"),
-    ("Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit "
-     "integer support", "avx512_core_amx_fp16"),
-])
+@pytest.mark.parametrize(
+    "description, name",
+    [
+        ("Intel AVX2", "avx2"),
+        ("Intel AVX", "avx"),
+        ("Intel AVX2 with Intel DL Boost", "avx2_vnni"),
+        ("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions", "avx512_core"),
+        ("Intel AVX-512 with Intel DL Boost", "avx512_core_vnni"),
+        ("Intel AVX-512 with Intel DL Boost and bfloat16 support", "avx512_core_bf16"),
+        (
+            "Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX with bfloat16 and 8-bit "
+            "integer support",
+            "avx512_core_amx_fp16",
+        ),
+    ],
+)
 def test_onednn_descriptions_map_to_its_isa_names(description, name):
     # the descriptions oneDNN 3.x prints (src/cpu/x64/cpu_isa_traits.hpp), by hand
     assert hardware.isa_name(description) == name
@@ -48,11 +55,29 @@ def test_platforms_differ_by_field_and_an_old_record_leaves_fields_unknown():
     differ, unknown = hardware.differences(there, here)
     assert differ == ["onednn_isa: 'avx512_core' != 'x'", "intra_op_threads: '2' != 'x'"] and unknown == []
     # a summary written before the platform block: model name, versions, threads only
-    old = {"versions": {"cpu": "x", "python": "x", "tensorflow": "x", "keras": "x", "numpy": "x", "machine": "x",
-                        "system": "x"}, "threads": {"intra_op": "x", "inter_op": "x"}}
+    old = {
+        "versions": {
+            "cpu": "x",
+            "python": "x",
+            "tensorflow": "x",
+            "keras": "x",
+            "numpy": "x",
+            "machine": "x",
+            "system": "x",
+        },
+        "threads": {"intra_op": "x", "inter_op": "x"},
+    }
     differ, unknown = hardware.differences(hardware.recorded(old), here)
-    assert differ == [] and set(unknown) == {"cpu_vendor", "cpu_family", "cpu_model", "cpu_flags", "cpu_caches",
-                                             "onednn", "onednn_isa", "settings"}
+    assert differ == [] and set(unknown) == {
+        "cpu_vendor",
+        "cpu_family",
+        "cpu_model",
+        "cpu_flags",
+        "cpu_caches",
+        "onednn",
+        "onednn_isa",
+        "settings",
+    }
     assert hardware.recorded({"platform": there}) == there
 
 

@@ -1,4 +1,5 @@
 """The package's shape: imports run one way, the drivers import no TensorFlow, functions stay short."""
+
 import ast
 import subprocess
 import sys
@@ -8,18 +9,27 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "clipstudy"
 #: Each layer may import only the layers listed for it (and itself); the base modules are open to all.
-BASE = {"paths", "fileio", "_quiet", "__version__"}
+BASE = {"paths", "fileio", "_quiet", "__version__", "hardware"}
 MAY_IMPORT = {
     "clipping": set(),
     "data": set(),
-    "training": {"clipping", "data"},
-    "tasks": {"clipping", "data", "training"},
+    "tasks": {"clipping", "data"},
+    "training": {"clipping", "data", "tasks"},
     "study": {"clipping", "data", "training", "tasks"},
     "analysis": {"clipping", "data", "training", "tasks", "study"},
 }
 #: Imports that may sit inside a function, to defer a heavy dependency.
-DEFERRED = {"tensorflow", "absl", "papermill", "jupytext", "dask", "tensorboard", "clipstudy.data.tfds_builder",
-            "clipstudy.clipping.optimizer"}  # the last: Keras classes, defined when first asked for
+DEFERRED = {
+    "tensorflow",
+    "absl",
+    "papermill",
+    "jupytext",
+    "dask",
+    "tensorboard",
+    "clipstudy.data.tfds_builder",
+    "matplotlib",
+    "clipstudy.clipping.optimizer",
+}  # the last: Keras classes, defined when first asked for
 
 
 def modules():
@@ -65,17 +75,31 @@ def test_functions_are_short_and_import_only_heavy_dependencies_inside(path):
                 if isinstance(inner, ast.Import):
                     names = [a.name for a in inner.names]
                 elif isinstance(inner, ast.ImportFrom):
-                    names = [inner.module] if inner.module != "clipstudy.data" else \
-                        [f"clipstudy.data.{a.name}" for a in inner.names]
+                    names = (
+                        [inner.module]
+                        if inner.module != "clipstudy.data"
+                        else [f"clipstudy.data.{a.name}" for a in inner.names]
+                    )
                 else:
                     continue
                 for name in names:
-                    assert any(name == d or name.startswith(d + ".") for d in DEFERRED), \
+                    assert any(name == d or name.startswith(d + ".") for d in DEFERRED), (
                         f"{path.name}:{node.name} imports {name} inside a function"
+                    )
 
 
-@pytest.mark.parametrize("module", ["clipstudy", "clipstudy.clipping", "clipstudy.training", "clipstudy.tasks",
-                                    "clipstudy.study.profiles", "clipstudy.study.sweep", "clipstudy.analysis.report"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "clipstudy",
+        "clipstudy.clipping",
+        "clipstudy.training",
+        "clipstudy.tasks",
+        "clipstudy.study.profiles",
+        "clipstudy.study.sweep",
+        "clipstudy.analysis.report",
+    ],
+)
 def test_importing_does_not_import_tensorflow(module):
     code = f"import sys, {module}; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -83,8 +107,10 @@ def test_importing_does_not_import_tensorflow(module):
 
 
 def test_a_profile_is_validated_without_tensorflow():
-    code = ("import sys; from clipstudy.study import profiles; profiles.load_profile('quick'); "
-            "print('tensorflow' in sys.modules)")
+    code = (
+        "import sys; from clipstudy.study import profiles; profiles.load_profile('quick'); "
+        "print('tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -5,6 +5,7 @@ file (so pip finds TensorFlow, Keras and NumPy already installed and downloads n
 makes any attempt fail), and the script it runs blocks every study-only dependency: the core must
 import and train without them.
 """
+
 import importlib.metadata
 import shutil
 import subprocess
@@ -15,11 +16,28 @@ from pathlib import Path
 
 import pytest
 
+import clipstudy
 from clipstudy.paths import REPO
 
 CORE = {"tensorflow", "keras", "numpy"}
-STUDY_ONLY = ["pandas", "pyarrow", "yaml", "scipy", "tqdm", "matplotlib", "seaborn", "PIL", "tensorflow_datasets",
-              "pycocotools", "papermill", "nbformat", "jupytext", "dask", "distributed", "tensorboard"]
+STUDY_ONLY = [
+    "pandas",
+    "pyarrow",
+    "yaml",
+    "scipy",
+    "tqdm",
+    "matplotlib",
+    "seaborn",
+    "PIL",
+    "tensorflow_datasets",
+    "pycocotools",
+    "papermill",
+    "nbformat",
+    "jupytext",
+    "dask",
+    "distributed",
+    "tensorboard",
+]
 
 SCRIPT = textwrap.dedent("""
     import importlib.abc, sys
@@ -57,8 +75,23 @@ def wheel(tmp_path_factory):
     shutil.copytree(REPO / "lib", source / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(out), str(source)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (found,) = out.glob("clipstudy-*.whl")
     return found
 
@@ -81,17 +114,31 @@ def test_the_wheel_installs_offline_into_a_fresh_environment_and_fits_a_model_wi
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "outer_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--disable-pip-version-check",
-                              str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-index", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
-    run = subprocess.run([str(python), "-c", SCRIPT, ",".join(STUDY_ONLY)], capture_output=True, text=True,
-                         cwd=tmp_path, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [str(python), "-c", SCRIPT, ",".join(STUDY_ONLY)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line[:4] in ("FROM", "LOSS", "NORM"))
     assert lines["FROM"].startswith(str(venv))  # the installed wheel, not the source tree
     first, last = map(float, lines["LOSS"].split())
     assert last < first
-    assert importlib.metadata.version("clipstudy") == "0.2.0"
+    assert importlib.metadata.version("clipstudy") == clipstudy.__version__

@@ -12,4 +12,4 @@ The subpackages import one way, each only from those before it:
 ``import clipstudy`` is cheap: TensorFlow is imported on first use, quietly.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

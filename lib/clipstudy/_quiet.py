@@ -4,6 +4,7 @@
 time an attribute is read, so importing a clipstudy module costs nothing until TensorFlow is
 actually needed (the sweep driver and the report's profile checks never need it).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """Result files written so that a reader never sees half of one: write to a temporary name beside
 the target, then rename; a failed write leaves whatever was there before."""
+
 from __future__ import annotations
 
 import contextlib

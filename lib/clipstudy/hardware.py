@@ -12,6 +12,7 @@ only) as unknown rather than equal.
 No TensorFlow is imported here: the instruction set is read from oneDNN's own verbose report, in a
 subprocess, once per machine and setting, and cached (:func:`onednn_isa`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,20 +22,58 @@ import platform
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 #: CPU flags that change which kernels oneDNN and Eigen can use.
-ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+ISA_FLAGS = (
+    "sse4_1",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 #: Environment variables that change TensorFlow's CPU kernels (unset: its defaults).
-SETTINGS_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_DETERMINISTIC_OPS",
-                "OMP_NUM_THREADS")
+SETTINGS_ENV = (
+    "TF_ENABLE_ONEDNN_OPTS",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "TF_DETERMINISTIC_OPS",
+    "OMP_NUM_THREADS",
+)
 
 #: The fields two runs must share to be expected bit-identical.
-BITS_FIELDS = ("cpu_vendor", "cpu_model_name", "cpu_family", "cpu_model", "cpu_flags", "cpu_caches",
-               "onednn", "onednn_isa", "settings", "intra_op_threads", "inter_op_threads",
-               "python", "tensorflow", "keras", "numpy", "machine", "system")
+BITS_FIELDS = (
+    "cpu_vendor",
+    "cpu_model_name",
+    "cpu_family",
+    "cpu_model",
+    "cpu_flags",
+    "cpu_caches",
+    "onednn",
+    "onednn_isa",
+    "settings",
+    "intra_op_threads",
+    "inter_op_threads",
+    "python",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "machine",
+    "system",
+)
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -131,8 +170,9 @@ def _probe_onednn() -> str:
     """Ask oneDNN itself which ISA it dispatches to: a tiny convolution with ONEDNN_VERBOSE=1 in a subprocess."""
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
-                             timeout=300).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unknown ({type(exc).__name__})"
     match = re.search(r"onednn_verbose,.*?info,cpu,isa:(.*)", out) or re.search(r"dnnl_verbose,info,cpu,isa:(.*)", out)
@@ -151,9 +191,8 @@ def onednn_isa() -> str:
     if not onednn_enabled():
         return "off"
     try:
-        from importlib.metadata import version
-        tf_version = version("tensorflow")
-    except Exception:  # noqa: BLE001 - any packaging trouble: key the cache without it
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
         tf_version = "?"
     key = hashlib.sha256(json.dumps([cpu(), settings(), tf_version], sort_keys=True).encode()).hexdigest()[:16]
     cache = _cache_file(key)
@@ -179,8 +218,12 @@ def fingerprint(versions: dict | None = None, threads: dict | None = None) -> di
     TensorFlow imported; the rest is read here."""
     versions = versions or {}
     threads = threads or {}
-    fp = {**cpu(), "onednn": "on" if onednn_enabled() else "off", "onednn_isa": onednn_isa(),
-          "settings": json.dumps(settings(), sort_keys=True)}
+    fp = {
+        **cpu(),
+        "onednn": "on" if onednn_enabled() else "off",
+        "onednn_isa": onednn_isa(),
+        "settings": json.dumps(settings(), sort_keys=True),
+    }
     for k in ("python", "tensorflow", "keras", "numpy", "machine", "system"):
         if k in versions:
             fp[k] = str(versions[k])
@@ -227,5 +270,11 @@ def describe(fp: dict) -> str:
 
 
 if __name__ == "__main__":  # python -m clipstudy.hardware: this machine's fingerprint
-    print(json.dumps(fingerprint({"python": platform.python_version(), "machine": platform.machine(),
-                                  "system": platform.system()}), indent=1))
+    print(
+        json.dumps(
+            fingerprint(
+                {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
+            ),
+            indent=1,
+        )
+    )

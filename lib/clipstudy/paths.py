@@ -4,6 +4,7 @@ Every default path of the package comes from here. ``CLIPSTUDY_DATA_DIR`` moves 
 folder (``mnist.npz`` and ``tfds/``), ``CLIPSTUDY_REPORTS_DIR`` the reports folder,
 ``CLIPSTUDY_RESULTS_DIR`` the published results bundles.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Aggregation of run folders into tidy tables, and the HTML report build."""
+
 import math
 
 import numpy as np
@@ -12,28 +13,77 @@ from clipstudy.training import RunConfig, RunResult
 
 
 def fake_run(method, optimizer, lr, seed, accuracy, diverged=False, clip_fraction=0.0):
-    steps = pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [1, 1, 2, 2], "loss": [2.3, 1.0, 0.5, 0.4],
-                          "norm_before": [3.0, 2.0, 1.5, 1.0], "norm_after": [1.0, 1.0, 1.0, 1.0],
-                          "clipped": [1.0, 1.0, 1.0, 0.0], "threshold": [1.0] * 4,
-                          "nonfinite": [False] * 4, "step_time_s": [0.01] * 4})
-    epochs = pd.DataFrame({"epoch": [1, 2], "step": [2, 4], "train_loss": [1.5, 0.45],
-                           "train_accuracy": [0.6, accuracy], "test_loss": [1.2, 0.5],
-                           "test_accuracy": [0.7, accuracy], "wall_time_s": [1.0, 2.0], "eval_time_s": [0.1, 0.1]})
-    params = RunConfig(method=method, clip_params={"threshold": 1.0} if method != "none" else {},
-                       optimizer=optimizer, learning_rate=lr, seed=seed, epochs=2)
-    summary = {"method": method, "optimizer": optimizer, "learning_rate": lr, "seed": seed,
-               "final_test_accuracy": accuracy if not diverged else math.nan, "diverged": diverged,
-               "clip_fraction": clip_fraction, "steps_to_98": math.nan, "clip_params": params.clip_params,
-               "parameters": 225034, "median_step_time_s": 0.010 if method == "none" else 0.0101}
+    steps = pd.DataFrame(
+        {
+            "step": [1, 2, 3, 4],
+            "epoch": [1, 1, 2, 2],
+            "loss": [2.3, 1.0, 0.5, 0.4],
+            "norm_before": [3.0, 2.0, 1.5, 1.0],
+            "norm_after": [1.0, 1.0, 1.0, 1.0],
+            "clipped": [1.0, 1.0, 1.0, 0.0],
+            "threshold": [1.0] * 4,
+            "nonfinite": [False] * 4,
+            "step_time_s": [0.01] * 4,
+        }
+    )
+    epochs = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "step": [2, 4],
+            "train_loss": [1.5, 0.45],
+            "train_accuracy": [0.6, accuracy],
+            "test_loss": [1.2, 0.5],
+            "test_accuracy": [0.7, accuracy],
+            "wall_time_s": [1.0, 2.0],
+            "eval_time_s": [0.1, 0.1],
+        }
+    )
+    params = RunConfig(
+        method=method,
+        clip_params={"threshold": 1.0} if method != "none" else {},
+        optimizer=optimizer,
+        learning_rate=lr,
+        seed=seed,
+        epochs=2,
+    )
+    summary = {
+        "method": method,
+        "optimizer": optimizer,
+        "learning_rate": lr,
+        "seed": seed,
+        "final_test_accuracy": accuracy if not diverged else math.nan,
+        "diverged": diverged,
+        "clip_fraction": clip_fraction,
+        "steps_to_98": math.nan,
+        "clip_params": params.clip_params,
+        "parameters": 225034,
+        "median_step_time_s": 0.010 if method == "none" else 0.0101,
+    }
     return RunResult(steps, epochs, summary), params
 
 
-PROFILE = {"experiments": [{"name": "fake", "task": "classifier", "settings": {"epochs": 2},
-                            "methods": ["none", {"method": "global_norm", "threshold": 1.0}],
-                            "optimizers": {"adam": [0.001], "sgd": [0.1]}, "seeds": [0, 1]}]}
-ACCURACY = {("none", "adam", 0): 0.90, ("none", "adam", 1): 0.80, ("global_norm", "adam", 0): 0.95,
-            ("global_norm", "adam", 1): 0.85, ("none", "sgd", 0): 0.5, ("none", "sgd", 1): 0.5,
-            ("global_norm", "sgd", 0): 0.6, ("global_norm", "sgd", 1): 0.7}
+PROFILE = {
+    "experiments": [
+        {
+            "name": "fake",
+            "task": "classifier",
+            "settings": {"epochs": 2},
+            "methods": ["none", {"method": "global_norm", "threshold": 1.0}],
+            "optimizers": {"adam": [0.001], "sgd": [0.1]},
+            "seeds": [0, 1],
+        }
+    ]
+}
+ACCURACY = {
+    ("none", "adam", 0): 0.90,
+    ("none", "adam", 1): 0.80,
+    ("global_norm", "adam", 0): 0.95,
+    ("global_norm", "adam", 1): 0.85,
+    ("none", "sgd", 0): 0.5,
+    ("none", "sgd", 1): 0.5,
+    ("global_norm", "sgd", 0): 0.6,
+    ("global_norm", "sgd", 1): 0.7,
+}
 
 
 @pytest.fixture
@@ -47,9 +97,15 @@ def profile_path(tmp_path):
     _, specs = profiles.load_profile(path)
     for spec in specs:
         p = spec.config
-        result, _ = fake_run(p.method, p.optimizer, p.learning_rate, p.seed, ACCURACY[(p.method, p.optimizer, p.seed)],
-                             diverged=(p.method == "none" and p.optimizer == "sgd"),
-                             clip_fraction=0.75 if p.method != "none" else 0)
+        result, _ = fake_run(
+            p.method,
+            p.optimizer,
+            p.learning_rate,
+            p.seed,
+            ACCURACY[(p.method, p.optimizer, p.seed)],
+            diverged=(p.method == "none" and p.optimizer == "sgd"),
+            clip_fraction=0.75 if p.method != "none" else 0,
+        )
         runs.save_run(result, root / spec.run_id, p)
     (root / "broken").mkdir()
     runs.write_json_atomic({"error": "ValueError: boom"}, root / "broken" / runs.ERROR)
@@ -117,8 +173,15 @@ def test_the_report_is_exported_to_html_without_code_and_saves_figures(smoke_rep
     assert {"effect", "ci_low", "ci_high", "p_value", "n", "primary", "secondary"} <= set(claims_csv.columns)
     assert "Claim 4:" in text and "Provenance" in text
     figures = smoke_report.parent / "figures"
-    for name in ["learning_curves", "final_accuracy", "clip_fraction", "norms_adam", "stability_map",
-                 "detector_ap50", "overhead"]:
+    for name in [
+        "learning_curves",
+        "final_accuracy",
+        "clip_fraction",
+        "norms_adam",
+        "stability_map",
+        "detector_ap50",
+        "overhead",
+    ]:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.svg").exists()
 
@@ -164,8 +227,10 @@ def test_runs_with_thresholds_from_data_are_grouped_by_their_rule(tmp_path):
     root = tmp_path / "runs"
     for seed, threshold in ((0, 0.4), (1, 0.7)):
         result, params = fake_run("global_norm", "sgd", 0.1, seed, 0.9)
-        params = params.replace(clip_params={"threshold": threshold},
-                                threshold_rule="probe_percentile 50 of probe-classifier-none-sgd-lr0.1-s7777-x")
+        params = params.replace(
+            clip_params={"threshold": threshold},
+            threshold_rule="probe_percentile 50 of probe-classifier-none-sgd-lr0.1-s7777-x",
+        )
         runs.save_run(result, root / f"run{seed}", params)
     s = report.load_runs(root).summaries
     assert s["label"].unique().tolist() == ["global_norm (threshold=p50 of probe)"]
@@ -239,19 +304,54 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
     import matplotlib.pyplot as plt
 
     from clipstudy.analysis import plots
+
     rows = []
     for lr, acc in [(0.001, 0.50), (0.01, 0.40)]:
-        rows += [{"optimizer": "adam", "method": m, "clip_params": {}, "learning_rate": lr, "seed": s,
-                  "epochs": 3, "final_test_accuracy": acc, "diverged": False} for m in ("none", "agc") for s in (0, 1)]
-    rows += [{"optimizer": "adam", "method": "none", "clip_params": {}, "learning_rate": 0.001, "seed": s,
-              "epochs": 10, "final_test_accuracy": 0.90, "diverged": False} for s in (0, 1)]
-    rows += [{"optimizer": "sgd", "method": "none", "clip_params": {}, "learning_rate": lr, "seed": 0,
-              "epochs": 3, "final_test_accuracy": 0.30, "diverged": False} for lr in (0.1, 1.0)]
+        rows += [
+            {
+                "optimizer": "adam",
+                "method": m,
+                "clip_params": {},
+                "learning_rate": lr,
+                "seed": s,
+                "epochs": 3,
+                "final_test_accuracy": acc,
+                "diverged": False,
+            }
+            for m in ("none", "agc")
+            for s in (0, 1)
+        ]
+    rows += [
+        {
+            "optimizer": "adam",
+            "method": "none",
+            "clip_params": {},
+            "learning_rate": 0.001,
+            "seed": s,
+            "epochs": 10,
+            "final_test_accuracy": 0.90,
+            "diverged": False,
+        }
+        for s in (0, 1)
+    ]
+    rows += [
+        {
+            "optimizer": "sgd",
+            "method": "none",
+            "clip_params": {},
+            "learning_rate": lr,
+            "seed": 0,
+            "epochs": 3,
+            "final_test_accuracy": 0.30,
+            "diverged": False,
+        }
+        for lr in (0.1, 1.0)
+    ]
     rows = [{**r, "settings_key": f'{{"epochs": {r["epochs"]}}}'} for r in rows]  # the condition, as load_runs keys it
     fig = plots.stability_map(pd.DataFrame(rows))
     adam, sgd = fig.axes[0], next(ax for ax in fig.axes if ax.get_title().startswith("sgd"))
-    assert adam.get_title() == "adam (3 epochs)"                       # the grid's length, not the lone 10-epoch cell
+    assert adam.get_title() == "adam (3 epochs)"  # the grid's length, not the lone 10-epoch cell
     assert sorted(t.get_text() for t in adam.texts) == ["0.400", "0.400", "0.500", "0.500"]  # 0.9 never mixed in
-    assert [t.get_text() for t in sgd.get_yticklabels()] == ["none"]    # its own row, labelled
+    assert [t.get_text() for t in sgd.get_yticklabels()] == ["none"]  # its own row, labelled
     assert len(adam.get_yticklabels()) == 2
     plt.close(fig)

@@ -1,11 +1,11 @@
 """Statistics and the claims audit against hand-computed values and NumPy/SciPy references."""
+
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from clipstudy.analysis import claims
 from clipstudy.analysis import stats as analysis
 
 
@@ -23,10 +23,17 @@ def test_mean_ci_edge_cases():
     assert analysis.mean_ci([np.nan, np.nan])[3] == 0
 
 
-@pytest.mark.parametrize("low, high, mean, expected", [
-    (0.1, 0.3, 0.2, "better"), (-0.3, -0.1, -0.2, "worse"), (-0.1, 0.3, 0.1, "unclear"),
-    (0.0, 0.0, 0.0, "identical"), (math.nan, math.nan, 0.5, "unclear"), (math.nan, math.nan, 0.0, "identical"),
-])
+@pytest.mark.parametrize(
+    "low, high, mean, expected",
+    [
+        (0.1, 0.3, 0.2, "better"),
+        (-0.3, -0.1, -0.2, "worse"),
+        (-0.1, 0.3, 0.1, "unclear"),
+        (0.0, 0.0, 0.0, "identical"),
+        (math.nan, math.nan, 0.5, "unclear"),
+        (math.nan, math.nan, 0.0, "identical"),
+    ],
+)
 def test_classify_effect(low, high, mean, expected):
     assert analysis.classify_effect(low, high, mean) == expected
 
@@ -42,9 +49,20 @@ def summaries_for(effects):
     rows = []
     for seed, (base, clipped) in enumerate(effects):
         for method, label, acc in (("none", "none", base), ("global_norm", "global_norm (threshold=1)", clipped)):
-            rows.append({"run_id": f"{method}-{seed}", "task": "classifier", "settings_key": "{}", "optimizer": "adam",
-                         "learning_rate": 0.001, "seed": seed, "method": method, "label": label,
-                         "final_test_accuracy": acc, "diverged": acc is None or math.isnan(acc)})
+            rows.append(
+                {
+                    "run_id": f"{method}-{seed}",
+                    "task": "classifier",
+                    "settings_key": "{}",
+                    "optimizer": "adam",
+                    "learning_rate": 0.001,
+                    "seed": seed,
+                    "method": method,
+                    "label": label,
+                    "final_test_accuracy": acc,
+                    "diverged": acc is None or math.isnan(acc),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -56,6 +74,7 @@ def test_paired_differences_pair_by_seed_and_drop_diverged_pairs():
     assert row["pairs"] == 3 and row["pairs_dropped"] == 1
     assert row["mean_difference"] == pytest.approx(diffs.mean())
     from scipy import stats
+
     half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
     assert row["ci_low"] == pytest.approx(diffs.mean() - half) and row["ci_high"] == pytest.approx(diffs.mean() + half)
 
@@ -79,8 +98,17 @@ def test_spike_recovery_on_a_scripted_loss_trace():
 def test_stability_counts_rates_without_divergence_and_near_the_best():
     rows = []
     for lr, acc, div in ((0.001, 0.95, False), (0.01, 0.97, False), (0.1, 0.5, False), (1.0, math.nan, True)):
-        rows.append({"task": "classifier", "optimizer": "sgd", "label": "none", "method": "none",
-                     "learning_rate": lr, "final_test_accuracy": acc, "diverged": div})
+        rows.append(
+            {
+                "task": "classifier",
+                "optimizer": "sgd",
+                "label": "none",
+                "method": "none",
+                "learning_rate": lr,
+                "final_test_accuracy": acc,
+                "diverged": div,
+            }
+        )
     table = analysis.stability(pd.DataFrame(rows), "final_test_accuracy")
     row = table.iloc[0]
     assert row["stable_rates"] == 2 and row["stable_low"] == 0.001 and row["stable_high"] == 0.01
@@ -91,8 +119,8 @@ def test_a_zero_width_interval_is_never_significant_on_its_own():
     # Two equal non-zero differences: the t interval has zero width; the exact sign test decides.
     e = analysis.paired_effect([0.01, 0.01])
     assert math.isnan(e.low) and e.p == 0.5 and not e.excludes_zero() and "sign test" in e.note
-    assert analysis.paired_effect([0.01] * 5).p == pytest.approx(0.0625)   # still not below 0.05
-    assert analysis.paired_effect([0.01] * 6).excludes_zero()            # 2 * 0.5**6 = 0.03125
+    assert analysis.paired_effect([0.01] * 5).p == pytest.approx(0.0625)  # still not below 0.05
+    assert analysis.paired_effect([0.01] * 6).excludes_zero()  # 2 * 0.5**6 = 0.03125
 
 
 def test_the_p_value_is_scipys_one_sample_t_test():

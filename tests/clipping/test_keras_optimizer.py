@@ -1,4 +1,5 @@
 """ClippingOptimizer and ClipTelemetry in model.fit, against Keras' own clipping and the study's loop."""
+
 import csv
 import math
 
@@ -53,24 +54,36 @@ def test_norm_through_fit_gives_the_weights_of_keras_clipnorm_bit_for_bit(toy):
 def test_with_jit_compile_the_wrapper_is_within_rounding_of_keras(toy):
     """XLA fuses the two programs differently, so the last bit may differ (measured: 6e-8 after 8 steps)."""
     keras_model, _ = fitted(keras.optimizers.Adam(1e-2, global_clipnorm=0.5), toy, jit=True, epochs=1)
-    ours, _ = fitted(ClippingOptimizer(keras.optimizers.Adam(1e-2), "global_norm", {"threshold": 0.5}), toy,
-                     jit=True, epochs=1)
+    ours, _ = fitted(
+        ClippingOptimizer(keras.optimizers.Adam(1e-2), "global_norm", {"threshold": 0.5}), toy, jit=True, epochs=1
+    )
     for p, q in zip(keras_model.get_weights(), ours.get_weights()):
         np.testing.assert_allclose(q, p, rtol=1e-5, atol=1e-6)
     assert not same_weights(small_model(), ours)  # it trained
 
 
-@pytest.mark.parametrize("method, params", [("zclip", {"warmup_steps": 3, "z_thresh": 1.0}),
-                                            ("autoclip", {"percentile": 10})])
+@pytest.mark.parametrize(
+    "method, params", [("zclip", {"warmup_steps": 3, "z_thresh": 1.0}), ("autoclip", {"percentile": 10})]
+)
 def test_adaptive_methods_through_fit_give_the_weights_of_the_study_loop(mnist_splits, method, params):
     from clipstudy.tasks.classification import ClassificationTask, seed_cnn
     from clipstudy.training import RunConfig, train
     from clipstudy.training.loop import run_splits, set_determinism
     from clipstudy.training.optimizers import make_optimizer
 
-    config = RunConfig.for_task("classifier", method=method, clip_params=params, optimizer="adam",
-                                learning_rate=1e-3, epochs=2, batch_size=32, train_subset=320, test_subset=100,
-                                eval_every=None, seed=3)
+    config = RunConfig.for_task(
+        "classifier",
+        method=method,
+        clip_params=params,
+        optimizer="adam",
+        learning_rate=1e-3,
+        epochs=2,
+        batch_size=32,
+        train_subset=320,
+        test_subset=100,
+        eval_every=None,
+        seed=3,
+    )
     task = ClassificationTask()
     study = train(config, task, mnist_splits, progress=False)
     assert study.summary["clip_fraction"] > 0.2  # the method engages, so the comparison means something
@@ -91,7 +104,7 @@ def test_train_on_batch_and_a_custom_loop_give_the_weights_of_fit(toy):
     by_batch = small_model()
     by_batch.compile(ClippingOptimizer(keras.optimizers.Adam(1e-2), "zclip", {"warmup_steps": 2}), xent())
     for start in range(0, 256, 32):
-        by_batch.train_on_batch(x[start:start + 32], y[start:start + 32])
+        by_batch.train_on_batch(x[start : start + 32], y[start : start + 32])
     custom = small_model()
     optimizer = ClippingOptimizer(keras.optimizers.Adam(1e-2), "zclip", {"warmup_steps": 2})
     loss = xent()
@@ -103,7 +116,7 @@ def test_train_on_batch_and_a_custom_loop_give_the_weights_of_fit(toy):
         optimizer.apply(tape.gradient(value, custom.trainable_variables), custom.trainable_variables)
 
     for start in range(0, 256, 32):
-        step(x[start:start + 32], y[start:start + 32])
+        step(x[start : start + 32], y[start : start + 32])
     assert same_weights(by_fit, by_batch) and same_weights(by_fit, custom)
 
 
@@ -186,11 +199,14 @@ def test_a_nonfinite_step_is_recorded_and_skipped_unless_asked_otherwise():
         assert np.array_equal(variables[0].numpy(), weights) == skip
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"method": "bogus"}, "unknown clipping method 'bogus'; valid choices: none, value"),
-    ({"method": "zclip", "clip_params": {"z": 1}}, "zclip: unknown parameter"),
-    ({"clipnorm": 1.0}, "does not take clipnorm"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "bogus"}, "unknown clipping method 'bogus'; valid choices: none, value"),
+        ({"method": "zclip", "clip_params": {"z": 1}}, "zclip: unknown parameter"),
+        ({"clipnorm": 1.0}, "does not take clipnorm"),
+    ],
+)
 def test_bad_arguments_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ClippingOptimizer(keras.optimizers.SGD(), **kwargs)
@@ -204,8 +220,12 @@ def test_telemetry_puts_each_steps_norms_in_the_logs_and_exact_epoch_means_in_hi
             steps.append(dict(logs))
 
     optimizer = ClippingOptimizer(keras.optimizers.SGD(0.05), "global_norm", {"threshold": 4.0})
-    model, history = fitted(optimizer, toy, epochs=2, callbacks=[ClipTelemetry(), Recorder(),
-                                                                  keras.callbacks.CSVLogger(tmp_path / "log.csv")])
+    model, history = fitted(
+        optimizer,
+        toy,
+        epochs=2,
+        callbacks=[ClipTelemetry(), Recorder(), keras.callbacks.CSVLogger(tmp_path / "log.csv")],
+    )
     assert len(steps) == 16
     first = [s["clip_norm_before"] for s in steps[:8]]
     assert history.history["clip_norm_before"][0] == pytest.approx(np.mean(first), rel=1e-6)
@@ -226,7 +246,7 @@ def test_the_logged_norm_is_the_global_norm_of_kerass_own_gradients(toy):
     optimizer = ClippingOptimizer(keras.optimizers.SGD(0.05), "none")
     model.compile(optimizer, xent())
     for start in (0, 32, 64):
-        xb, yb = x[start:start + 32], y[start:start + 32]
+        xb, yb = x[start : start + 32], y[start : start + 32]
         with tf.GradientTape() as tape:
             value = xent()(yb, model(xb, training=True))
         grads = tape.gradient(value, model.trainable_variables)
@@ -243,8 +263,12 @@ def test_telemetry_every_n_steps_and_without_a_clipping_optimizer(toy):
         def on_train_batch_end(self, batch, logs=None):
             steps.append("clip_norm_before" in logs)
 
-    fitted(ClippingOptimizer(keras.optimizers.SGD(0.05), "none"), toy, epochs=1,
-           callbacks=[ClipTelemetry(every=3), Recorder()])
+    fitted(
+        ClippingOptimizer(keras.optimizers.SGD(0.05), "none"),
+        toy,
+        epochs=1,
+        callbacks=[ClipTelemetry(every=3), Recorder()],
+    )
     assert steps == [False, False, True, False, False, True, False, False]
     with pytest.raises(ValueError, match="no ClippingOptimizer"):
         fitted(keras.optimizers.SGD(0.05), toy, epochs=1, callbacks=[ClipTelemetry()])
@@ -255,13 +279,22 @@ def test_telemetry_every_n_steps_and_without_a_clipping_optimizer(toy):
 def test_tensorboard_writes_the_telemetry_as_scalars(toy, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, history = fitted(ClippingOptimizer(keras.optimizers.SGD(0.05), "global_norm", {"threshold": 4.0}), toy,
-                        epochs=2, callbacks=[ClipTelemetry(),
-                                             keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1)])
+    _, history = fitted(
+        ClippingOptimizer(keras.optimizers.SGD(0.05), "global_norm", {"threshold": 4.0}),
+        toy,
+        epochs=2,
+        callbacks=[ClipTelemetry(), keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1)],
+    )
     events = EventAccumulator(str(tmp_path / "tb" / "train"), size_guidance={"tensors": 0}).Reload()
     tags = events.Tags()["tensors"]
-    assert {"batch_clip_norm_before", "batch_clip_norm_after", "batch_clip_threshold", "batch_clip_fraction",
-            "epoch_clip_norm_before", "epoch_clip_fraction"} <= set(tags)
+    assert {
+        "batch_clip_norm_before",
+        "batch_clip_norm_after",
+        "batch_clip_threshold",
+        "batch_clip_fraction",
+        "epoch_clip_norm_before",
+        "epoch_clip_fraction",
+    } <= set(tags)
     epoch = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_clip_norm_before")]
     np.testing.assert_allclose(epoch, history.history["clip_norm_before"], rtol=1e-6)
     assert len(events.Tensors("batch_clip_norm_before")) == 16

@@ -1,5 +1,6 @@
 """Each clipping method against an independent reference: Keras' built-in clipping, NumPy
 formulas, and threshold sequences computed by hand from the papers' rules."""
+
 import math
 
 import keras
@@ -87,8 +88,10 @@ def numpy_agc(grad, weight, clip_factor, eps):
 def test_agc_matches_numpy_unitwise_rule_for_conv_and_dense_kernels(rng):
     variables = random_model_variables(rng)
     # Mix of units above and below the limit: scale some gradients up, some down.
-    grads = [tf.constant((rng.normal(size=v.shape) * rng.choice([0.001, 0.5], size=v.shape[-1:])).astype(np.float32))
-             for v in variables]
+    grads = [
+        tf.constant((rng.normal(size=v.shape) * rng.choice([0.001, 0.5], size=v.shape[-1:])).astype(np.float32))
+        for v in variables
+    ]
     clipper = clipping.get("agc", clip_factor=0.05, eps=1e-3)
     out, _, stats = clipper(grads, variables, {})
     clipped_units = total_units = 0
@@ -124,7 +127,7 @@ def test_autoclip_matches_numpy_percentile_over_a_sliding_history(rng):
     norms = rng.lognormal(mean=0.0, sigma=1.0, size=40)
     stats, _ = run_series(clipping.get("autoclip", percentile=10, history=16), norms)
     for i, s in enumerate(stats):
-        window = norms[max(0, i - 15): i + 1]
+        window = norms[max(0, i - 15) : i + 1]
         assert s["threshold"] == pytest.approx(np.percentile(window, 10), rel=1e-5)
         assert s["norm_after"] == pytest.approx(min(norms[i], np.percentile(window, 10)), rel=1e-5)
 
@@ -159,8 +162,15 @@ def test_zclip_warmup_then_clips_a_spike_by_the_papers_rule():
 
 # --- properties every method shares ------------------------------------------------------------
 
-BIG = {"value": {"threshold": 1e6}, "norm": {"threshold": 1e6}, "global_norm": {"threshold": 1e6},
-       "agc": {"clip_factor": 1e6}, "autoclip": {"percentile": 100}, "zclip": {}, "none": {}}
+BIG = {
+    "value": {"threshold": 1e6},
+    "norm": {"threshold": 1e6},
+    "global_norm": {"threshold": 1e6},
+    "agc": {"clip_factor": 1e6},
+    "autoclip": {"percentile": 100},
+    "zclip": {},
+    "none": {},
+}
 
 
 @pytest.mark.parametrize("method", clipping.METHODS)
@@ -196,11 +206,19 @@ def test_norm_clipping_bounds_the_norm_and_keeps_the_direction(rng, method):
 @pytest.mark.parametrize("method", clipping.METHODS)
 def test_none_gradients_are_skipped_and_eager_equals_tf_function(rng, method):
     variables = random_model_variables(rng)
-    params = {"value": {"threshold": 0.5}, "norm": {"threshold": 1.0}, "global_norm": {"threshold": 1.0},
-              "agc": {"clip_factor": 0.01}, "autoclip": {"percentile": 50}, "zclip": {"warmup_steps": 2}}
+    params = {
+        "value": {"threshold": 0.5},
+        "norm": {"threshold": 1.0},
+        "global_norm": {"threshold": 1.0},
+        "agc": {"clip_factor": 0.01},
+        "autoclip": {"percentile": 50},
+        "zclip": {"warmup_steps": 2},
+    }
     clipper = clipping.get(method, **params.get(method, {}))
-    series = [[tf.constant(rng.normal(scale=s, size=v.shape).astype(np.float32)) for v in variables]
-              for s in (1.0, 1.0, 1.0, 50.0)]
+    series = [
+        [tf.constant(rng.normal(scale=s, size=v.shape).astype(np.float32)) for v in variables]
+        for s in (1.0, 1.0, 1.0, 50.0)
+    ]
     for gs in series:
         gs[1] = None
 
@@ -220,8 +238,10 @@ def test_none_gradients_are_skipped_and_eager_equals_tf_function(rng, method):
 @pytest.mark.parametrize("method", clipping.METHODS)
 def test_nonfinite_gradients_are_reported_and_leave_state_alone(rng, method):
     variables = [tf.Variable([1.0, 1.0])]
-    clipper = clipping.get(method, **{"value": {"threshold": 1.0}, "norm": {"threshold": 1.0},
-                                     "global_norm": {"threshold": 1.0}}.get(method, {}))
+    clipper = clipping.get(
+        method,
+        **{"value": {"threshold": 1.0}, "norm": {"threshold": 1.0}, "global_norm": {"threshold": 1.0}}.get(method, {}),
+    )
     state = clipper.init(variables)
     for n in (1.0, 2.0, 3.0):
         _, state, _ = clipper(scripted_grads(n), variables, state)

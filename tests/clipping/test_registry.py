@@ -1,4 +1,5 @@
 """A method is registered once, by defining its class; everything else reads the registry."""
+
 import inspect
 
 import pytest
@@ -14,7 +15,11 @@ def test_the_seven_methods_are_registered_in_the_studys_order():
 @pytest.mark.parametrize("name", clipping.METHODS)
 def test_get_accepts_exactly_the_parameters_of_the_constructor(name):
     cls = REGISTRY[name]
-    expected = [p for p in inspect.signature(cls.__init__).parameters if p != "self"] if cls.__init__ is not object.__init__ else []
+    expected = (
+        [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        if cls.__init__ is not object.__init__
+        else []
+    )
     assert list(cls.parameter_names()) == expected
     with pytest.raises(ValueError, match=f"unknown parameter\\(s\\) bogus; it takes: {', '.join(expected) or 'none'}"):
         clipping.get(name, bogus=1)
@@ -45,6 +50,7 @@ def test_an_eighth_method_is_one_class_and_then_known_everywhere_get_looks():
 
 def test_a_second_method_of_the_same_name_is_refused():
     with pytest.raises(TypeError, match="'zclip' is defined twice"):
+
         class Impostor(Clipper):  # noqa: F841
             name = "zclip"
 

@@ -1,4 +1,5 @@
 """The detection data: box formats, canvases and the TFDS builder, against hand-computed values."""
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -16,17 +17,23 @@ def random_boxes(rng, n=20, size=64):
 
 # --- box formats ----------------------------------------------------------------------------------
 
+
 def test_boxes_round_trip_between_formats_without_loss(rng):
     boxes = random_boxes(rng)
     np.testing.assert_allclose(box_formats.coco_to_xyxy(box_formats.xyxy_to_coco(boxes)), boxes, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(box_formats.tfds_to_xyxy(box_formats.xyxy_to_tfds(boxes, 64, 80), 64, 80), boxes, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        box_formats.tfds_to_xyxy(box_formats.xyxy_to_tfds(boxes, 64, 80), 64, 80), boxes, rtol=0, atol=1e-12
+    )
     # Hand-checked: a box from (10, 20) to (30, 50) is [10, 20, 20, 30] in COCO and
     # [20/64, 10/80, 50/64, 30/80] in TFDS' normalized [ymin, xmin, ymax, xmax].
     np.testing.assert_allclose(box_formats.xyxy_to_coco([[10, 20, 30, 50]]), [[10, 20, 20, 30]])
-    np.testing.assert_allclose(box_formats.xyxy_to_tfds([[10, 20, 30, 50]], 64, 80), [[20 / 64, 10 / 80, 50 / 64, 30 / 80]])
+    np.testing.assert_allclose(
+        box_formats.xyxy_to_tfds([[10, 20, 30, 50]], 64, 80), [[20 / 64, 10 / 80, 50 / 64, 30 / 80]]
+    )
 
 
 # --- canvases and the TFDS builder ------------------------------------------------------------------
+
 
 def test_canvases_are_deterministic_and_boxes_are_tight(mnist):
     (x, y), _ = mnist

@@ -1,9 +1,9 @@
 """MNIST: the real file against the published digests and counts, and every error path on
 small files the tests make themselves."""
+
 import io
 import urllib.error
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +55,13 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
 
 def test_a_file_with_other_arrays_fails_verification(tmp_path):
     small = tmp_path / "mnist.npz"
-    np.savez(small, x_train=np.zeros((5, 28, 28), np.uint8), y_train=np.zeros(5, np.uint8),
-             x_test=np.zeros((5, 28, 28), np.uint8), y_test=np.zeros(5, np.uint8))
+    np.savez(
+        small,
+        x_train=np.zeros((5, 28, 28), np.uint8),
+        y_train=np.zeros(5, np.uint8),
+        x_test=np.zeros((5, 28, 28), np.uint8),
+        y_test=np.zeros(5, np.uint8),
+    )
     with pytest.raises(data.DataError, match="failed verification"):
         data.load_mnist(small)
 

@@ -1,4 +1,5 @@
 """The published results bundle: compact run copies, resumption from them, the report from them alone."""
+
 import json
 import shutil
 
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 from clipstudy import paths
-from clipstudy.study import bundle, profiles, runfiles, sweep
+from clipstudy.study import bundle, runfiles, sweep
 
 
 def test_long_step_tables_are_thinned_but_keep_their_start_end_and_spikes():
@@ -26,9 +27,19 @@ def test_long_step_tables_are_thinned_but_keep_their_start_end_and_spikes():
 def published_profile(tmp_path, monkeypatch):
     """A one-run profile that publishes, with its bundle in a temporary results folder."""
     monkeypatch.setenv("CLIPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
-    doc = {"publish": True, "experiments": [{"name": "t", "task": "classifier", "methods": ["none"],
-                                             "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
-                                             "optimizers": {"adam": [0.001]}, "seeds": [0]}]}
+    doc = {
+        "publish": True,
+        "experiments": [
+            {
+                "name": "t",
+                "task": "classifier",
+                "methods": ["none"],
+                "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
+                "optimizers": {"adam": [0.001]},
+                "seeds": [0],
+            }
+        ],
+    }
     path = tmp_path / "pub.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -40,8 +51,9 @@ def test_a_published_profile_copies_each_run_to_its_bundle_and_resumes_from_it(p
     assert first.ok and len(first.done) == 1
     run_id = first.done[0]
     copy = paths.results_dir() / "pub" / "runs" / run_id
-    assert sorted(p.name for p in copy.iterdir()) == sorted([runfiles.SUMMARY, runfiles.EPOCHS, runfiles.STEPS,
-                                                             runfiles.MANIFEST])
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        [runfiles.SUMMARY, runfiles.EPOCHS, runfiles.STEPS, runfiles.MANIFEST]
+    )
     assert runfiles.is_finished(copy)
     assert json.loads((copy / runfiles.SUMMARY).read_text()) == runfiles.load_summary(reports / "pub" / "runs" / run_id)
     # A fresh clone has the bundle but no reports/: nothing is run again.
@@ -73,7 +85,7 @@ def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
 
 def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(published_profile, tmp_path):
     """Both sides computed on this machine: the platform matches, so the promise is bit for bit."""
-    from clipstudy.study import verify
+    from clipstudy.analysis import verify
 
     sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
     (spec,) = verify.cheapest_runs(published_profile, 5)
@@ -91,7 +103,7 @@ def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(publishe
 def test_a_run_from_another_platform_is_held_to_the_study_level(published_profile, tmp_path):
     """A published run whose recorded CPU is not this one: its bits are not promised, its metrics are
     checked against the cell's seed-to-seed spread instead, and a metric moved past it is caught."""
-    from clipstudy.study import verify
+    from clipstudy.analysis import verify
 
     sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
     (spec,) = verify.cheapest_runs(published_profile, 5)
@@ -110,7 +122,7 @@ def test_a_run_from_another_platform_is_held_to_the_study_level(published_profil
 def test_the_cheapest_published_paper_run_reproduces_at_the_level_its_platform_promises(tmp_path):
     """The published numbers are reproducible: the cheapest run of results/paper/, retrained here. Bit for
     bit where the recorded platform is this one; elsewhere within its cell's seed-to-seed spread."""
-    from clipstudy.study import verify
+    from clipstudy.analysis import verify
 
     chosen = verify.cheapest_runs("paper", 1)
     if not chosen:
@@ -121,3 +133,17 @@ def test_the_cheapest_published_paper_run_reproduces_at_the_level_its_platform_p
     assert v.ok, "\n".join(v.lines())
     verdicts = verify.verdicts_with("paper", {v.run_id: v.out_dir})
     assert (verdicts["published"] == verdicts["retrained"]).all(), verdicts
+
+
+def test_every_published_run_keeps_its_id_under_the_current_run_configuration():
+    """The ids of results/paper/ are digests of each run's parameters: rebuilding every run's RunConfig from
+    the parameters it recorded (through the tasks' specs and checks of today's code) gives back its folder's
+    name, so no published run changed identity with the task layer or the frozen configuration."""
+    from clipstudy.training import RunConfig
+
+    runs = sorted(p for p in (bundle.bundle_dir("paper") / "runs").iterdir() if p.is_dir())
+    if not runs:
+        pytest.skip("results/paper/ holds no finished run yet")
+    for run in runs:
+        params = runfiles.load_summary(run)["params"]
+        assert runfiles.run_id(RunConfig.from_params(params)) == run.name

@@ -1,4 +1,5 @@
 """The run comparison used to show that a change left the numbers alone."""
+
 import pandas as pd
 
 from clipstudy.study import compare
@@ -9,7 +10,8 @@ def test_timings_and_versions_are_ignored_but_metrics_are_not():
     b = {"final_test_accuracy": 0.9, "wall_time_s": 4.0, "versions": {"tensorflow": "2"}, "best": float("nan")}
     assert compare.summary_differences(a, b) == []
     assert compare.summary_differences(a, {**b, "final_test_accuracy": 0.9000001}) == [
-        "final_test_accuracy: 0.9 != 0.9000001"]
+        "final_test_accuracy: 0.9 != 0.9000001"
+    ]
     assert compare.summary_differences(a, {**b, "extra": 1}) == ["extra: '<absent>' != 1"]
 
 

@@ -1,4 +1,5 @@
 """The notebooks: jupytext .py files paired with .ipynb files that carry only clean outputs."""
+
 import ast
 import dataclasses
 from pathlib import Path
@@ -13,9 +14,8 @@ from clipstudy.training import RunConfig
 SOURCES = sorted(paths.NOTEBOOKS.glob("[0-9]*.py"))
 
 
-def test_there_are_five_notebooks_each_with_its_pair():
-    assert [p.stem for p in SOURCES] == ["00_data", "10_train_classifier", "20_train_detector",
-                                         "30_clip_your_own_model", "90_report"]
+def test_there_is_one_run_notebook_for_every_task_and_each_notebook_has_its_pair():
+    assert [p.stem for p in SOURCES] == ["00_data", "10_train", "30_clip_your_own_model", "90_report"]
     assert all(p.with_suffix(".ipynb").exists() for p in SOURCES)
 
 
@@ -58,8 +58,10 @@ def test_stored_notebooks_carry_no_widget_state_and_no_temporary_paths(source):
 
 def test_clean_strips_widgets_and_papermill_paths():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
-    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={notebooks.WIDGET_MIME: {}, "text/plain": "0%"}),
-                           nbformat.v4.new_output("stream", text="kept\n")]
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("display_data", data={notebooks.WIDGET_MIME: {}, "text/plain": "0%"}),
+        nbformat.v4.new_output("stream", text="kept\n"),
+    ]
     nb.metadata["widgets"] = {"state": {}}
     nb.metadata["papermill"] = {"input_path": "/a", "output_path": "/tmp/b", "parameters": {"x": 1}}
     kept = notebooks.clean(nbformat.from_dict(nb), keep_papermill=True)
@@ -97,15 +99,18 @@ def test_a_kernel_that_dies_at_start_is_started_again_and_a_cell_error_is_not(tm
 
 def _checked_outputs(nb) -> list[str]:
     """The text each nbval-checked cell printed."""
-    return ["".join(o.get("text", "") for o in c.get("outputs", []))
-            for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    return [
+        "".join(o.get("text", "") for o in c.get("outputs", []))
+        for c in nb.cells
+        if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source
+    ]
 
 
 def test_what_nbval_checks_in_a_run_notebook_does_not_depend_on_the_cpu(tmp_path, monkeypatch):
     """Another CPU, simulated on this one: oneDNN capped at AVX picks other kernels and changes the run's
     last bits (``make platforms`` shows it), yet every output nbval compares stays as stored."""
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
-    source = paths.NOTEBOOKS / "10_train_classifier.ipynb"
+    source = paths.NOTEBOOKS / "10_train.ipynb"
     out = tmp_path / "run"
     executed = notebooks.execute(source, tmp_path / "nb.ipynb", {"output_dir": str(out)})
     from clipstudy.study import runfiles

@@ -1,4 +1,5 @@
 """The sweep runner end to end on the smoke profile, resumption, and its refusals."""
+
 import dataclasses
 import json
 import shutil
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from clipstudy import paths
-from clipstudy.study import profiles, runfiles, sweep
+from clipstudy.study import profiles, sweep
 from clipstudy.study import runfiles as runs
 
 
@@ -22,8 +23,11 @@ def smoke_sweep(tmp_path_factory):
     result = sweep.run_sweep("smoke", shared, workers=2, progress=False)
     assert result.ok, result.failed
     reports = tmp_path_factory.mktemp("reports")
-    shutil.copytree(shared / "smoke" / "runs", reports / "smoke" / "runs",
-                    ignore=lambda d, names: [n for n in names if n.startswith(".")])
+    shutil.copytree(
+        shared / "smoke" / "runs",
+        reports / "smoke" / "runs",
+        ignore=lambda d, names: [n for n in names if n.startswith(".")],
+    )
     return reports, [s.run_id for s in specs]
 
 
@@ -79,32 +83,47 @@ def write_profile(tmp_path, doc) -> Path:
 
 
 def good_experiment(**overrides):
-    exp = {"name": "t", "task": "classifier", "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
-           "methods": ["none"], "optimizers": {"adam": [0.001]}, "seeds": [0]}
+    exp = {
+        "name": "t",
+        "task": "classifier",
+        "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
+        "methods": ["none"],
+        "optimizers": {"adam": [0.001]},
+        "seeds": [0],
+    }
     exp.update(overrides)
     return exp
 
 
-@pytest.mark.parametrize("experiment, field, reason", [
-    (good_experiment(methods=["bogus"]), "experiments[0].methods[0]", "unknown clipping method 'bogus'"),
-    (good_experiment(methods=[{"method": "norm", "threshold": -1}]), "experiments[0].methods[0]", "threshold=-1"),
-    ({k: v for k, v in good_experiment().items() if k != "seeds"}, "experiments[0].seeds", "missing"),
-    (good_experiment(settings={"epochs": "ten"}), "experiments[0].settings.epochs", "must be an integer ≥ 1"),
-    (good_experiment(settings={"epochs": 0}), "experiments[0].settings.epochs", "epochs=0 is invalid"),
-    (good_experiment(settings={"batch_size": 0}), "experiments[0].settings.batch_size", "batch_size=0 is invalid"),
-    (good_experiment(settings={"train_subset": -3}), "experiments[0].settings.train_subset", "train_subset=-3"),
-    (good_experiment(settings={"train_subset": 10**6}), "experiments[0].settings.train_subset", "[1, 60000]"),
-    (good_experiment(optimizers={"adam": [float("inf")]}), "experiments[0].optimizers.adam", "learning_rate=inf"),
-    (good_experiment(optimizers={"adam": ["1e-3"]}), "experiments[0].optimizers.adam", "write 1.0e-3 or 0.001"),
-    (good_experiment(settings={"epoch": 1}), "experiments[0].settings.epoch", "unknown setting"),
-    (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
-    (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a finite number > 0"),
-    (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
-    (good_experiment(methods=["none", {"method": "norm", "threshold": {"probe_percentile": 50}}]),
-     "experiments[0].methods[1]", "on global_norm"),
-    (good_experiment(settings={"spikes": {"steps": [1], "kind": "boom"}}), "experiments[0].settings.spikes",
-     "valid choices: scale_loss"),
-])
+@pytest.mark.parametrize(
+    "experiment, field, reason",
+    [
+        (good_experiment(methods=["bogus"]), "experiments[0].methods[0]", "unknown clipping method 'bogus'"),
+        (good_experiment(methods=[{"method": "norm", "threshold": -1}]), "experiments[0].methods[0]", "threshold=-1"),
+        ({k: v for k, v in good_experiment().items() if k != "seeds"}, "experiments[0].seeds", "missing"),
+        (good_experiment(settings={"epochs": "ten"}), "experiments[0].settings.epochs", "must be an integer ≥ 1"),
+        (good_experiment(settings={"epochs": 0}), "experiments[0].settings.epochs", "epochs=0 is invalid"),
+        (good_experiment(settings={"batch_size": 0}), "experiments[0].settings.batch_size", "batch_size=0 is invalid"),
+        (good_experiment(settings={"train_subset": -3}), "experiments[0].settings.train_subset", "train_subset=-3"),
+        (good_experiment(settings={"train_subset": 10**6}), "experiments[0].settings.train_subset", "[1, 60000]"),
+        (good_experiment(optimizers={"adam": [float("inf")]}), "experiments[0].optimizers.adam", "learning_rate=inf"),
+        (good_experiment(optimizers={"adam": ["1e-3"]}), "experiments[0].optimizers.adam", "write 1.0e-3 or 0.001"),
+        (good_experiment(settings={"epoch": 1}), "experiments[0].settings.epoch", "unknown setting"),
+        (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
+        (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a finite number > 0"),
+        (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
+        (
+            good_experiment(methods=["none", {"method": "norm", "threshold": {"probe_percentile": 50}}]),
+            "experiments[0].methods[1]",
+            "on global_norm",
+        ),
+        (
+            good_experiment(settings={"spikes": {"steps": [1], "kind": "boom"}}),
+            "experiments[0].settings.spikes",
+            "valid choices: scale_loss",
+        ),
+    ],
+)
 def test_a_bad_profile_is_rejected_before_anything_runs(tmp_path, experiment, field, reason):
     path = write_profile(tmp_path, {"experiments": [experiment]})
     reports = tmp_path / "reports"
@@ -122,9 +141,12 @@ def test_an_unknown_profile_name_lists_the_choices():
 
 def failing_notebook(path: Path) -> Path:
     """A run notebook that raises: what a bug in a task would do mid-run."""
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("config = {}\noutput_dir = None", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("raise ValueError(f\"boom at seed {config['seed']}\")")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("config = {}\noutput_dir = None", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("raise ValueError(f\"boom at seed {config['seed']}\")"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
@@ -146,7 +168,9 @@ def test_a_failing_run_is_recorded_and_does_not_stop_the_others(tmp_path):
 
 def test_the_command_line_names_a_failed_run_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     path = write_profile(tmp_path, {"experiments": [good_experiment()]})
-    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: sweep.SweepResult("custom", tmp_path, [], [], {"r1": "boom"}))
+    monkeypatch.setattr(
+        sweep, "run_sweep", lambda *a, **k: sweep.SweepResult("custom", tmp_path, [], [], {"r1": "boom"})
+    )
     assert sweep.main(["--profile", str(path), "--reports", str(tmp_path)]) == 1
     assert "FAILED r1: boom" in capsys.readouterr().err
 
@@ -200,8 +224,9 @@ def test_an_unreachable_scheduler_fails_fast_with_one_line(tmp_path, capsys):
 
     path = write_profile(tmp_path, {"experiments": [good_experiment()]})
     start = time.perf_counter()
-    code = sweep.main(["--profile", str(path), "--reports", str(tmp_path / "reports"),
-                       "--scheduler", "tcp://127.0.0.1:9"])
+    code = sweep.main(
+        ["--profile", str(path), "--reports", str(tmp_path / "reports"), "--scheduler", "tcp://127.0.0.1:9"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and time.perf_counter() - start < 30
     assert len(err) == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err[0]
@@ -245,12 +270,24 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
     address = f"tcp://127.0.0.1:{port}"
     env = {**__import__("os").environ, "DASK_LOGGING__DISTRIBUTED": "error"}
     bin_dir = Path(sys.executable).parent
-    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         time.sleep(3)
-        procs.append(subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                       "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         result = sweep.run_sweep("smoke", tmp_path / "reports", scheduler=address, plan=plan, progress=False)
     finally:
         for proc in reversed(procs):
@@ -258,5 +295,9 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
             proc.wait(timeout=30)
     assert result.ok and sorted(result.done) == sorted(s.run_id for s in plan)
     for spec in plan:
-        assert compare.run_differences(reports / "smoke" / "runs" / spec.run_id,
-                                       tmp_path / "reports" / "smoke" / "runs" / spec.run_id) == []
+        assert (
+            compare.run_differences(
+                reports / "smoke" / "runs" / spec.run_id, tmp_path / "reports" / "smoke" / "runs" / spec.run_id
+            )
+            == []
+        )

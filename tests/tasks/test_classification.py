@@ -1,8 +1,12 @@
 """The classifier task: the article's network, its FLOP count, and its task contract."""
+
 import numpy as np
 
-from clipstudy.tasks import BY_NAME, ClassificationTask, DetectionTask, Task
-from clipstudy.tasks.classification import forward_flops, seed_cnn
+from clipstudy import tasks
+from clipstudy.tasks import Task
+from clipstudy.tasks.adding import AddingTask
+from clipstudy.tasks.classification import ClassificationTask, forward_flops, seed_cnn
+from clipstudy.tasks.detection import DetectionTask
 
 
 def test_seed_cnn_is_the_articles_network():
@@ -11,8 +15,12 @@ def test_seed_cnn_is_the_articles_network():
     assert model.count_params() == 320 + 18496 + 204928 + 1290 == 225034
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
-    assert [l.activation.__name__ for l in model.layers if hasattr(l, "activation")] == \
-        ["relu", "relu", "relu", "softmax"]
+    assert [layer.activation.__name__ for layer in model.layers if hasattr(layer, "activation")] == [
+        "relu",
+        "relu",
+        "relu",
+        "softmax",
+    ]
 
 
 def test_seed_cnn_outputs_class_probabilities():
@@ -26,9 +34,20 @@ def test_forward_flops_match_a_hand_count():
     assert forward_flops(seed_cnn()) == 2 * (26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10)
 
 
-def test_both_tasks_implement_the_task_protocol_and_are_known_by_name():
-    assert isinstance(ClassificationTask(), Task) and isinstance(DetectionTask(), Task)
-    assert BY_NAME == {"classifier": ClassificationTask, "detector": DetectionTask}
+def test_every_task_implements_the_task_protocol_and_is_found_by_name():
+    assert tasks.NAMES == ("adding", "classifier", "detector")
+    from clipstudy.training import RunConfig
+
+    for cls in (AddingTask, ClassificationTask, DetectionTask):
+        task = tasks.for_config(RunConfig.for_task(cls.name))
+        assert type(task) is cls and isinstance(task, Task)
+        assert tasks.spec(cls.name).summary_keys == cls.summary_keys
+    try:
+        tasks.spec("segmenter")
+    except ValueError as exc:
+        assert "valid choices: adding, classifier, detector" in str(exc)
+    else:
+        raise AssertionError("an unknown task was accepted")
 
 
 def test_the_classifier_prepares_uint8_digits_as_float_images_and_int_labels():
@@ -47,11 +66,13 @@ def test_a_collapsed_classifier_is_a_failure_even_with_a_finite_loss():
     task = ClassificationTask()
     assert task.failure(diverged=False, final=FINAL, loss_start=2.3) is None
     assert task.failure(diverged=True, final=FINAL, loss_start=2.3).startswith("diverged")
-    assert "test accuracy 0.110" in task.failure(diverged=False, final={**FINAL, "final_test_accuracy": 0.11},
-                                                 loss_start=2.3)
+    assert "test accuracy 0.110" in task.failure(
+        diverged=False, final={**FINAL, "final_test_accuracy": 0.11}, loss_start=2.3
+    )
     assert task.failure(diverged=False, final={**FINAL, "final_train_loss": 2.20}, loss_start=2.3026) is None
-    assert "no lower than at its start" in task.failure(diverged=False, final={**FINAL, "final_train_loss": 2.31},
-                                                loss_start=2.3026)
+    assert "no lower than at its start" in task.failure(
+        diverged=False, final={**FINAL, "final_train_loss": 2.31}, loss_start=2.3026
+    )
 
 
 def test_a_collapsed_detector_is_a_failure():

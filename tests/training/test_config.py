@@ -1,4 +1,5 @@
 """RunConfig: one definition of a run's parameters, with types, defaults and checks."""
+
 import dataclasses
 
 import pytest
@@ -28,7 +29,7 @@ def test_a_config_is_frozen():
 
 
 def test_unknown_parameters_are_named_with_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown run parameter\\(s\\) lr; valid: task, method"):
+    with pytest.raises(ConfigError, match="unknown run parameter\\(s\\) lr; valid: task, task_params, method"):
         RunConfig.from_params({"lr": 0.1})
 
 
@@ -37,15 +38,21 @@ def test_a_task_given_twice_must_agree():
         RunConfig.for_task("classifier", task="detector")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"task": "segmenter"}, "task='segmenter' is invalid; valid choices: classifier, detector"),
-    ({"task": "detector", "dataset": "huge"}, "dataset='huge' is invalid; valid choices: smoke, quick, full"),
-    ({"task": "detector", "dataset": "smoke", "train_subset": 513}, "train_subset=513 is invalid; it must be an integer in [1, 512]"),
-    ({"method": "global_norm", "clip_params": {"threshold": {"probe_percentile": 150}}}, "in (0, 100]"),
-    ({"method": "norm", "clip_params": {"threshold": {"probe_percentile": 50}}}, "on global_norm"),
-    ({"eval_every": 0}, "eval_every=0 is invalid; it must be an integer ≥ 1 or None"),
-    ({"threshold_rule": 5}, "threshold_rule=5"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task": "segmenter"}, "task='segmenter' is invalid; valid choices: adding, classifier, detector"),
+        ({"task": "detector", "dataset": "huge"}, "dataset='huge' is invalid; valid choices: smoke, quick, full"),
+        (
+            {"task": "detector", "dataset": "smoke", "train_subset": 513},
+            "train_subset=513 is invalid; it must be an integer in [1, 512]",
+        ),
+        ({"method": "global_norm", "clip_params": {"threshold": {"probe_percentile": 150}}}, "in (0, 100]"),
+        ({"method": "norm", "clip_params": {"threshold": {"probe_percentile": 50}}}, "on global_norm"),
+        ({"eval_every": 0}, "eval_every=0 is invalid; it must be an integer ≥ 1 or None"),
+        ({"threshold_rule": 5}, "threshold_rule=5"),
+    ],
+)
 def test_each_bad_value_is_named_with_what_is_valid(changes, message):
     with pytest.raises(ConfigError) as info:
         RunConfig(**changes)
@@ -61,7 +68,7 @@ def test_a_threshold_from_data_must_be_resolved_before_a_clipper_is_built():
 
 
 def test_planned_steps_count_the_batches_of_every_epoch():
-    assert RunConfig(epochs=10).planned_steps() == 10 * 469                       # 60,000 images, batch 128
-    assert RunConfig(epochs=3, validation=5000).planned_steps() == 3 * 430        # 55,000 left to train on
+    assert RunConfig(epochs=10).planned_steps() == 10 * 469  # 60,000 images, batch 128
+    assert RunConfig(epochs=3, validation=5000).planned_steps() == 3 * 430  # 55,000 left to train on
     assert RunConfig(train_subset=1000, batch_size=100).planned_steps() == 10
     assert RunConfig.for_task("detector", dataset="full", epochs=3).planned_steps() == 3 * 938

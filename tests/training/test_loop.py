@@ -1,4 +1,5 @@
 """The training loop: determinism, complete telemetry, divergence as a result."""
+
 import math
 
 import keras
@@ -20,12 +21,15 @@ def train(data, **params):
 
 
 def test_a_short_run_is_deterministic(mnist_splits):
-    runs = [train(mnist_splits, method="global_norm", clip_params={"threshold": 1.0}, seed=3, **SMALL)
-            for _ in range(2)]
+    runs = [
+        train(mnist_splits, method="global_norm", clip_params={"threshold": 1.0}, seed=3, **SMALL) for _ in range(2)
+    ]
     timing = ["step_time_s"]
     pd.testing.assert_frame_equal(runs[0].steps.drop(columns=timing), runs[1].steps.drop(columns=timing))
-    pd.testing.assert_frame_equal(runs[0].epochs.drop(columns=["wall_time_s", "eval_time_s"]),
-                                  runs[1].epochs.drop(columns=["wall_time_s", "eval_time_s"]))
+    pd.testing.assert_frame_equal(
+        runs[0].epochs.drop(columns=["wall_time_s", "eval_time_s"]),
+        runs[1].epochs.drop(columns=["wall_time_s", "eval_time_s"]),
+    )
     for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -39,17 +43,45 @@ def test_another_seed_gives_other_numbers(mnist_splits):
 def test_every_step_and_epoch_field_is_recorded(mnist_splits):
     run = train(mnist_splits, method="zclip", clip_params={"warmup_steps": 3}, **SMALL)
     assert len(run.steps) == 2 * math.ceil(384 / 64)
-    assert list(run.steps.columns) == ["step", "epoch", "loss", "norm_before", "norm_after", "clipped",
-                                       "threshold", "nonfinite", "step_time_s"]
+    assert list(run.steps.columns) == [
+        "step",
+        "epoch",
+        "loss",
+        "norm_before",
+        "norm_after",
+        "clipped",
+        "threshold",
+        "nonfinite",
+        "step_time_s",
+    ]
     assert run.steps["step"].tolist() == list(range(1, 13))
     assert run.steps["epoch"].tolist() == [1] * 6 + [2] * 6
     assert run.steps[["loss", "norm_before", "norm_after", "step_time_s"]].notna().all().all()
     assert run.steps["threshold"].iloc[:3].isna().all() and run.steps["threshold"].iloc[3:].notna().all()
-    assert list(run.epochs.columns) == ["epoch", "step", "epoch_end", "train_loss", "train_accuracy", "test_loss",
-                                        "test_accuracy", "wall_time_s", "eval_time_s"]
+    assert list(run.epochs.columns) == [
+        "epoch",
+        "step",
+        "epoch_end",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "wall_time_s",
+        "eval_time_s",
+    ]
     s = run.summary
-    for key in ["final_test_accuracy", "steps_to_98", "steps_to_99", "diverged", "wall_time_s",
-                "parameters", "versions", "clip_fraction", "method", "clip_params"]:
+    for key in [
+        "final_test_accuracy",
+        "steps_to_98",
+        "steps_to_99",
+        "diverged",
+        "wall_time_s",
+        "parameters",
+        "versions",
+        "clip_fraction",
+        "method",
+        "clip_params",
+    ]:
         assert key in s
     assert s["parameters"] == 225034 and s["method"] == "zclip" and not s["diverged"]
     assert s["versions"]["keras"] == keras.__version__
@@ -111,10 +143,15 @@ def test_steps_to_target_reads_the_first_epoch_at_target():
     assert math.isnan(training.steps_to_target(epochs, 0.995))
 
 
-@pytest.mark.parametrize("name, expected", [("sgd", (keras.optimizers.SGD, 0.0)),
-                                            ("momentum", (keras.optimizers.SGD, 0.9)),
-                                            ("rmsprop", (keras.optimizers.RMSprop, None)),
-                                            ("adam", (keras.optimizers.Adam, None))])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("sgd", (keras.optimizers.SGD, 0.0)),
+        ("momentum", (keras.optimizers.SGD, 0.9)),
+        ("rmsprop", (keras.optimizers.RMSprop, None)),
+        ("adam", (keras.optimizers.Adam, None)),
+    ],
+)
 def test_optimizers_by_name(name, expected):
     opt = training.make_optimizer(name, 0.01)
     assert type(opt) is expected[0]
@@ -123,23 +160,26 @@ def test_optimizers_by_name(name, expected):
         assert opt.momentum == expected[1]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"optimizer": "adagrad"}, "valid choices: sgd, momentum, rmsprop, adam"),
-    ({"learning_rate": 0.0}, "learning_rate=0.0"),
-    ({"epochs": 0}, "epochs=0"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"eval_every": 0}, "eval_every=0"),
-    ({"train_subset": 10**6}, "train_subset=1000000 is invalid; it must be an integer in [1, 60000]"),
-    ({"method": "clip_everything"}, "valid choices"),
-    ({"clip_params": "{}"}, "clip_params='{}' is invalid"),
-    ({"spikes": {"steps": [1], "kind": "nan"}}, "valid choices: scale_loss, shuffle_labels"),
-    ({"spikes": {"steps": [], "kind": "scale_loss"}}, "spikes steps=[]"),
-    ({"learning_rate": "1e-3"}, "YAML reads 1e-3 as a string"),
-    ({"learning_rate": float("inf")}, "learning_rate=inf"),
-    ({"test_subset": -5}, "test_subset=-5"),
-    ({"dataset": "quick"}, "dataset='quick' is invalid for the classifier"),
-    ({"seed": -1}, "seed=-1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"optimizer": "adagrad"}, "valid choices: sgd, momentum, rmsprop, adam"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"eval_every": 0}, "eval_every=0"),
+        ({"train_subset": 10**6}, "train_subset=1000000 is invalid; it must be an integer in [1, 60000]"),
+        ({"method": "clip_everything"}, "valid choices"),
+        ({"clip_params": "{}"}, "clip_params='{}' is invalid"),
+        ({"spikes": {"steps": [1], "kind": "nan"}}, "valid choices: scale_loss, shuffle_labels"),
+        ({"spikes": {"steps": [], "kind": "scale_loss"}}, "spikes steps=[]"),
+        ({"learning_rate": "1e-3"}, "YAML reads 1e-3 as a string"),
+        ({"learning_rate": float("inf")}, "learning_rate=inf"),
+        ({"test_subset": -5}, "test_subset=-5"),
+        ({"dataset": "quick"}, "dataset='quick' is invalid for the classifier"),
+        ({"seed": -1}, "seed=-1"),
+    ],
+)
 def test_bad_training_arguments_name_the_value(mnist_splits, kwargs, message):
     with pytest.raises(ValueError) as info:
         train(mnist_splits, **{**SMALL, **kwargs})
@@ -167,7 +207,7 @@ def test_a_validation_split_is_held_out_of_training_and_evaluated(mnist_splits):
     assert len(validation) == 500 and len(train_split) == 384 and len(test) == 200
     held_out = {bytes(x) for x in validation.x}
     assert not any(bytes(x) in held_out for x in train_split.x)
-    again = run_splits(config.replace(seed=7), mnist_splits)[1]   # the same images whatever the seed
+    again = run_splits(config.replace(seed=7), mnist_splits)[1]  # the same images whatever the seed
     assert (again.x == validation.x).all()
     run = train(mnist_splits, validation=500)
     assert {"val_loss", "val_accuracy"} <= set(run.epochs.columns)
@@ -183,7 +223,7 @@ def test_identical_runs_have_identical_trajectory_digests(mnist_splits):
 
 
 def test_the_probe_reads_a_threshold_from_its_own_unclipped_steps(mnist_splits):
-    from clipstudy.training.probe import PROBE_SEED, probe_norms, threshold_at
+    from clipstudy.study.probes import PROBE_SEED, probe_norms, threshold_at
 
     config = RunConfig(**SMALL, method="global_norm", clip_params={"threshold": {"probe_percentile": 50}})
     norms = probe_norms(config, ClassificationTask(), mnist_splits, steps=10)

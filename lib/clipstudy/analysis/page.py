@@ -4,6 +4,7 @@ with captions and alt text, and tables as HTML tables of readable width.
 The report notebook displays these pieces; ``report.build_report`` exports it without code (and
 without the cells that only print text for nbval) to ``report.html``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -73,17 +74,22 @@ def findings(audit: pd.DataFrame, profile: str, completeness: str) -> str:
     for verdict in ("supported", "refuted", "inconclusive"):
         rows = audit[audit["verdict"] == verdict]
         if len(rows):
-            parts.append(f"{len(rows)} {verdict} (claim{'s' if len(rows) > 1 else ''} "
-                         f"{', '.join(_esc(c) for c in rows['claim'])})")
+            parts.append(
+                f"{len(rows)} {verdict} (claim{'s' if len(rows) > 1 else ''} "
+                f"{', '.join(_esc(c) for c in rows['claim'])})"
+            )
     kinds = audit["kind"].value_counts()
-    text = (f"Of the article's {len(audit)} claims, the <b>{_esc(profile)}</b> profile finds "
-            f"{'; '.join(parts)}. Verdicts by kind: "
-            + ", ".join(f"{n} {_esc(k)}" for k, n in kinds.items()) + ". ")
+    text = (
+        f"Of the article's {len(audit)} claims, the <b>{_esc(profile)}</b> profile finds "
+        f"{'; '.join(parts)}. Verdicts by kind: " + ", ".join(f"{n} {_esc(k)}" for k, n in kinds.items()) + ". "
+    )
     if completeness.startswith("INCOMPLETE"):
         head, _, runs = completeness.partition(": ")[2].partition(", verdicts rest on the rest: ")
         items = "".join(f"<li>{_esc(r)}</li>" for r in runs.split("; ") if r)
-        text += (f'</p><div class="cs-warning"><b>INCOMPLETE</b>: {_esc(head)}; the verdicts rest on the rest.'
-                 f'<details class="cs-details"><summary>which runs, and why</summary><ul>{items}</ul></details></div><p>')
+        text += (
+            f'</p><div class="cs-warning"><b>INCOMPLETE</b>: {_esc(head)}; the verdicts rest on the rest.'
+            f'<details class="cs-details"><summary>which runs, and why</summary><ul>{items}</ul></details></div><p>'
+        )
     else:
         text += _esc(completeness.capitalize()) + "."
     return f'<p class="cs-lead">{text}</p>'
@@ -98,11 +104,15 @@ def claims_table(audit: pd.DataFrame) -> str:
             f'<tr id="claim-{_esc(r.claim)}"><td class="num">{_esc(r.claim)}</td><td>{_esc(r.text)}<br>'
             f'<small>primary: {_esc(r.primary)}</small></td><td class="nowrap">{verdict_badge(r.verdict, r.kind)}</td>'
             f'<td class="num">{effect_text(r)}</td><td class="num">{_number(r.p_value, 3)}</td>'
-            f'<td class="num">{_esc(r.n)}</td><td class="nowrap"><a href="#fig-{_esc(figure)}">{_esc(figure)}</a></td></tr>')
-    return ('<table class="cs-table cs-claims"><caption>The claims, each decided by one pre-registered primary '
-            'contrast (effect: mean paired difference, clipped − reference, with its 95% interval)</caption>'
-            '<thead><tr><th>#</th><th>claim</th><th>verdict (kind)</th><th>primary effect [95% CI]</th>'
-            '<th>p</th><th>n</th><th>figure</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            f'<td class="num">{_esc(r.n)}</td>'
+            f'<td class="nowrap"><a href="#fig-{_esc(figure)}">{_esc(figure)}</a></td></tr>'
+        )
+    return (
+        '<table class="cs-table cs-claims"><caption>The claims, each decided by one pre-registered primary '
+        "contrast (effect: mean paired difference, clipped − reference, with its 95% interval)</caption>"
+        "<thead><tr><th>#</th><th>claim</th><th>verdict (kind)</th><th>primary effect [95% CI]</th>"
+        "<th>p</th><th>n</th><th>figure</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def provenance_box(items: dict[str, str]) -> str:
@@ -113,15 +123,22 @@ def provenance_box(items: dict[str, str]) -> str:
 
 def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dict[str, str]) -> str:
     """The top of the page: title, findings, the claims table and the provenance box."""
-    return (f'{CSS}<div class="cs-page"><h1>{_esc(STUDY)}: profile <code>{_esc(profile)}</code></h1>'
-            + findings(audit, profile, completeness) + claims_table(audit) + provenance_box(provenance) + "</div>")
+    return (
+        f'{CSS}<div class="cs-page"><h1>{_esc(STUDY)}: profile <code>{_esc(profile)}</code></h1>'
+        + findings(audit, profile, completeness)
+        + claims_table(audit)
+        + provenance_box(provenance)
+        + "</div>"
+    )
 
 
 def figure(png: bytes, name: str, caption: str, alt: str) -> str:
     """A PNG embedded with ``alt`` text and a caption, anchored ``fig-<name>``."""
     data = base64.b64encode(png).decode()
-    return (f'<figure class="cs-figure" id="fig-{_esc(name)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{_esc(alt)}"><figcaption>{_esc(caption)}</figcaption></figure>')
+    return (
+        f'<figure class="cs-figure" id="fig-{_esc(name)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{_esc(alt)}"><figcaption>{_esc(caption)}</figcaption></figure>'
+    )
 
 
 def note(text: str) -> str:
@@ -140,8 +157,10 @@ def table(frame: pd.DataFrame, caption: str, digits: int = 3, collapsed: bool = 
             text = _number(float(value), digits) if numeric and isinstance(value, float) else _esc(value)
             cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    markup = (f'<table class="cs-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
-              f'<tbody>{"".join(body)}</tbody></table>')
+    markup = (
+        f'<table class="cs-table"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
     if collapsed:
         return f'<details class="cs-details"><summary>{_esc(caption)} ({len(frame)} rows)</summary>{markup}</details>'
     return markup
@@ -166,9 +185,11 @@ def claim_details(audit: pd.DataFrame) -> str:
     for r in audit.itertuples():
         name = r.figure.rsplit("/", 1)[-1].removesuffix(".png")
         secondary = f"<dt>secondary</dt><dd>{_esc(r.secondary)}</dd>" if r.secondary else ""
-        blocks.append(f'<div class="cs-box"><b>Claim {_esc(r.claim)}: {_esc(r.text)}</b> — '
-                      f'{verdict_badge(r.verdict, r.kind)}<dl><dt>primary</dt><dd>{_esc(r.primary)}</dd>'
-                      f'<dt>rule</dt><dd>{_esc(r.rule)}</dd><dt>numbers</dt><dd>{_esc(r.numbers)}</dd>{secondary}'
-                      f'<dt>figure</dt><dd><a href="#fig-{_esc(name)}">'
-                      f'{_esc(r.figure)}</a></dd></dl></div>')
+        blocks.append(
+            f'<div class="cs-box"><b>Claim {_esc(r.claim)}: {_esc(r.text)}</b> — '
+            f"{verdict_badge(r.verdict, r.kind)}<dl><dt>primary</dt><dd>{_esc(r.primary)}</dd>"
+            f"<dt>rule</dt><dd>{_esc(r.rule)}</dd><dt>numbers</dt><dd>{_esc(r.numbers)}</dd>{secondary}"
+            f'<dt>figure</dt><dd><a href="#fig-{_esc(name)}">'
+            f"{_esc(r.figure)}</a></dd></dl></div>"
+        )
     return '<div class="cs-page">' + "".join(blocks) + "</div>"

@@ -1,4 +1,5 @@
 """Figures of a single run and of a whole profile. Every figure has a title and labelled axes."""
+
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ import seaborn as sns
 from clipstudy.analysis.stats import paired_effect
 from clipstudy.clipping import METHODS
 from clipstudy.fileio import atomic_target
+from clipstudy.tasks.detection.figures import draw_detections  # noqa: F401 - the report draws its samples
 
 #: Tables and figures list methods in the order they are registered.
 METHOD_ORDER = list(METHODS)
@@ -33,8 +35,11 @@ def _dodge(order, width: float):
 
 def seeds_note(frame: pd.DataFrame) -> str:
     """``n = k seeds`` (or a range), and a warning when that is too few for an interval."""
-    n = frame.groupby([c for c in ("label", "optimizer", "learning_rate") if c in frame])["seed"].nunique() \
-        if "seed" in frame else pd.Series([1])
+    n = (
+        frame.groupby([c for c in ("label", "optimizer", "learning_rate") if c in frame])["seed"].nunique()
+        if "seed" in frame
+        else pd.Series([1])
+    )
     low, high = int(n.min()), int(n.max())
     text = f"n = {low} seed{'s' if high > 1 else ''}" if low == high else f"n = {low}–{high} seeds"
     return text + ("; one seed: no interval" if low < 2 else "")
@@ -82,6 +87,31 @@ def learning_curves(epochs: pd.DataFrame, title: str = "Learning curves"):
     return fig
 
 
+def run_curves(epochs: pd.DataFrame, metrics, title: str = "Learning curves"):
+    """One run's ``metrics`` (columns of its epochs table) against optimizer steps: the losses in one panel,
+    every other metric in the other (a task's spec names them: ``TaskSpec.curve_metrics``)."""
+    losses = [m for m in metrics if "loss" in m and m in epochs]
+    others = [m for m in metrics if "loss" not in m and m in epochs]
+    panels = [("loss", losses), ("metric", others)]
+    panels = [(label, cols) for label, cols in panels if cols]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (label, cols) in zip(axes[0], panels):
+        for col in cols:
+            style = "--" if col.startswith("train_") else "-"
+            name = col.replace("_", " ") + (" (running mean over the epoch)" if col.startswith("train_") else "")
+            ax.plot(epochs["step"], epochs[col], style, marker="o", label=name)
+        ax.set(
+            xlabel="optimizer step",
+            ylabel=" / ".join(c.replace("_", " ") for c in cols),
+            title="Loss" if label == "loss" else "Test metrics",
+        )
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def norm_trace(steps: pd.DataFrame, title: str = "Gradient norm"):
     """Global gradient norm before and after clipping per step, with the threshold in force."""
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -106,35 +136,78 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
     data = epochs.copy()
     data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
     hue, order = hue_and_order(data)
-    g = sns.relplot(data=data, x="step", y=metric, hue=hue, hue_order=order, col="setting",
-                    col_wrap=min(3, data["setting"].nunique()), kind="line", errorbar=t_interval,
-                    marker="o", height=3.0, aspect=1.3, facet_kws={"sharey": False})
+    g = sns.relplot(
+        data=data,
+        x="step",
+        y=metric,
+        hue=hue,
+        hue_order=order,
+        col="setting",
+        col_wrap=min(3, data["setting"].nunique()),
+        kind="line",
+        errorbar=t_interval,
+        marker="o",
+        height=3.0,
+        aspect=1.3,
+        facet_kws={"sharey": False},
+    )
     g.set_axis_labels("optimizer step", metric.replace("_", " "))
-    g.figure.suptitle(f"{title or metric.replace('_', ' ') + ' over training'} (mean, 95% t interval; {seeds_note(epochs)})",
-                      y=1.02)
+    g.figure.suptitle(
+        f"{title or metric.replace('_', ' ') + ' over training'} (mean, 95% t interval; {seeds_note(epochs)})", y=1.02
+    )
     return g.figure
 
 
 def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
     """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
     hue, order = hue_and_order(summaries)
-    g = sns.catplot(data=summaries, x="learning_rate", y=metric, hue=hue, hue_order=order, col="optimizer",
-                    kind="point", errorbar=t_interval, dodge=_dodge(order, 0.4), height=3.4, aspect=1.3,
-                    sharex=False)
+    g = sns.catplot(
+        data=summaries,
+        x="learning_rate",
+        y=metric,
+        hue=hue,
+        hue_order=order,
+        col="optimizer",
+        kind="point",
+        errorbar=t_interval,
+        dodge=_dodge(order, 0.4),
+        height=3.4,
+        aspect=1.3,
+        sharex=False,
+    )
     g.set_axis_labels("learning rate", metric.replace("_", " "))
-    g.figure.suptitle(f"{metric.replace('_', ' ')} per method (mean, 95% t interval; {seeds_note(summaries)}; "
-                      "failed runs count as what they achieved)", y=1.03)
+    g.figure.suptitle(
+        f"{metric.replace('_', ' ')} per method (mean, 95% t interval; {seeds_note(summaries)}; "
+        "failed runs count as what they achieved)",
+        y=1.03,
+    )
     return g.figure
 
 
 def norms_by_method(steps: pd.DataFrame, title: str):
     """Per method, the median over seeds of the norm before and after clipping, and the threshold."""
     col, order = hue_and_order(steps)
-    long = steps.melt(id_vars=[col, "step"], value_vars=["norm_before", "norm_after", "threshold"],
-                      var_name="series", value_name="value").dropna()
-    g = sns.relplot(data=long, x="step", y="value", hue="series", col=col, col_order=order,
-                    col_wrap=min(4, len(order)), kind="line", estimator="median", errorbar=None,
-                    height=2.6, aspect=1.3, lw=0.8)
+    long = steps.melt(
+        id_vars=[col, "step"],
+        value_vars=["norm_before", "norm_after", "threshold"],
+        var_name="series",
+        value_name="value",
+    ).dropna()
+    g = sns.relplot(
+        data=long,
+        x="step",
+        y="value",
+        hue="series",
+        col=col,
+        col_order=order,
+        col_wrap=min(4, len(order)),
+        kind="line",
+        estimator="median",
+        errorbar=None,
+        height=2.6,
+        aspect=1.3,
+        lw=0.8,
+    )
     g.set(yscale="log")
     g.set_axis_labels("optimizer step", "global gradient norm (log)")
     g.figure.suptitle(title, y=1.02)
@@ -146,10 +219,14 @@ def clip_fraction_bars(summaries: pd.DataFrame):
     labels stay readable)."""
     col, order = hue_and_order(summaries)
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(order) * max(1, summaries["optimizer"].nunique()) ** 0.5 + 1.6))
-    sns.barplot(data=summaries, y=col, x="clip_fraction", hue="optimizer", order=order, errorbar=None, ax=ax,
-                orient="h")
-    ax.set(ylabel="clipping method (setting)", xlabel="mean share clipped per step (value: of elements; agc: of units)",
-           title="How often each method clipped (mean over learning rates and seeds)")
+    sns.barplot(
+        data=summaries, y=col, x="clip_fraction", hue="optimizer", order=order, errorbar=None, ax=ax, orient="h"
+    )
+    ax.set(
+        ylabel="clipping method (setting)",
+        xlabel="mean share clipped per step (value: of elements; agc: of units)",
+        title="How often each method clipped (mean over learning rates and seeds)",
+    )
     ax.set_xlim(0, 1.05)
     ax.legend(title="optimizer", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
@@ -171,9 +248,13 @@ def digit_grid(x: np.ndarray, y: np.ndarray, per_class: int = 8):
 
 
 def class_balance(y_train: np.ndarray, y_test: np.ndarray):
-    counts = pd.DataFrame({"digit": np.r_[np.arange(10), np.arange(10)],
-                           "images": np.r_[np.bincount(y_train, minlength=10), np.bincount(y_test, minlength=10)],
-                           "split": ["train"] * 10 + ["test"] * 10})
+    counts = pd.DataFrame(
+        {
+            "digit": np.r_[np.arange(10), np.arange(10)],
+            "images": np.r_[np.bincount(y_train, minlength=10), np.bincount(y_test, minlength=10)],
+            "split": ["train"] * 10 + ["test"] * 10,
+        }
+    )
     fig, ax = plt.subplots(figsize=(8, 3.2))
     sns.barplot(data=counts, x="digit", y="images", hue="split", ax=ax)
     ax.set(xlabel="digit class", ylabel="number of images", title="Class balance of MNIST")
@@ -189,40 +270,13 @@ def detection_curves(epochs: pd.DataFrame, title: str = "Detector: COCO metrics 
     ax_loss.set(xlabel="optimizer step", ylabel="detection loss (focal + size + offset)", title="Loss")
     for metric in ("AP", "AP50", "AP75", "AR100"):
         ax_ap.plot(epochs["step"], epochs[metric], marker="o", label=metric)
-    ax_ap.set(xlabel="optimizer step", ylabel="COCO metric on the test canvases", title="Detection quality", ylim=(0, 1))
+    ax_ap.set(
+        xlabel="optimizer step", ylabel="COCO metric on the test canvases", title="Detection quality", ylim=(0, 1)
+    )
     for ax in (ax_loss, ax_ap):
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def draw_detections(canvases, gt_boxes, gt_classes, boxes=None, scores=None, classes=None,
-                    min_score: float = 0.3, columns: int = 4, title: str = "Test canvases"):
-    """Canvases with ground-truth boxes (green) and, if given, detections scoring ≥ ``min_score`` (red, class:score)."""
-    n = len(canvases)
-    rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
-        ax.imshow(canvases[i], cmap="gray_r", vmin=0, vmax=255)
-        for (x0, y0, x1, y1), c in zip(gt_boxes[i], gt_classes[i]):
-            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:green", lw=1.5))
-            ax.text(x0, y1 + 3, str(int(c)), color="tab:green", fontsize=8)
-        if boxes is not None:
-            for (x0, y0, x1, y1), s, c in zip(boxes[i], scores[i], classes[i]):
-                if s < min_score:
-                    continue
-                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="tab:red",
-                                           lw=1.0, ls="--"))
-                ax.text(x0, y0 - 1, f"{int(c)}:{s:.2f}", color="tab:red", fontsize=7)
-    legend = "green: ground truth" + ("; red dashed: detections (class:score)" if boxes is not None else "")
-    fig.suptitle(f"{title} ({legend})")
     fig.tight_layout()
     return fig
 
@@ -238,8 +292,11 @@ def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: 
     for k, t in enumerate(thresholds):
         share = float((norms > t).mean())
         ax.axvline(t, color=f"C{k + 1}", ls="--", label=f"threshold {t:g}: clips {100 * share:.1f}% of steps")
-    ax.set(xlabel="global L2 gradient norm before clipping (log)", ylabel="number of steps",
-           title=title or "Gradient norms of the unclipped runs against common thresholds")
+    ax.set(
+        xlabel="global L2 gradient norm before clipping (log)",
+        ylabel="number of steps",
+        title=title or "Gradient norms of the unclipped runs against common thresholds",
+    )
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -252,8 +309,9 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     col, order = hue_and_order(summaries)
     columns = min(2, len(optimizers))
     rows = math.ceil(len(optimizers) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns + 1.5, rows * (0.42 * len(order) + 1.6)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(6.2 * columns + 1.5, rows * (0.42 * len(order) + 1.6)), squeeze=False
+    )
     for k, (ax, opt) in enumerate(zip(axes.ravel(), optimizers)):
         sub, epochs = _rate_grid(summaries[summaries["optimizer"] == opt])
         values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
@@ -261,19 +319,35 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
         present = [m for m in order if m in diverged.index]
         values = values.reindex(index=present, columns=diverged.columns).astype(float)
         diverged = diverged.reindex(present).astype(float)
-        labels = np.array([[_stability_cell(v, d) for v, d in zip(vr, dr)]
-                           for vr, dr in zip(values.to_numpy(), diverged.to_numpy())], dtype=object)
+        labels = np.array(
+            [[_stability_cell(v, d) for v, d in zip(vr, dr)] for vr, dr in zip(values.to_numpy(), diverged.to_numpy())],
+            dtype=object,
+        )
         shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
-        sns.heatmap(shown, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="", ax=ax, annot_kws={"fontsize": 9},
-                    cbar=k % columns == columns - 1, cbar_kws={"label": f"mean {metric.replace('_', ' ')}"})
+        sns.heatmap(
+            shown,
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            annot=labels,
+            fmt="",
+            ax=ax,
+            annot_kws={"fontsize": 9},
+            cbar=k % columns == columns - 1,
+            cbar_kws={"label": f"mean {metric.replace('_', ' ')}"},
+        )
         # each panel labels its own rows: optimizers need not share the same method settings
-        ax.set(title=opt if epochs is None else f"{opt} ({epochs:g} epochs)", xlabel="learning rate",
-               ylabel="clipping method (setting)" if k % columns == 0 else "")
+        ax.set(
+            title=opt if epochs is None else f"{opt} ({epochs:g} epochs)",
+            xlabel="learning rate",
+            ylabel="clipping method (setting)" if k % columns == 0 else "",
+        )
         ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()], rotation=0)
-    for ax in axes.ravel()[len(optimizers):]:
+    for ax in axes.ravel()[len(optimizers) :]:
         ax.set_axis_off()
-    fig.suptitle(title or f"Stability map: mean {metric.replace('_', ' ')} (× every seed diverged, "
-                          "÷ share of seeds diverged)")
+    fig.suptitle(
+        title or f"Stability map: mean {metric.replace('_', ' ')} (× every seed diverged, ÷ share of seeds diverged)"
+    )
     fig.tight_layout()
     return fig
 
@@ -306,11 +380,23 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
     fig, ax = plt.subplots(figsize=(9, 3.8))
     hue, order = hue_and_order(data)
     data = data.assign(setting=data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}"))
-    sns.pointplot(data=data, x="setting", y=column, hue=hue, hue_order=order, errorbar=t_interval,
-                  dodge=_dodge(order, 0.5), linestyle="none", ax=ax)
-    ax.set(xlabel="optimizer and learning rate", ylabel="optimizer steps to reach the target",
-           title=title or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; "
-                          f"{seeds_note(data)})")
+    sns.pointplot(
+        data=data,
+        x="setting",
+        y=column,
+        hue=hue,
+        hue_order=order,
+        errorbar=t_interval,
+        dodge=_dodge(order, 0.5),
+        linestyle="none",
+        ax=ax,
+    )
+    ax.set(
+        xlabel="optimizer and learning rate",
+        ylabel="optimizer steps to reach the target",
+        title=title
+        or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; {seeds_note(data)})",
+    )
     ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
@@ -320,7 +406,9 @@ def spike_traces(steps: pd.DataFrame, spike_steps, title: str = "Loss around the
     """Loss per step (median over seeds) of each method setting, with the injected steps shaded."""
     hue, order = hue_and_order(steps)
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    sns.lineplot(data=steps, x="step", y="loss", hue=hue, hue_order=order, estimator="median", errorbar=None, ax=ax, lw=1)
+    sns.lineplot(
+        data=steps, x="step", y="loss", hue=hue, hue_order=order, estimator="median", errorbar=None, ax=ax, lw=1
+    )
     ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15, label="injected bad batches")
     ax.set_yscale("log")
     ax.set(xlabel="optimizer step", ylabel="training loss of the batch (log)", title=title)
@@ -339,8 +427,11 @@ def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str 
         if method in order:
             i = order.index(method)
             ax.plot([i - 0.4, i + 0.4], [target, target], color="C3", lw=2)
-    ax.set(xlabel="clipping method", ylabel="median step time / none",
-           title=title or "Cost of clipping per optimizer step (red: target)")
+    ax.set(
+        xlabel="clipping method",
+        ylabel="median step time / none",
+        title=title or "Cost of clipping per optimizer step (red: target)",
+    )
     ax.set_ylim(0.8, max(1.2, float(ratios["ratio"].max()) * 1.05))
     fig.tight_layout()
     return fig

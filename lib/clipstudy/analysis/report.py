@@ -6,6 +6,7 @@ computes the claims audit into ``reports/<profile>/claims.csv``, executes
 ``notebooks/90_report.ipynb`` for the profile into ``reports/<profile>/report.ipynb`` and exports
 it, without code cells, to ``reports/<profile>/report.html``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,13 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from clipstudy import paths
+from clipstudy import paths, tasks
 from clipstudy.analysis import claims, page, plots, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
 from clipstudy.study import bundle, notebooks, probes, runfiles
+from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, load_profile, publishes, resolve_profile
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
@@ -57,10 +59,14 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
         percentile = params["threshold_rule"].split()[1]
         clip_params = {**clip_params, "threshold": f"p{percentile} of probe"}
     settings = {k: v for k, v in params.items() if k not in RUN_AXES}
-    row = {"run_id": run_dir.name, **{k: params.get(k) for k in PARAM_COLUMNS},
-           "settings_key": json.dumps(settings, sort_keys=True), "spiked": bool(params.get("spikes")),
-           "clip_params": runfiles.format_params(clip_params),
-           "label": params.get("method") + (f" ({runfiles.format_params(clip_params)})" if clip_params else "")}
+    row = {
+        "run_id": run_dir.name,
+        **{k: params.get(k) for k in PARAM_COLUMNS},
+        "settings_key": json.dumps(settings, sort_keys=True),
+        "spiked": bool(params.get("spikes")),
+        "clip_params": runfiles.format_params(clip_params),
+        "label": params.get("method") + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""),
+    }
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
     versions = summary.get("versions") or {}
     row["libraries"] = ", ".join(f"{k} {versions[k]}" for k in LIBRARIES if k in versions)
@@ -86,8 +92,10 @@ def _read_run(run_dir: Path):
         current = run_dir / runfiles.EPOCHS
         return row, steps, pd.read_parquet(current)
     except Exception as exc:
-        raise DamagedRun(f"run {run_dir.name}: {current} cannot be read ({type(exc).__name__}: {exc}); "
-                         f"delete {run_dir} and run the sweep again to redo it") from exc
+        raise DamagedRun(
+            f"run {run_dir.name}: {current} cannot be read ({type(exc).__name__}: {exc}); "
+            f"delete {run_dir} and run the sweep again to redo it"
+        ) from exc
 
 
 def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
@@ -98,16 +106,20 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: run the sweep first (make reproduce, or "
-                                f"python -m clipstudy.study.sweep --profile {root.parent.name})")
+        raise FileNotFoundError(
+            f"{root} does not exist: run the sweep first (make reproduce, or "
+            f"python -m clipstudy.study.sweep --profile {root.parent.name})"
+        )
     rows, steps, epochs, failed = [], [], [], []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if run_ids is not None and run_dir.name not in run_ids:
             continue
         problems = runfiles.manifest_problems(run_dir)  # hashes the run's files once
         if problems and (run_dir / runfiles.MANIFEST).exists():
-            raise DamagedRun(f"run {run_dir.name} is damaged: {'; '.join(problems)}; "
-                             "run the sweep again: it sets the damaged run aside and redoes it")
+            raise DamagedRun(
+                f"run {run_dir.name} is damaged: {'; '.join(problems)}; "
+                "run the sweep again: it sets the damaged run aside and redoes it"
+            )
         if problems:
             if (run_dir / runfiles.ERROR).is_file():
                 err = json.loads((run_dir / runfiles.ERROR).read_text())
@@ -124,23 +136,52 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
     for col in summaries.columns:
         if summaries[col].dtype == object and summaries[col].map(lambda v: v is None or isinstance(v, float)).all():
             summaries[col] = summaries[col].astype(float)  # JSON null back to NaN
-    return ProfileRuns(summaries, pd.concat(steps, ignore_index=True), pd.concat(epochs, ignore_index=True),
-                       pd.DataFrame(failed, columns=["run_id", "error"]))
+    return ProfileRuns(
+        summaries,
+        pd.concat(steps, ignore_index=True),
+        pd.concat(epochs, ignore_index=True),
+        pd.DataFrame(failed, columns=["run_id", "error"]),
+    )
 
 
 def load_profile_runs(profile: str, reports: str | Path | None = None) -> tuple[str, ProfileRuns, list[str]]:
     """The profile's name, the runs of its current plan, and the ids of planned runs not finished yet."""
     name, specs = load_profile(profile)
-    root = Path(reports or paths.reports_dir()) / name / "runs"
+    root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
     probes_dir = root.parent / "probes"
-    if publishes(profile):  # a published profile is reported from its bundle alone
+    if publishes(profile):  # a published profile is reported from its bundle alone, checked against its index
         root, probes_dir = bundle.bundle_dir(name) / "runs", bundle.bundle_dir(name) / "probes"
+        _check_bundle(bundle.bundle_dir(name), specs, probes_dir)
     resolved = [probes.resolve(s, probes_dir) for s in specs]
     planned = {s.run_id for s in resolved if s is not None}
     waiting = sorted(f"{s.run_id} (its threshold probe has not run)" for s, r in zip(specs, resolved) if r is None)
     table = load_runs(root, planned)
     missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"])) + waiting
     return name, table, missing
+
+
+def _check_bundle(bundle_root: Path, specs, probes_dir: Path) -> None:
+    """Every probe the plan reads and every run published so far matches the bundle's index, or
+    ``DamagedRun`` names each one that does not."""
+    try:
+        index = bundle.read_index(bundle_root)
+    except ValueError as exc:
+        raise DamagedRun(str(exc)) from None
+    problems = []
+    for name in sorted({probes.probe_file(probes_dir, s.config).name for s in specs if s.config.threshold_from_data}):
+        if (probes_dir / name).exists():
+            problems += [f"probe {name}: {p}" for p in bundle.probe_problems(bundle_root, name, index)]
+    resolved = [r for r in (probes.resolve(s, probes_dir) for s in specs) if r is not None] if not problems else []
+    for s in resolved:
+        if (bundle_root / "runs" / s.run_id).exists():
+            problems += [f"run {s.run_id}: {p}" for p in bundle.run_problems(bundle_root, s.run_id, index)]
+    if problems:
+        raise DamagedRun(
+            f"the results bundle {bundle_root} does not match its {bundle.INDEX}: "
+            + "; ".join(problems)
+            + ". Run the sweep again: it sets each damaged run aside (never deleting it) and publishes it again "
+            "from your local copy, or trains it again"
+        )
 
 
 @dataclass
@@ -158,13 +199,13 @@ class ProfileReport:
     runs_root: Path
 
     @classmethod
-    def load(cls, profile: str | Path, reports: str | Path | None = None) -> "ProfileReport":
+    def load(cls, profile: str | Path, reports: str | Path | None = None) -> ProfileReport:
         name, table, missing = load_profile_runs(profile, reports)
-        out = Path(reports or paths.reports_dir()) / name
+        out = Path(reports or paths.reports_dir()).resolve() / name
         runs_root = bundle.bundle_dir(name) / "runs" if publishes(profile) else out / "runs"
         return cls(name, out, table, missing, runs_root)
 
-    figures_dir: Path | None = None   # where figures go; default <out>/figures
+    figures_dir: Path | None = None  # where figures go; default <out>/figures
 
     @property
     def figures(self) -> Path:
@@ -172,16 +213,19 @@ class ProfileReport:
 
     def problems(self) -> list[str]:
         """Every planned run that did not finish, and why."""
-        return [f"{run}: not run yet" for run in self.missing] + \
-            [f"{r.run_id}: failed ({r.error})" for r in self.table.failed.itertuples()]
+        return [f"{run}: not run yet" for run in self.missing] + [
+            f"{r.run_id}: failed ({r.error})" for r in self.table.failed.itertuples()
+        ]
 
     def completeness(self) -> str:
         """One line saying whether the verdicts rest on the whole plan."""
         problems = self.problems()
         if not problems:
             return f"complete: all {len(self.table.summaries)} planned runs finished"
-        return (f"INCOMPLETE: {len(problems)} of {len(problems) + len(self.table.summaries)} planned runs did not "
-                "finish, verdicts rest on the rest: " + "; ".join(problems))
+        return (
+            f"INCOMPLETE: {len(problems)} of {len(problems) + len(self.table.summaries)} planned runs did not "
+            "finish, verdicts rest on the rest: " + "; ".join(problems)
+        )
 
     def _unspiked(self, frame: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
         keep = ~frame["spiked"] & ((frame["task"] == task) if task else True)
@@ -206,13 +250,27 @@ class ProfileReport:
 
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
-        return claims.audit(self.table.summaries, self.table.epochs,
-                            overhead_ratios(self.out.parent, self.compared))
+        return claims.audit(self.table.summaries, self.table.epochs, overhead_ratios(self.out.parent, self.compared))
 
 
 #: Columns that describe what was run and how many times, never what it gave: the same on every CPU.
-DESIGN_COLUMNS = ("claim", "kind", "n", "task", "metric", "optimizer", "learning_rate", "method", "clip_params",
-                  "label", "runs", "pairs", "rates_tried", "threshold", "steps")
+DESIGN_COLUMNS = (
+    "claim",
+    "kind",
+    "n",
+    "task",
+    "metric",
+    "optimizer",
+    "learning_rate",
+    "method",
+    "clip_params",
+    "label",
+    "runs",
+    "pairs",
+    "rates_tried",
+    "threshold",
+    "steps",
+)
 
 
 def design_view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -223,22 +281,42 @@ def design_view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
-    """Per optimizer, learning rate and method setting: runs, divergence rate, mean ``metric`` and clip fraction."""
+    """Per optimizer, learning rate and method setting: runs, divergence and failure rates (diverged or collapsed),
+    mean ``metric`` and clip fraction."""
     grouped = summaries.groupby(["optimizer", "learning_rate", "method", "clip_params"], sort=True)
-    table = grouped.agg(runs=("run_id", "count"), diverged=("diverged", "mean"),
-                        **{metric.removeprefix("final_"): (metric, "mean")}, clip_fraction=("clip_fraction", "mean"))
+    table = grouped.agg(
+        runs=("run_id", "count"),
+        diverged=("diverged", "mean"),
+        failed=("failure", lambda f: float(f.notna().mean())),
+        **{metric.removeprefix("final_"): (metric, "mean")},
+        clip_fraction=("clip_fraction", "mean"),
+    )
     table = table.reset_index()
     order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
-    return table.sort_values(["optimizer", "learning_rate", "method", "clip_params"],
-                             key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
+    return table.sort_values(
+        ["optimizer", "learning_rate", "method", "clip_params"],
+        key=lambda c: c.map(order) if c.name == "method" else c,
+        ignore_index=True,
+    )
+
+
+def tasks_without_a_section(rep: ProfileReport, sectioned=("classifier", "detector")) -> list[str]:
+    """The tasks of the profile's runs that the report's claim sections do not cover (the recurrent task, any
+    task added since), in the order of ``clipstudy.tasks``."""
+    present = set(rep.table.summaries["task"])
+    return [t for t in tasks.NAMES if t in present and t not in sectioned]
 
 
 def clip_share_at(steps: pd.DataFrame, thresholds) -> pd.DataFrame:
     """Share of steps whose global norm exceeds each threshold (what global-norm clipping there would clip)."""
     norms = steps["norm_before"][pd.notna(steps["norm_before"])]
-    return pd.DataFrame({"threshold": list(thresholds),
-                         "share_of_steps_clipped": [float((norms > t).mean()) for t in thresholds],
-                         "steps": len(norms)})
+    return pd.DataFrame(
+        {
+            "threshold": list(thresholds),
+            "share_of_steps_clipped": [float((norms > t).mean()) for t in thresholds],
+            "steps": len(norms),
+        }
+    )
 
 
 def sample_predictions(run_dir: str | Path, count: int = 8):
@@ -273,15 +351,18 @@ def overhead_ratios(reports: str | Path, summaries: pd.DataFrame) -> pd.DataFram
     if bench.is_file():
         overhead = json.loads(bench.read_text()).get("overhead") or {}
         if overhead:
-            return pd.DataFrame([{"method": m, "ratio": o["ratio"], "source": "make bench"} for m, o in overhead.items()])
+            return pd.DataFrame(
+                [{"method": m, "ratio": o["ratio"], "source": "make bench"} for m, o in overhead.items()]
+            )
     cls = summaries[(summaries["task"] == "classifier")] if "task" in summaries else summaries
     if cls.empty or "median_step_time_s" not in cls:
         return pd.DataFrame(columns=["method", "ratio", "source"])
     per_method = cls.groupby("method")["median_step_time_s"].median()
     if "none" not in per_method:
         return pd.DataFrame(columns=["method", "ratio", "source"])
-    return pd.DataFrame([{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"}
-                         for m, t in per_method.items()])
+    return pd.DataFrame(
+        [{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"} for m, t in per_method.items()]
+    )
 
 
 def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
@@ -291,12 +372,22 @@ def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
     for run in spiked.itertuples():
         steps = table.steps[table.steps["run_id"] == run.run_id]
         recovery = stats.spike_recovery(steps, spike_steps(Path(runs_root) / run.run_id))
-        rows.append({"task": run.task, "optimizer": run.optimizer, "learning_rate": run.learning_rate,
-                     "label": run.label, "method": run.method, "seed": run.seed, "diverged": run.diverged, **recovery})
+        rows.append(
+            {
+                "task": run.task,
+                "optimizer": run.optimizer,
+                "learning_rate": run.learning_rate,
+                "label": run.label,
+                "method": run.method,
+                "seed": run.seed,
+                "diverged": run.diverged,
+                **recovery,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def provenance(rep: "ProfileReport", profile: str | Path) -> dict[str, str]:
+def provenance(rep: ProfileReport, profile: str | Path) -> dict[str, str]:
     """What the report rests on: profile, runs by experiment, failures, dates, commit, libraries,
     machine and compute, for the report's provenance box."""
     _, specs = load_profile(profile)
@@ -310,16 +401,20 @@ def provenance(rep: "ProfileReport", profile: str | Path) -> dict[str, str]:
     hours = float(s["wall_time_s"].sum()) / 3600 if "wall_time_s" in s else math.nan
     return {
         "profile": f"{rep.name}: {len(specs)} planned runs, {len(finished)} finished, "
-                   f"{len(rep.table.failed)} errored, {len(rep.missing)} not run",
+        f"{len(rep.table.failed)} errored, {len(rep.missing)} not run",
         "runs by experiment": "; ".join(f"{e or 'runs'} {d}/{p}" for e, (d, p) in by_experiment.items()),
-        "failed runs (kept in every comparison)": (f"{len(failed)}: " + ", ".join(
-            f"{r.run_id} ({r.failure})" for r in failed.head(6).itertuples()) + (" …" if len(failed) > 6 else "")
-            if len(failed) else "none"),
+        "failed runs (kept in every comparison)": (
+            f"{len(failed)}: "
+            + ", ".join(f"{r.run_id} ({r.failure})" for r in failed.head(6).itertuples())
+            + (" …" if len(failed) > 6 else "")
+            if len(failed)
+            else "none"
+        ),
         "runs dated": _run_dates(rep),
         "report built": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC from commit {_git_commit()}",
         "libraries": "; ".join(sorted(set(s["libraries"]))) if "libraries" in s else "?",
-        "machine": "; ".join(sorted(set(s["machine"]))) + (f", {sorted(set(s['threads']))} thread(s) per run"
-                                                           if "threads" in s else ""),
+        "machine": "; ".join(sorted(set(s["machine"])))
+        + (f", {sorted(set(s['threads']))} thread(s) per run" if "threads" in s else ""),
         "compute": f"{hours:.2f} h of training wall time over {len(s)} runs",
     }
 
@@ -334,14 +429,17 @@ def _git_commit() -> str:
     return commit + (" with uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def _run_dates(rep: "ProfileReport") -> str:
+def _run_dates(rep: ProfileReport) -> str:
     """When the runs were made: the bundle's commit dates for a published profile, else file times."""
     if rep.runs_root == bundle.bundle_dir(rep.name) / "runs":
         dates = _git("log", "--format=%cs", "--", str(rep.runs_root)).split()
         if dates:
             return f"published in commits from {dates[-1]} to {dates[0]}"
-    times = [(rep.runs_root / r / runfiles.MANIFEST).stat().st_mtime for r in rep.table.summaries["run_id"]
-             if (rep.runs_root / r / runfiles.MANIFEST).is_file()]
+    times = [
+        (rep.runs_root / r / runfiles.MANIFEST).stat().st_mtime
+        for r in rep.table.summaries["run_id"]
+        if (rep.runs_root / r / runfiles.MANIFEST).is_file()
+    ]
     if not times:
         return "unknown"
     first, last = (pd.Timestamp(t, unit="s", tz="UTC") for t in (min(times), max(times)))
@@ -365,19 +463,31 @@ def build_report(profile: str | Path, reports: str | Path | None = None, allow_i
       IncompletePlan: planned runs are missing or failed (named with why), unless ``allow_incomplete``,
         in which case the report and every row of ``claims.csv`` say so.
     """
-    reports = Path(reports or paths.reports_dir())
+    reports = Path(reports or paths.reports_dir()).resolve()  # the notebook runs in notebooks/
     rep = ProfileReport.load(profile, reports)
     if rep.problems() and not allow_incomplete:
-        raise IncompletePlan(f"profile {rep.name}: {len(rep.problems())} planned run(s) did not finish, so no "
-                             "verdicts are computed:\n  " + "\n  ".join(rep.problems()) +
-                             "\nRun the sweep again, or pass --allow-incomplete for a report marked incomplete.")
-    staging = rep.out / f".report-build-{uuid.uuid4().hex[:8]}"
+        raise IncompletePlan(
+            f"profile {rep.name}: {len(rep.problems())} planned run(s) did not finish, so no "
+            "verdicts are computed:\n  "
+            + "\n  ".join(rep.problems())
+            + "\nRun the sweep again, or pass --allow-incomplete for a report marked incomplete."
+        )
+    rep.out.mkdir(parents=True, exist_ok=True)
+    with SweepLock(rep.out, name=BUILD_LOCK, holder="report build"):
+        recover_interrupted_builds(rep.out)
+        return _build_locked(profile, reports, rep)
+
+
+def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
+    staging = rep.out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         claims.write_csv(rep.audit().assign(plan=rep.completeness()), staging / "claims.csv")
-        executed = notebooks.execute(paths.notebook("90_report.ipynb"), staging / "report.ipynb",
-                                     {"profile": str(profile), "reports_dir": str(reports),
-                                      "figures_dir": str(staging / "figures")})
+        executed = notebooks.execute(
+            paths.notebook("90_report.ipynb"),
+            staging / "report.ipynb",
+            {"profile": str(profile), "reports_dir": str(reports), "figures_dir": str(staging / "figures")},
+        )
         _export_html(executed, staging, f"{page.STUDY}: profile {rep.name}")
         _swap_in(staging, rep.out)
     finally:
@@ -394,29 +504,88 @@ def _export_html(executed: Path, out_dir: Path, title: str) -> Path:
     nb = nbformat.read(executed, as_version=4)
     nb.metadata["title"] = title
     nbformat.write(nb, executed)
-    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--log-level", "WARN",
-                    "--TagRemovePreprocessor.enabled=True",
-                    f"--TagRemovePreprocessor.remove_cell_tags={{'{HIDDEN_TAG}'}}",
-                    str(executed), "--output", "report.html", "--output-dir", str(out_dir)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "html",
+            "--no-input",
+            "--log-level",
+            "WARN",
+            "--TagRemovePreprocessor.enabled=True",
+            f"--TagRemovePreprocessor.remove_cell_tags={{'{HIDDEN_TAG}'}}",
+            str(executed),
+            "--output",
+            "report.html",
+            "--output-dir",
+            str(out_dir),
+        ],
+        check=True,
+    )
     return out_dir / "report.html"
 
 
+BUILD_LOCK = ".report.lock"
+STAGING_PREFIX = ".report-build-"
+BACKUP_PREFIX = ".report-old-"
+
+
 def _swap_in(staging: Path, out: Path) -> None:
-    """Move the freshly built outputs over the old ones, the old ones aside first, then drop those."""
-    for name in REPORT_OUTPUTS:
-        if (out / name).exists():
-            (out / name).rename(staging / f"old-{name}")
-    for name in REPORT_OUTPUTS:
-        (staging / name).rename(out / name)
+    """Put the freshly built outputs in place of the old ones, all or none: the old ones are moved to a
+    backup folder first; if any move fails (or the build is interrupted) they are moved back, and only
+    once every new output is in place is the backup dropped. A build killed mid-swap leaves the backup,
+    which the next build restores (``recover_interrupted_builds``)."""
+    backup = out / f"{BACKUP_PREFIX}{uuid.uuid4().hex[:8]}"
+    backup.mkdir()
+    moved, placed = [], []
+    try:
+        for name in REPORT_OUTPUTS:
+            if (out / name).exists():
+                (out / name).rename(backup / name)
+                moved.append(name)
+        for name in REPORT_OUTPUTS:
+            (staging / name).rename(out / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            (out / name).rename(staging / name)
+        for name in moved:
+            (backup / name).rename(out / name)
+        backup.rmdir()
+        raise
+    shutil.rmtree(backup)
+
+
+def recover_interrupted_builds(out: Path) -> list[str]:
+    """Clean up after builds that were killed (call it holding the build lock): staging folders are
+    removed; a backup left by a swap cut short is restored where its outputs are missing, then removed."""
+    done = []
+    for staging in sorted(out.glob(f"{STAGING_PREFIX}*")):
+        shutil.rmtree(staging, ignore_errors=True)
+        done.append(f"removed {staging.name}")
+    for backup in sorted(out.glob(f"{BACKUP_PREFIX}*")):
+        for item in backup.iterdir():
+            if not (out / item.name).exists():
+                item.rename(out / item.name)
+                done.append(f"restored {item.name} from {backup.name}")
+        shutil.rmtree(backup, ignore_errors=True)
+    return done
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.analysis.report",
-                                     description="Build reports/<profile>/report.html from the profile's runs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.analysis.report",
+        description="Build reports/<profile>/report.html from the profile's runs.",
+    )
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--reports", default=str(paths.reports_dir()))
-    parser.add_argument("--allow-incomplete", action="store_true",
-                        help="build the report even if planned runs are missing or failed (it says which)")
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="build the report even if planned runs are missing or failed (it says which)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="let the kernel's warnings through")
     args = parser.parse_args(argv)
     if args.verbose:
@@ -424,7 +593,7 @@ def main(argv=None) -> int:
     try:
         resolve_profile(args.profile)
         html = build_report(args.profile, args.reports, allow_incomplete=args.allow_incomplete)
-    except (IncompletePlan, DamagedRun, ProfileError, FileNotFoundError) as exc:
+    except (IncompletePlan, DamagedRun, ProfileError, FileNotFoundError, probes.ProbeError, FolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"report: {html}")

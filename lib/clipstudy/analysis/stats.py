@@ -1,9 +1,10 @@
 """Statistics of the study: paired differences against the unclipped baseline, stability, spikes.
 
 Pairing: a clipped run and the ``none`` run with the same task, settings (``settings_key``: epochs,
-data, spikes, ...), optimizer, learning rate and seed saw the same initial weights and the same batches, so their difference isolates the
-clipping. Intervals are two-sided 95% Student-t intervals over seeds.
+data, spikes, ...), optimizer, learning rate and seed saw the same initial weights and the same batches, so
+their difference isolates the clipping. Intervals are two-sided 95% Student-t intervals over seeds.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,7 @@ def paired_effect(differences, confidence: float = 0.95) -> Effect:
     if sd == 0:
         if mean == 0:
             return Effect(0.0, 0.0, 0.0, n, 1.0, "every pair identical")
-        return Effect(mean, math.nan, math.nan, n, min(1.0, 2 * 0.5 ** n), "zero variance: sign test")
+        return Effect(mean, math.nan, math.nan, n, min(1.0, 2 * 0.5**n), "zero variance: sign test")
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n))
     p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
     return Effect(mean, mean - half, mean + half, n, p)
@@ -130,9 +131,20 @@ def paired_differences(summaries: pd.DataFrame, metric: str, baseline: str = "no
     rows = []
     for key, group in merged.groupby(cell_keys + ["method", "label"], dropna=False, sort=True):
         e = paired_effect(group["difference"])
-        rows.append({**dict(zip(cell_keys + ["method", "label"], key)), "metric": metric, "mean_difference": e.mean,
-                     "ci_low": e.low, "ci_high": e.high, "p_value": e.p, "pairs": e.n, "pairs_dropped": int(len(group) - e.n),
-                     "baseline_mean": float(group["baseline"].mean()), "clipped_mean": float(group[metric].mean())})
+        rows.append(
+            {
+                **dict(zip(cell_keys + ["method", "label"], key)),
+                "metric": metric,
+                "mean_difference": e.mean,
+                "ci_low": e.low,
+                "ci_high": e.high,
+                "p_value": e.p,
+                "pairs": e.n,
+                "pairs_dropped": int(len(group) - e.n),
+                "baseline_mean": float(group["baseline"].mean()),
+                "clipped_mean": float(group[metric].mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -156,18 +168,30 @@ def stability(summaries: pd.DataFrame, metric: str, good_fraction: float = 0.9) 
     of the best mean reached by any method at any rate for that task and optimizer."""
     rows = []
     for (task, opt), group in summaries.groupby(["task", "optimizer"]):
-        means = group.groupby(["label", "method", "learning_rate"]).agg(
-            metric_mean=(metric, "mean"), diverged=("diverged", "mean")).reset_index()
+        means = (
+            group.groupby(["label", "method", "learning_rate"])
+            .agg(metric_mean=(metric, "mean"), diverged=("diverged", "mean"))
+            .reset_index()
+        )
         best = means["metric_mean"].max()
         for (label, method), g in means.groupby(["label", "method"]):
             stable = g[(g["diverged"] == 0) & (g["metric_mean"] >= good_fraction * best)]["learning_rate"]
             rates = sorted(stable)
-            rows.append({"task": task, "optimizer": opt, "label": label, "method": method,
-                         "divergence_rate": float(group[group["label"] == label]["diverged"].mean()),
-                         "best_metric": float(g["metric_mean"].max()),
-                         "stable_rates": len(rates), "rates_tried": int(g["learning_rate"].nunique()),
-                         "stable_low": rates[0] if rates else math.nan, "stable_high": rates[-1] if rates else math.nan,
-                         "stable_decades": math.log10(rates[-1] / rates[0]) if rates else math.nan})
+            rows.append(
+                {
+                    "task": task,
+                    "optimizer": opt,
+                    "label": label,
+                    "method": method,
+                    "divergence_rate": float(group[group["label"] == label]["diverged"].mean()),
+                    "best_metric": float(g["metric_mean"].max()),
+                    "stable_rates": len(rates),
+                    "rates_tried": int(g["learning_rate"].nunique()),
+                    "stable_low": rates[0] if rates else math.nan,
+                    "stable_high": rates[-1] if rates else math.nan,
+                    "stable_decades": math.log10(rates[-1] / rates[0]) if rates else math.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -177,11 +201,15 @@ def spike_recovery(steps: pd.DataFrame, spike_steps, window: int = 10, tolerance
     the last spike until the ``window``-step running mean is back within ``tolerance`` × the level before."""
     spike_steps = sorted(spike_steps)
     loss = steps.set_index("step")["loss"]
-    before = loss.loc[max(1, spike_steps[0] - window):spike_steps[0] - 1]
+    before = loss.loc[max(1, spike_steps[0] - window) : spike_steps[0] - 1]
     level = float(before.median()) if len(before) else math.nan
-    after_last = loss.loc[spike_steps[-1] + 1:]
-    peak = float(loss.loc[spike_steps[0]:spike_steps[-1] + window].max())
+    after_last = loss.loc[spike_steps[-1] + 1 :]
+    peak = float(loss.loc[spike_steps[0] : spike_steps[-1] + window].max())
     running = after_last.rolling(window, min_periods=window).mean()
     back = running[running <= tolerance * level]
-    return {"loss_before": level, "loss_peak": peak, "peak_ratio": peak / level if level else math.nan,
-            "steps_to_recover": float(back.index[0] - spike_steps[-1]) if len(back) else math.nan}
+    return {
+        "loss_before": level,
+        "loss_peak": peak,
+        "peak_ratio": peak / level if level else math.nan,
+        "steps_to_recover": float(back.index[0] - spike_steps[-1]) if len(back) else math.nan,
+    }

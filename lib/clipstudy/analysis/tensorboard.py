@@ -1,4 +1,5 @@
 """Scalars read back from a TensorBoard log folder, as a table the study's plots take."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,12 @@ from clipstudy._quiet import tf
 
 #: ``ClipTelemetry``'s per-step keys (as ``keras.callbacks.TensorBoard`` names them) and the
 #: ``steps`` columns of the study's runs they correspond to.
-STEP_COLUMNS = {"batch_clip_norm_before": "norm_before", "batch_clip_norm_after": "norm_after",
-                "batch_clip_threshold": "threshold", "batch_clip_fraction": "clipped"}
+STEP_COLUMNS = {
+    "batch_clip_norm_before": "norm_before",
+    "batch_clip_norm_after": "norm_after",
+    "batch_clip_threshold": "threshold",
+    "batch_clip_fraction": "clipped",
+}
 
 
 def read_scalars(logdir: str | Path) -> pd.DataFrame:
@@ -42,7 +47,9 @@ def telemetry_steps(logdir: str | Path) -> pd.DataFrame:
     scalars = read_scalars(logdir)
     scalars = scalars[scalars["tag"].isin(STEP_COLUMNS)]
     if scalars.empty:
-        raise ValueError(f"no ClipTelemetry scalars in {logdir}: log with ClipTelemetry() before "
-                         "keras.callbacks.TensorBoard(..., update_freq=1) in the callbacks list")
+        raise ValueError(
+            f"no ClipTelemetry scalars in {logdir}: log with ClipTelemetry() before "
+            "keras.callbacks.TensorBoard(..., update_freq=1) in the callbacks list"
+        )
     table = scalars.pivot(index="step", columns="tag", values="value").rename(columns=STEP_COLUMNS)
     return table.reset_index().rename_axis(columns=None)

@@ -12,18 +12,29 @@ clipper's statistics in the training logs, hence in ``History``, ``CSVLogger`` a
 ``probe_threshold`` (a global-norm threshold from a short unclipped probe of your model). They are
 imported on first use, so ``import clipstudy.clipping`` stays free of Keras.
 """
+
 import importlib
 
-from clipstudy.clipping.base import (REGISTRY, Clipper, get, global_norm, percentile_linear,
-                                     scale_to_global_norm, unitwise_norm)
-from clipstudy.clipping.methods import (AdaptiveGradClip, AutoClip, GlobalNormClip, NoClip, NormClip,
-                                        ValueClip, ZClip)
+from clipstudy.clipping.base import (
+    REGISTRY,
+    Clipper,
+    get,
+    global_norm,
+    percentile_linear,
+    scale_to_global_norm,
+    unitwise_norm,
+)
+from clipstudy.clipping.methods import AdaptiveGradClip, AutoClip, GlobalNormClip, NoClip, NormClip, ValueClip, ZClip
 
 #: The registered methods, in the order they were defined (the order of every table and figure).
 METHODS = tuple(REGISTRY)
 
-_LAZY = {"ClippingOptimizer": "optimizer", "ClipTelemetry": "callbacks", "probe_threshold": "probe",
-         "ThresholdProbe": "probe"}
+_LAZY = {
+    "ClippingOptimizer": "optimizer",
+    "ClipTelemetry": "callbacks",
+    "probe_threshold": "probe",
+    "ThresholdProbe": "probe",
+}
 
 
 def __getattr__(name):
@@ -32,6 +43,24 @@ def __getattr__(name):
     raise AttributeError(f"module 'clipstudy.clipping' has no attribute {name!r}")
 
 
-__all__ = ["ClippingOptimizer", "ClipTelemetry", "probe_threshold", "ThresholdProbe", "METHODS", "REGISTRY",
-           "Clipper", "get", "global_norm", "percentile_linear", "scale_to_global_norm", "unitwise_norm",
-           "NoClip", "ValueClip", "NormClip", "GlobalNormClip", "AdaptiveGradClip", "AutoClip", "ZClip"]
+__all__ = [
+    "ClippingOptimizer",
+    "ClipTelemetry",
+    "probe_threshold",
+    "ThresholdProbe",
+    "METHODS",
+    "REGISTRY",
+    "Clipper",
+    "get",
+    "global_norm",
+    "percentile_linear",
+    "scale_to_global_norm",
+    "unitwise_norm",
+    "NoClip",
+    "ValueClip",
+    "NormClip",
+    "GlobalNormClip",
+    "AdaptiveGradClip",
+    "AutoClip",
+    "ZClip",
+]

@@ -4,6 +4,7 @@ A method is a ``Clipper`` subclass with a ``name``; defining it registers it. It
 its ``__init__`` arguments (so ``get`` knows them from the signature), and ``flops_per_parameter``
 counts the floating-point work it adds per parameter and step.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -15,7 +16,7 @@ from clipstudy._quiet import tf
 _NAN = float("nan")
 
 #: name -> Clipper subclass, in the order the methods were defined.
-REGISTRY: dict[str, type["Clipper"]] = {}
+REGISTRY: dict[str, type[Clipper]] = {}
 
 
 def global_norm(grads):
@@ -101,7 +102,9 @@ class Clipper:
         if "name" not in cls.__dict__:  # a subclass that only refines a method is not a new method
             return
         if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-            raise TypeError(f"clipping method {cls.name!r} is defined twice ({REGISTRY[cls.name].__name__}, {cls.__name__})")
+            raise TypeError(
+                f"clipping method {cls.name!r} is defined twice ({REGISTRY[cls.name].__name__}, {cls.__name__})"
+            )
         REGISTRY[cls.name] = cls
 
     @classmethod
@@ -133,7 +136,7 @@ class Clipper:
         return f"{type(self).__name__}({args})"
 
 
-def get(name: "str | Clipper", **params) -> Clipper:
+def get(name: str | Clipper, **params) -> Clipper:
     """The clipper called ``name`` (one of ``REGISTRY``) built with ``params``.
 
     Raises:

@@ -10,11 +10,13 @@ their own. Per step (every ``every`` steps), from the last step:
 
 Per epoch, over all of the epoch's steps (exact: the optimizer keeps running sums):
 ``clip_norm_before`` and ``clip_norm_after`` (means), ``clip_norm_before_max``, ``clip_fraction``
-(mean share) over the applied steps, ``clip_threshold`` (at the epoch's end) and ``clip_skipped_steps`` (non-finite steps).
+(mean share) over the applied steps, ``clip_threshold`` (at the epoch's end) and ``clip_skipped_steps``
+(non-finite steps).
 
 Put it before the callbacks that should see these values: ``callbacks=[ClipTelemetry(), TensorBoard(...)]``
 (``History`` and the progress bar always come last).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +45,7 @@ class ClipTelemetry(keras.callbacks.Callback):
         return find_clipping_optimizer(self.model.optimizer)
 
     def on_train_begin(self, logs=None):
-        self.optimizer  # fail at the start, not after the first epoch, when there is nothing to read
+        _ = self.optimizer  # fail at the start, not after the first epoch, when there is nothing to read
         self._steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -56,8 +58,14 @@ class ClipTelemetry(keras.callbacks.Callback):
         last = self.optimizer.last_stats()
         if last:
             p = self.prefix
-            logs.update({f"{p}norm_before": last["norm_before"], f"{p}norm_after": last["norm_after"],
-                         f"{p}threshold": last["threshold"], f"{p}fraction": last["clipped"]})
+            logs.update(
+                {
+                    f"{p}norm_before": last["norm_before"],
+                    f"{p}norm_after": last["norm_after"],
+                    f"{p}threshold": last["threshold"],
+                    f"{p}fraction": last["clipped"],
+                }
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -67,6 +75,13 @@ class ClipTelemetry(keras.callbacks.Callback):
             return
         n = max(totals["steps"] - totals["nonfinite"], 1.0)
         p = self.prefix
-        logs.update({f"{p}norm_before": totals["norm_before"] / n, f"{p}norm_after": totals["norm_after"] / n,
-                     f"{p}norm_before_max": totals["max_norm_before"], f"{p}fraction": totals["clipped"] / n,
-                     f"{p}threshold": last.get("threshold", math.nan), f"{p}skipped_steps": totals["nonfinite"]})
+        logs.update(
+            {
+                f"{p}norm_before": totals["norm_before"] / n,
+                f"{p}norm_after": totals["norm_after"] / n,
+                f"{p}norm_before_max": totals["max_norm_before"],
+                f"{p}fraction": totals["clipped"] / n,
+                f"{p}threshold": last.get("threshold", math.nan),
+                f"{p}skipped_steps": totals["nonfinite"],
+            }
+        )

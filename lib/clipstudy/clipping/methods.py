@@ -25,11 +25,18 @@ Where a method clips, global rescaling uses the expression of Keras' ``global_cl
 (``g * t / max(n, t)``), so matching settings give the same weights as Keras' optimizers;
 where it does not clip, the gradients come back bit for bit (Keras multiplies by t/t).
 """
+
 from __future__ import annotations
 
 from clipstudy._quiet import tf
-from clipstudy.clipping.base import (_NAN, Clipper, check_positive, percentile_linear, scale_to_global_norm,
-                                     unitwise_norm)
+from clipstudy.clipping.base import (
+    _NAN,
+    Clipper,
+    check_positive,
+    percentile_linear,
+    scale_to_global_norm,
+    unitwise_norm,
+)
 
 
 class NoClip(Clipper):
@@ -140,7 +147,10 @@ class AdaptiveGradClip(Clipper):
 
     def _clip(self, grads, variables, state, norm):
         if len(variables) != len(grads):
-            raise ValueError(f"agc: got {len(grads)} gradients but {len(variables)} variables; pass the variables the gradients belong to")
+            raise ValueError(
+                f"agc: got {len(grads)} gradients but {len(variables)} variables; "
+                "pass the variables the gradients belong to"
+            )
         out, hits, units = [], [], 0
         for g, w in zip(grads, variables):
             if g is None:
@@ -240,7 +250,9 @@ class ZClip(Clipper):
 
         # Warm-up: collect the norm; on the last warm-up step, start the EMA from the buffer.
         slot = tf.cast(tf.minimum(state["count"], self.warmup_steps - 1), tf.int32)
-        buffer = tf.where(warming & finite, tf.tensor_scatter_nd_update(state["warmup"], [[slot]], [norm]), state["warmup"])
+        buffer = tf.where(
+            warming & finite, tf.tensor_scatter_nd_update(state["warmup"], [[slot]], [norm]), state["warmup"]
+        )
         count = state["count"] + tf.cast(finite, tf.int64)
         starts = warming & finite & tf.equal(count, self.warmup_steps)
         start_mean = tf.reduce_mean(buffer)

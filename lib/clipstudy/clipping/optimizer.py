@@ -19,6 +19,7 @@ are still multiplied by the loss scale; the wrapper refuses it.
 
 TensorFlow backend only (the clippers are TensorFlow ops).
 """
+
 from __future__ import annotations
 
 from clipstudy._quiet import import_tensorflow_quietly
@@ -36,6 +37,7 @@ TOTAL_NAMES = ("steps", "norm_before", "norm_after", "clipped", "nonfinite", "ma
 try:  # Keras' own marker, as LossScaleOptimizer uses it: variables made in build are tracked once
     from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
 except ImportError:  # pragma: no cover - a Keras without it tracks nothing automatically
+
     def _untracked(fn):
         return fn
 
@@ -58,11 +60,19 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         accumulates gradients itself (the clipper would see gradients it cannot judge).
     """
 
-    def __init__(self, inner_optimizer, method: "str | Clipper" = "global_norm", clip_params: dict | None = None,
-                 skip_nonfinite: bool = True, name: str | None = None, **kwargs):
+    def __init__(
+        self,
+        inner_optimizer,
+        method: str | Clipper = "global_norm",
+        clip_params: dict | None = None,
+        skip_nonfinite: bool = True,
+        name: str | None = None,
+        **kwargs,
+    ):
         if kwargs:
-            raise ValueError(f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; set such options "
-                             "on the inner optimizer")
+            raise ValueError(
+                f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; set such options on the inner optimizer"
+            )
         inner = keras.optimizers.get(inner_optimizer)
         _check_inner(inner)
         clipper = get(method, **(clip_params or {}))
@@ -83,8 +93,12 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
 
     def _scalar_or_tensor(self, value, name):
-        return self.add_variable(shape=tuple(value.shape), dtype=value.dtype.name, name=name,
-                                 initializer=lambda shape, dtype: tf.cast(value, dtype))
+        return self.add_variable(
+            shape=tuple(value.shape),
+            dtype=value.dtype.name,
+            name=name,
+            initializer=lambda shape, dtype: tf.cast(value, dtype),
+        )
 
     def _float_variable(self, name):
         return self.add_variable(shape=(), dtype="float32", initializer="zeros", name=name)
@@ -124,8 +138,12 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         for key in ("norm_before", "norm_after", "clipped"):  # sums over the steps that were applied
             totals[key].assign_add(tf.where(skipped, 0.0, values[key]))
         totals["max_norm_before"].assign(
-            tf.where(skipped, totals["max_norm_before"].value, tf.maximum(totals["max_norm_before"].value,
-                                                                          values["norm_before"])))
+            tf.where(
+                skipped,
+                totals["max_norm_before"].value,
+                tf.maximum(totals["max_norm_before"].value, values["norm_before"]),
+            )
+        )
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         raise NotImplementedError("ClippingOptimizer runs on the TensorFlow backend only")
@@ -169,9 +187,13 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
     # -- serialization ------------------------------------------------------------------------
     def get_config(self):
-        return {"name": self.name, "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
-                "method": self.clipper.name, "clip_params": self.clipper.config(),
-                "skip_nonfinite": self.skip_nonfinite}
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "method": self.clipper.name,
+            "clip_params": self.clipper.config(),
+            "skip_nonfinite": self.skip_nonfinite,
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -182,16 +204,22 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
 def _check_inner(inner) -> None:
     if isinstance(inner, keras.optimizers.LossScaleOptimizer):
-        raise ValueError("ClippingOptimizer(LossScaleOptimizer(...)) would clip loss-scaled gradients; wrap the "
-                         "other way round: LossScaleOptimizer(ClippingOptimizer(inner, ...))")
+        raise ValueError(
+            "ClippingOptimizer(LossScaleOptimizer(...)) would clip loss-scaled gradients; wrap the "
+            "other way round: LossScaleOptimizer(ClippingOptimizer(inner, ...))"
+        )
     if not isinstance(inner, keras.optimizers.Optimizer):
         raise TypeError(f"ClippingOptimizer needs a Keras 3 optimizer, got {type(inner).__name__}")
     if getattr(inner, "loss_scale_factor", None):
-        raise ValueError(f"the inner optimizer has loss_scale_factor={inner.loss_scale_factor}: the clipper would "
-                         "see scaled gradients; use LossScaleOptimizer(ClippingOptimizer(...)) instead")
+        raise ValueError(
+            f"the inner optimizer has loss_scale_factor={inner.loss_scale_factor}: the clipper would "
+            "see scaled gradients; use LossScaleOptimizer(ClippingOptimizer(...)) instead"
+        )
     if getattr(inner, "gradient_accumulation_steps", None):
-        raise ValueError(f"the inner optimizer accumulates gradients (gradient_accumulation_steps="
-                         f"{inner.gradient_accumulation_steps}): the clipper would judge each micro-batch alone")
+        raise ValueError(
+            f"the inner optimizer accumulates gradients (gradient_accumulation_steps="
+            f"{inner.gradient_accumulation_steps}): the clipper would judge each micro-batch alone"
+        )
 
 
 def find_clipping_optimizer(optimizer) -> ClippingOptimizer:
@@ -205,5 +233,7 @@ def find_clipping_optimizer(optimizer) -> ClippingOptimizer:
         if isinstance(seen, ClippingOptimizer):
             return seen
         seen = getattr(seen, "inner_optimizer", None)
-    raise ValueError(f"no ClippingOptimizer in the model's optimizer ({type(optimizer).__name__}); compile the "
-                     "model with clipstudy.clipping.ClippingOptimizer(...)")
+    raise ValueError(
+        f"no ClippingOptimizer in the model's optimizer ({type(optimizer).__name__}); compile the "
+        "model with clipstudy.clipping.ClippingOptimizer(...)"
+    )

@@ -8,10 +8,11 @@
 The probe trains a copy of the model's optimizer (fresh state, same settings) without clipping for
 ``steps`` steps, records the global gradient norm of each, and puts every weight back. The
 recommended threshold is a percentile of those norms (``percentile``, default the median), the rule
-the study uses for its thresholds from data (``clipstudy.training.probe`` records its norms with
+the study uses for its thresholds from data (``clipstudy.study.probes`` records its norms with
 ``record_norms`` and reads them with ``threshold_from_norms`` below). The probe stops early at the
 first non-finite norm: the rate already diverges unclipped, and the norms before it are what it has.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,12 +72,24 @@ class ThresholdProbe:
 
     def __str__(self):
         shown = ", ".join(f"p{q:g} {v:.4g}" for q, v in self.percentiles().items())
-        return (f"gradient-norm probe over {len(self.norms)} unclipped steps: {shown}; recommended "
-                f"global_norm threshold (p{self.percentile:g}) {self.threshold:.4g}")
+        return (
+            f"gradient-norm probe over {len(self.norms)} unclipped steps: {shown}; recommended "
+            f"global_norm threshold (p{self.percentile:g}) {self.threshold:.4g}"
+        )
 
 
-def probe_threshold(model, x, y=None, *, batch_size: int = 32, steps: int = DEFAULT_STEPS,
-                    percentile: float = DEFAULT_PERCENTILE, loss=None, optimizer=None, seed: int = 0) -> ThresholdProbe:
+def probe_threshold(
+    model,
+    x,
+    y=None,
+    *,
+    batch_size: int = 32,
+    steps: int = DEFAULT_STEPS,
+    percentile: float = DEFAULT_PERCENTILE,
+    loss=None,
+    optimizer=None,
+    seed: int = 0,
+) -> ThresholdProbe:
     """Probe ``model`` on ``(x, y)`` unclipped for ``steps`` steps and recommend a global-norm threshold.
 
     Args:
@@ -145,8 +158,7 @@ def _batches(x, y, batch_size, seed, tf):
         if y is not None:
             raise ValueError("probe_threshold: with a tf.data.Dataset as x, y must be None (the dataset yields both)")
         while True:  # as many passes as the steps need
-            for batch in x:
-                yield batch
+            yield from x
     if y is None:
         raise ValueError("probe_threshold: give the targets y with array inputs x")
     x, y = np.asarray(x), np.asarray(y)
@@ -156,5 +168,5 @@ def _batches(x, y, batch_size, seed, tf):
     while True:
         order = shuffler.permutation(len(x))
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             yield (tf.constant(x[index]), tf.constant(y[index]))

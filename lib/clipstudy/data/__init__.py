@@ -3,6 +3,7 @@
 
 Command line: ``python -m clipstudy.data`` fetches MNIST; ``--detection SIZE...`` builds canvases.
 """
+
 from clipstudy.data.mnist import DataError, default_mnist_path, fetch_mnist, load_mnist
 from clipstudy.data.split import Split, subset_indices
 

@@ -3,6 +3,7 @@
 Formats: ``xyxy`` pixel corners ``[x_min, y_min, x_max, y_max]`` (the study's own), COCO
 ``[x, y, width, height]`` in pixels, and TensorFlow Datasets' normalized ``[y_min, x_min, y_max, x_max]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

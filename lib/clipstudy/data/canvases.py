@@ -5,10 +5,10 @@ training digits; validation canvases the first 5,000 test digits and test canvas
 5,000, so no digit image is shared between splits. ``clipstudy.data.tfds_builder`` serves them
 as a TensorFlow Datasets builder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -30,10 +30,14 @@ class CanvasSpec:
 
     def __post_init__(self):
         if not 1 <= self.min_digits <= self.max_digits:
-            raise ValueError(f"digits per canvas: need 1 ≤ min_digits ≤ max_digits, got {self.min_digits}, {self.max_digits}")
+            raise ValueError(
+                f"digits per canvas: need 1 ≤ min_digits ≤ max_digits, got {self.min_digits}, {self.max_digits}"
+            )
         if not 8 <= self.min_scale <= self.max_scale <= self.size:
-            raise ValueError(f"digit scale: need 8 ≤ min_scale ≤ max_scale ≤ size, got "
-                             f"{self.min_scale}, {self.max_scale}, size {self.size}")
+            raise ValueError(
+                f"digit scale: need 8 ≤ min_scale ≤ max_scale ≤ size, got "
+                f"{self.min_scale}, {self.max_scale}, size {self.size}"
+            )
 
 
 def _iou(a, b) -> float:
@@ -70,7 +74,7 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, count: int, spec: Canv
                 left = int(rng.integers(0, spec.size - side + 1))
                 box = [left + ink_cols[0], top + ink_rows[0], left + ink_cols[-1] + 1, top + ink_rows[-1] + 1]
                 if all(_iou(box, other) <= spec.max_iou for other in boxes):
-                    region = canvases[n, top:top + side, left:left + side]
+                    region = canvases[n, top : top + side, left : left + side]
                     np.maximum(region, digit, out=region)
                     boxes.append(box)
                     classes.append(int(labels[k]))
@@ -96,7 +100,10 @@ def split_canvases(config: str, split: str, mnist=None, spec: CanvasSpec = Canva
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(SPLIT_SEEDS)}")
     (x_train, y_train), (x_test, y_test) = mnist or mnist_module.load_mnist()
-    pools = {"train": (x_train, y_train), "validation": (x_test[:5000], y_test[:5000]),
-             "test": (x_test[5000:], y_test[5000:])}
+    pools = {
+        "train": (x_train, y_train),
+        "validation": (x_test[:5000], y_test[:5000]),
+        "test": (x_test[5000:], y_test[5000:]),
+    }
     images, labels = pools[split]
     return make_canvases(images, labels, SPLIT_SIZES[config][split], spec, seed=SPLIT_SEEDS[split])

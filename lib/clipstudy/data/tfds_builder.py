@@ -4,6 +4,7 @@ After ``import clipstudy.data.tfds_builder``, ``tfds.load("mnist_detection/quick
 builds and reads it, with the standard detection features (``image``; ``objects`` with normalized
 ``bbox`` and ``label``). Importing this module imports TensorFlow Datasets (and TensorFlow).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,11 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: 64×64 canvases, 1–3 digits of 16–28 px, IoU ≤ 0.1."}
     BUILDER_CONFIGS = [
-        MnistDetectionConfig(name=name, sizes=sizes, description=f"{sizes['train']} train, "
-                             f"{sizes['validation']} validation, {sizes['test']} test canvases")
+        MnistDetectionConfig(
+            name=name,
+            sizes=sizes,
+            description=f"{sizes['train']} train, {sizes['validation']} validation, {sizes['test']} test canvases",
+        )
         for name, sizes in SPLIT_SIZES.items()
     ]
     DEFAULT_CONFIG_NAME = "quick"
@@ -44,13 +48,17 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         size = CanvasSpec().size
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(size, size, 1)),
-                "objects": tfds.features.Sequence({
-                    "bbox": tfds.features.BBoxFeature(),
-                    "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
-                }),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(size, size, 1)),
+                    "objects": tfds.features.Sequence(
+                        {
+                            "bbox": tfds.features.BBoxFeature(),
+                            "label": tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
+                        }
+                    ),
+                }
+            ),
             supervised_keys=None,
             disable_shuffling=True,  # keep canvas i at position i, as generated
             homepage="https://github.com/clipstudy",
@@ -66,14 +74,24 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
         size = canvases.shape[1]
         for i, (canvas, b, c) in enumerate(zip(canvases, boxes, classes)):
             normalized = np.clip(box_formats.xyxy_to_tfds(b, size, size), 0.0, 1.0).astype(np.float32)
-            yield i, {"image": canvas[..., None],
-                      "objects": {"bbox": [tfds.features.BBox(*row) for row in normalized], "label": c}}
+            yield (
+                i,
+                {
+                    "image": canvas[..., None],
+                    "objects": {"bbox": [tfds.features.BBox(*row) for row in normalized], "label": c},
+                },
+            )
 
 
 def load_split(config: str, split: str, data_dir: str | Path | None = None) -> Split:
     """Read a split through TFDS (building it on first use) as a ``Split`` of ``Annotations``."""
-    ds = tfds.load(f"mnist_detection/{config}", split=split, data_dir=str(data_dir or paths.tfds_dir()),
-                   download=True, shuffle_files=False)
+    ds = tfds.load(
+        f"mnist_detection/{config}",
+        split=split,
+        data_dir=str(data_dir or paths.tfds_dir()),
+        download=True,
+        shuffle_files=False,
+    )
     images, targets = [], []
     for example in tfds.as_numpy(ds):
         image = example["image"][..., 0]

@@ -7,6 +7,7 @@ alternately, ``--repeats`` times, and the report gives medians and the ratio of 
 
     python -m clipstudy.study.bench [--images 12800] [--epochs 3] [--repeats 5] [--threshold 1.0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,23 +46,34 @@ def fit_rate(x, y, *, batch_size, epochs, seed, global_clipnorm=None) -> float:
     """Images per second of ``model.fit`` over epochs 2..n."""
     training.set_determinism(seed)
     model = seed_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=global_clipnorm),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=global_clipnorm),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     timer = _epoch_timer()
     model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
     return len(x) * (epochs - 1) / sum(timer.durations[1:])
 
 
 def _train(data, *, images, batch_size, epochs, seed, clipper, clip_params):
-    config = RunConfig(method=clipper, clip_params=clip_params, epochs=epochs, batch_size=batch_size, seed=seed,
-                       train_subset=images, test_subset=100)
+    config = RunConfig(
+        method=clipper,
+        clip_params=clip_params,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        train_subset=images,
+        test_subset=100,
+    )
     return training.train(config, ClassificationTask(), data, progress=False)
 
 
 def loop_rate(data, *, images, batch_size, epochs, seed, clipper, clip_params) -> float:
     """Images per second of ``clipstudy.training.train`` over epochs 2..n, evaluation excluded."""
-    run = _train(data, images=images, batch_size=batch_size, epochs=epochs, seed=seed, clipper=clipper,
-                 clip_params=clip_params)
+    run = _train(
+        data, images=images, batch_size=batch_size, epochs=epochs, seed=seed, clipper=clipper, clip_params=clip_params
+    )
     e = run.epochs
     train_time = (e["wall_time_s"].diff() - e["eval_time_s"]).iloc[1:].sum()
     return images * (epochs - 1) / train_time
@@ -77,13 +89,22 @@ def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int
     times = {m: [] for m in OVERHEAD_METHODS}
     for r in range(rounds):
         for method, params in OVERHEAD_METHODS.items():
-            run = _train(data, images=steps * batch_size, batch_size=batch_size, epochs=1, seed=0, clipper=method,
-                         clip_params=params)
+            run = _train(
+                data,
+                images=steps * batch_size,
+                batch_size=batch_size,
+                epochs=1,
+                seed=0,
+                clipper=method,
+                clip_params=params,
+            )
             times[method].extend(run.steps["step_time_s"].iloc[skip:].tolist())
         print(f"overhead round {r + 1}/{rounds} done", flush=True)
     base = statistics.median(times["none"])
-    return {m: {"median_step_s": statistics.median(t), "ratio": statistics.median(t) / base, "steps": len(t)}
-            for m, t in times.items()}
+    return {
+        m: {"median_step_s": statistics.median(t), "ratio": statistics.median(t) / base, "steps": len(t)}
+        for m, t in times.items()
+    }
 
 
 def throughput(data, args) -> dict:
@@ -95,19 +116,27 @@ def throughput(data, args) -> dict:
     y = np.asarray(train_split.y)[idx].astype(np.int32)
     common = dict(batch_size=args.batch_size, epochs=args.epochs, seed=0)
     pairs = {
-        "none": (lambda: loop_rate(data, images=args.images, clipper="none", clip_params={}, **common),
-                 lambda: fit_rate(x, y, **common)),
-        "global_norm": (lambda: loop_rate(data, images=args.images, clipper="global_norm",
-                                          clip_params={"threshold": args.threshold}, **common),
-                        lambda: fit_rate(x, y, global_clipnorm=args.threshold, **common)),
+        "none": (
+            lambda: loop_rate(data, images=args.images, clipper="none", clip_params={}, **common),
+            lambda: fit_rate(x, y, **common),
+        ),
+        "global_norm": (
+            lambda: loop_rate(
+                data, images=args.images, clipper="global_norm", clip_params={"threshold": args.threshold}, **common
+            ),
+            lambda: fit_rate(x, y, global_clipnorm=args.threshold, **common),
+        ),
     }
     rates = {name: {"loop": [], "fit": []} for name in pairs}
     for r in range(args.repeats):
         for name, (ours, theirs) in pairs.items():
             rates[name]["loop"].append(ours())
             rates[name]["fit"].append(theirs())
-            print(f"repeat {r + 1}/{args.repeats} {name:12s} loop {rates[name]['loop'][-1]:8.0f} img/s   "
-                  f"fit {rates[name]['fit'][-1]:8.0f} img/s", flush=True)
+            print(
+                f"repeat {r + 1}/{args.repeats} {name:12s} loop {rates[name]['loop'][-1]:8.0f} img/s   "
+                f"fit {rates[name]['fit'][-1]:8.0f} img/s",
+                flush=True,
+            )
     results = {}
     for name, r in rates.items():
         loop, fit = statistics.median(r["loop"]), statistics.median(r["fit"])
@@ -116,24 +145,32 @@ def throughput(data, args) -> dict:
 
 
 def print_throughput(results: dict, args) -> None:
-    print(f"\nseed CNN, batch {args.batch_size}, {args.images} images/epoch, epochs 2..{args.epochs}, "
-          f"median of {args.repeats}")
+    print(
+        f"\nseed CNN, batch {args.batch_size}, {args.images} images/epoch, epochs 2..{args.epochs}, "
+        f"median of {args.repeats}"
+    )
     print(f"{'method':12s} {'clipstudy loop':>15s} {'keras fit':>12s} {'ratio':>7s} {'target':>7s}")
     for name, r in results.items():
-        print(f"{name:12s} {r['loop_images_per_s']:15.0f} {r['fit_images_per_s']:12.0f} {r['ratio']:7.3f} {'>=0.95':>7s}")
+        print(
+            f"{name:12s} {r['loop_images_per_s']:15.0f} {r['fit_images_per_s']:12.0f} {r['ratio']:7.3f} {'>=0.95':>7s}"
+        )
     ok = all(r["ratio"] >= 0.95 for r in results.values())
     print("meets the 0.95x target" if ok else "BELOW the 0.95x target")
 
 
 def print_overhead(overhead: dict, args) -> None:
-    print(f"\nper-step overhead against none (seed CNN, batch {args.batch_size}, median over "
-          f"{overhead['none']['steps']} steps per method, one process)")
+    print(
+        f"\nper-step overhead against none (seed CNN, batch {args.batch_size}, median over "
+        f"{overhead['none']['steps']} steps per method, one process)"
+    )
     print(f"{'method':12s} {'median step':>12s} {'ratio':>7s} {'target':>7s}")
     for method, o in overhead.items():
         target = OVERHEAD_TARGETS.get(method)
         verdict = "" if target is None else ("ok" if o["ratio"] <= target else "ABOVE")
-        print(f"{method:12s} {1000 * o['median_step_s']:9.2f} ms {o['ratio']:7.3f} "
-              f"{'<=' + format(target, '.2f') if target else '':>7s} {verdict}")
+        print(
+            f"{method:12s} {1000 * o['median_step_s']:9.2f} ms {o['ratio']:7.3f} "
+            f"{'<=' + format(target, '.2f') if target else '':>7s} {verdict}"
+        )
 
 
 def main(argv=None) -> int:
@@ -155,12 +192,15 @@ def main(argv=None) -> int:
         print_throughput(results, args)
     overhead = {}
     if args.overhead_steps:
-        overhead = method_overhead(data, steps=args.overhead_steps, batch_size=args.batch_size,
-                                   rounds=args.overhead_rounds)
+        overhead = method_overhead(
+            data, steps=args.overhead_steps, batch_size=args.batch_size, rounds=args.overhead_rounds
+        )
         print_overhead(overhead, args)
     if args.json:
-        write_json_atomic({"args": vars(args), "results": results, "overhead": overhead,
-                           "versions": training.library_versions()}, args.json)
+        write_json_atomic(
+            {"args": vars(args), "results": results, "overhead": overhead, "versions": training.library_versions()},
+            args.json,
+        )
         print(f"\nwritten to {args.json}")
     return 0
 

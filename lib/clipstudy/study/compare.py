@@ -5,6 +5,7 @@ the COCO files; timings, versions and file paths aside.
 
 compares each run folder present in both ``RUNS_A`` and ``RUNS_B`` and exits non-zero on any difference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,15 @@ import pandas as pd
 from clipstudy.study import runfiles
 
 #: Fields that measure or name the machine, not the run.
-TIMING_FIELDS = {"wall_time_s", "median_step_time_s", "images_per_second", "step_time_s", "eval_time_s", "versions",
-                 "platform"}
+TIMING_FIELDS = {
+    "wall_time_s",
+    "median_step_time_s",
+    "images_per_second",
+    "step_time_s",
+    "eval_time_s",
+    "versions",
+    "platform",
+}
 
 
 def _same(a, b) -> bool:
@@ -51,8 +59,11 @@ def run_differences(dir_a: Path, dir_b: Path, ignore=()) -> list[str]:
         problems += table_differences(pd.read_parquet(dir_a / table), pd.read_parquet(dir_b / table), table)
     for extra in ("ground_truth.json", "detections.json"):
         if (dir_a / extra).exists() or (dir_b / extra).exists():
-            if not (dir_a / extra).exists() or not (dir_b / extra).exists() or \
-                    json.loads((dir_a / extra).read_text()) != json.loads((dir_b / extra).read_text()):
+            if (
+                not (dir_a / extra).exists()
+                or not (dir_b / extra).exists()
+                or json.loads((dir_a / extra).read_text()) != json.loads((dir_b / extra).read_text())
+            ):
                 problems.append(f"{extra} differs")
     return problems
 

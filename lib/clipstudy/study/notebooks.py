@@ -4,6 +4,7 @@ The notebooks live as jupytext percent-format ``.py`` files paired with ``.ipynb
 (``jupytext.toml``): the ``.py`` holds the code that is reviewed, the ``.ipynb`` the outputs that
 nbval compares. A stored notebook carries no widget state (progress bars) and no temporary paths.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,16 @@ KERNEL_START_TRIES = 3
 KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
 
 
-def execute(source: str | Path, target: str | Path, parameters: dict | None = None, *, cwd: str | Path | None = None,
-            keep_papermill: bool = False, log_output: bool = False, log: str | Path | None = None) -> Path:
+def execute(
+    source: str | Path,
+    target: str | Path,
+    parameters: dict | None = None,
+    *,
+    cwd: str | Path | None = None,
+    keep_papermill: bool = False,
+    log_output: bool = False,
+    log: str | Path | None = None,
+) -> Path:
     """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
 
     The kernel's own standard error (its start-up warnings, TensorFlow's C++ lines) goes to ``log``
@@ -65,14 +74,24 @@ def execute(source: str | Path, target: str | Path, parameters: dict | None = No
         with stderr_to(None if verbose() else log):
             for attempt in range(1, KERNEL_START_TRIES + 1):
                 try:
-                    pm.execute_notebook(str(source), str(running), parameters=parameters or {}, kernel_name=KERNEL,
-                                        progress_bar=False, cwd=str(cwd or source.parent), log_output=log_output)
+                    pm.execute_notebook(
+                        str(source),
+                        str(running),
+                        parameters=parameters or {},
+                        kernel_name=KERNEL,
+                        progress_bar=False,
+                        cwd=str(cwd or source.parent),
+                        log_output=log_output,
+                    )
                     break
                 except RuntimeError as exc:  # papermill's cell errors are not RuntimeErrors
                     if KERNEL_START_FAILURE not in str(exc) or attempt == KERNEL_START_TRIES:
                         raise
-                    os.write(2, f"kernel start failed ({exc}); starting another "  # to the log, where stderr goes
-                                f"({attempt + 1}/{KERNEL_START_TRIES})\n".encode())
+                    os.write(
+                        2,
+                        f"kernel start failed ({exc}); starting another "  # to the log, where stderr goes
+                        f"({attempt + 1}/{KERNEL_START_TRIES})\n".encode(),
+                    )
         if not kept:
             log.unlink(missing_ok=True)
     finally:
@@ -123,7 +142,9 @@ def disagreements(py_file: str | Path) -> list[str]:
     if not ipynb.is_file():
         return [f"{ipynb} is missing: run `make notebooks`"]
     text, stored = cells_of(jupytext.read(py_file)), cells_of(nbformat.read(ipynb, as_version=4))
-    problems = [f"{ipynb.name} has {len(stored)} cells, {py_file.name} has {len(text)}"] if len(text) != len(stored) else []
+    problems = (
+        [f"{ipynb.name} has {len(stored)} cells, {py_file.name} has {len(text)}"] if len(text) != len(stored) else []
+    )
     for i, (a, b) in enumerate(zip(text, stored)):
         if a != b:
             problems.append(f"cell {i} differs between {py_file.name} and {ipynb.name}: {a[1][:60]!r} vs {b[1][:60]!r}")
@@ -153,8 +174,10 @@ def refresh(py_file: str | Path) -> Path:
 
 def main(argv=None) -> int:
     """``python -m clipstudy.study.notebooks check|refresh FILE.py...``"""
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.notebooks",
-                                     description="Check or refresh the .ipynb paired with each jupytext .py.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.study.notebooks",
+        description="Check or refresh the .ipynb paired with each jupytext .py.",
+    )
     parser.add_argument("command", choices=["check", "refresh"])
     parser.add_argument("files", nargs="+")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ AVX; and oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``, Eigen's kernels). The run is a
 setting, written to a temporary name and renamed, so rows from machines with other CPUs accumulate in one
 place; the table it prints says, per setting, whether every CPU recorded so far gave the same digest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,18 @@ SETTINGS = {
     "onednn off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
 }
 #: The run each setting trains (RunConfig overrides of the classifier's defaults).
-RUN = dict(method="global_norm", clip_params={"threshold": 1.0}, optimizer="adam", learning_rate=0.001, epochs=1,
-           train_subset=64 * 128, test_subset=2000, eval_every=32, seed=0, threads=1)
+RUN = dict(
+    method="global_norm",
+    clip_params={"threshold": 1.0},
+    optimizer="adam",
+    learning_rate=0.001,
+    epochs=1,
+    train_subset=64 * 128,
+    test_subset=2000,
+    eval_every=32,
+    seed=0,
+    threads=1,
+)
 
 _CHILD = """
 import json, sys
@@ -48,19 +59,24 @@ print("RESULT " + json.dumps({"outcome_sha256": s["outcome_sha256"], "final_test
 
 def measure(setting: str) -> dict:
     """Train :data:`RUN` in a fresh process under ``setting``; its digest, accuracy, step time and platform."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                                             "TF_ENABLE_ONEDNN_OPTS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
+    }
     env.update(SETTINGS[setting])
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(RUN)], env=env, capture_output=True, text=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"setting {setting!r} failed:\n{out.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def cpu_key(platform: dict) -> str:
-    return f"{platform['cpu_vendor']} {platform['cpu_model_name']} (family {platform['cpu_family']}, " \
-           f"model {platform['cpu_model']}; {platform['cpu_flags']})"
+    return (
+        f"{platform['cpu_vendor']} {platform['cpu_model_name']} (family {platform['cpu_family']}, "
+        f"model {platform['cpu_model']}; {platform['cpu_flags']})"
+    )
 
 
 def merge(path: Path, rows: list[dict]) -> list[dict]:
@@ -83,8 +99,10 @@ def table(rows: list[dict]) -> str:
         mine = [r for r in rows if r["setting"] == setting]
         for r in mine:
             ratio = r["median_step_time_s"] / default[r["cpu"]] if r["cpu"] in default else float("nan")
-            lines.append(f"{setting:14s} {r['cpu'][:70]:70s} {r['outcome_sha256'][:12]:12s} "
-                         f"{r['final_test_accuracy']:8.4f} {1000 * r['median_step_time_s']:8.1f} {ratio:10.2f}")
+            lines.append(
+                f"{setting:14s} {r['cpu'][:70]:70s} {r['outcome_sha256'][:12]:12s} "
+                f"{r['final_test_accuracy']:8.4f} {1000 * r['median_step_time_s']:8.1f} {ratio:10.2f}"
+            )
         if len({r["cpu"] for r in mine}) > 1:
             same = len({r["outcome_sha256"] for r in mine}) == 1
             lines.append(f"{'':14s} -> {len(mine)} CPUs: {'bit-identical' if same else 'DIFFERENT bits'}")
@@ -100,11 +118,18 @@ def main(argv=None) -> int:
     for setting in args.settings:
         print(f"== {setting} ...", flush=True)
         m = measure(setting)
-        rows.append({"setting": setting, "cpu": cpu_key(m["platform"]), "onednn_isa": m["platform"]["onednn_isa"],
-                     "outcome_sha256": m["outcome_sha256"], "final_test_accuracy": m["final_test_accuracy"],
-                     "median_step_time_s": m["median_step_time_s"],
-                     "tensorflow": m["platform"].get("tensorflow"),
-                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")})
+        rows.append(
+            {
+                "setting": setting,
+                "cpu": cpu_key(m["platform"]),
+                "onednn_isa": m["platform"]["onednn_isa"],
+                "outcome_sha256": m["outcome_sha256"],
+                "final_test_accuracy": m["final_test_accuracy"],
+                "median_step_time_s": m["median_step_time_s"],
+                "tensorflow": m["platform"].get("tensorflow"),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            }
+        )
     if args.record:
         rows = merge(args.record, rows)
     print(table(rows))

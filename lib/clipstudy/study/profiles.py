@@ -4,6 +4,7 @@
 through ``RunConfig`` before anything runs; an error names the file, the field and the reason.
 No TensorFlow is imported here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,12 +18,16 @@ from clipstudy import paths
 from clipstudy.study import runfiles
 from clipstudy.training.config import OPTIMIZERS, TASKS, ConfigError, RunConfig
 
-#: The notebook that executes a run of each task.
-NOTEBOOKS = {"classifier": "10_train_classifier.ipynb", "detector": "20_train_detector.ipynb"}
+#: The notebook that executes a run, whatever its task.
+RUN_NOTEBOOK = "10_train.ipynb"
 #: What an experiment's ``settings`` may set: every run parameter that is not one of its axes.
 AXES = ("task", "method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule")
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in AXES)
 EXPERIMENT_FIELDS = ("name", "task", "methods", "optimizers", "seeds")
+
+
+#: A profile's name (its file's stem) becomes a folder name: nothing that could climb out of its parent.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class ProfileError(ValueError):
@@ -55,6 +60,12 @@ def resolve_profile(profile: str | Path) -> Path:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ProfileError(f"{path}: no such profile file")
+        path = path.resolve()
+        if not PROFILE_NAME.fullmatch(path.stem):
+            raise ProfileError(
+                f"{path}: the profile's name {path.stem!r} (its file name) is invalid; it names the profile's "
+                "folders under reports/ and results/, so it must be letters, digits, '_' and '-' only"
+            )
         return path
     candidate = paths.PROFILES / f"{profile}.yaml"
     if not candidate.is_file():
@@ -107,24 +118,36 @@ def _experiment_runs(check: _Checker, at: str, exp) -> list[RunSpec]:
     for key in EXPERIMENT_FIELDS:
         check.require(key in exp, f"{at}.{key}", "missing")
     extra = sorted(set(exp) - set(EXPERIMENT_FIELDS) - {"settings"})
-    check.require(not extra, f"{at}.{', '.join(extra)}",
-                  f"unknown field; valid: {', '.join(EXPERIMENT_FIELDS + ('settings',))}")
+    check.require(
+        not extra, f"{at}.{', '.join(extra)}", f"unknown field; valid: {', '.join(EXPERIMENT_FIELDS + ('settings',))}"
+    )
     task = exp["task"]
     check.require(task in TASKS, f"{at}.task", f"{task!r} is not one of {', '.join(TASKS)}")
     settings = _settings(check, at, task, exp.get("settings") or {})
     methods = _methods(check, at, task, settings, exp["methods"])
     rates = _optimizers(check, at, task, settings, exp["optimizers"])
     seeds = exp["seeds"]
-    check.require(isinstance(seeds, list) and seeds
-                  and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
-                  f"{at}.seeds", "must be a non-empty list of integers ≥ 0")
+    check.require(
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
+        f"{at}.seeds",
+        "must be a non-empty list of integers ≥ 0",
+    )
     runs = []
     for method, clip_params in methods:
         for optimizer, learning_rate in rates:
             for seed in seeds:
-                config = RunConfig.for_task(task, **settings, method=method, clip_params=clip_params,
-                                            optimizer=optimizer, learning_rate=learning_rate, seed=seed)
-                runs.append(RunSpec(runfiles.run_id(config), NOTEBOOKS[task], config, str(exp["name"])))
+                config = RunConfig.for_task(
+                    task,
+                    **settings,
+                    method=method,
+                    clip_params=clip_params,
+                    optimizer=optimizer,
+                    learning_rate=learning_rate,
+                    seed=seed,
+                )
+                runs.append(RunSpec(runfiles.run_id(config), RUN_NOTEBOOK, config, str(exp["name"])))
     return runs
 
 
@@ -146,8 +169,11 @@ def _methods(check: _Checker, at: str, task: str, settings: dict, methods) -> li
     for j, entry in enumerate(methods):
         where = f"{at}.methods[{j}]"
         entry = {"method": entry} if isinstance(entry, str) else entry
-        check.require(isinstance(entry, dict) and "method" in entry, where,
-                      "must be a method name or a mapping with 'method' and its parameters")
+        check.require(
+            isinstance(entry, dict) and "method" in entry,
+            where,
+            "must be a method name or a mapping with 'method' and its parameters",
+        )
         params = {k: v for k, v in entry.items() if k != "method"}
         check.config(where, task=task, **settings, method=entry["method"], clip_params=params)
         parsed.append((entry["method"], params))
@@ -155,8 +181,11 @@ def _methods(check: _Checker, at: str, task: str, settings: dict, methods) -> li
 
 
 def _optimizers(check: _Checker, at: str, task: str, settings: dict, optimizers) -> list[tuple[str, float]]:
-    check.require(isinstance(optimizers, dict) and optimizers, f"{at}.optimizers",
-                  "must map optimizer names to lists of learning rates")
+    check.require(
+        isinstance(optimizers, dict) and optimizers,
+        f"{at}.optimizers",
+        "must map optimizer names to lists of learning rates",
+    )
     pairs = []
     for name, rates in optimizers.items():
         where = f"{at}.optimizers.{name}"

@@ -1,4 +1,5 @@
 """``run_one``: one run of the study from its ``RunConfig``, its files written to a folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,7 @@ def run_one(config: RunConfig, out_dir: str | Path | None = None, *, progress: b
 
 def summary_text(result: RunResult) -> str:
     """The rounded, deterministic lines of a run's summary that its notebook prints."""
-    return runfiles.format_summary(result.summary, tasks.BY_NAME[result.summary["task"]].summary_keys)
+    return runfiles.format_summary(result.summary, tasks.spec(result.summary["task"]).summary_keys)
 
 
 def facts_text(result: RunResult) -> str:
@@ -36,12 +37,15 @@ def facts_text(result: RunResult) -> str:
     s = result.summary
     steps, epochs = result.steps, result.epochs
     finite = bool(np.isfinite(steps["loss"]).all() and np.isfinite(steps["norm_before"]).all())
-    return "\n".join([
-        f"{s['task']} · {s['method']} ({runfiles.format_params(s.get('clip_params', {}))}) · {s['optimizer']} "
-        f"lr={s['learning_rate']:g} · batch {s['batch_size']} · seed {s['seed']}",
-        f"train images {s['train_images']} · test images {s['test_images']} · parameters {s['parameters']}",
-        f"steps {s['steps_run']} of {s['steps_planned']} · evaluations at steps {epochs['step'].astype(int).tolist()}",
-        f"per step: {', '.join(c for c in steps.columns if not c.endswith('time_s'))}",
-        f"per evaluation: {', '.join(c for c in epochs.columns if not c.endswith('time_s'))}",
-        f"every loss and norm finite: {finite}",
-    ])
+    return "\n".join(
+        [
+            f"{s['task']} · {s['method']} ({runfiles.format_params(s.get('clip_params', {}))}) · {s['optimizer']} "
+            f"lr={s['learning_rate']:g} · batch {s['batch_size']} · seed {s['seed']}",
+            f"train images {s['train_images']} · test images {s['test_images']} · parameters {s['parameters']}",
+            f"steps {s['steps_run']} of {s['steps_planned']} · "
+            f"evaluations at steps {epochs['step'].astype(int).tolist()}",
+            f"per step: {', '.join(c for c in steps.columns if not c.endswith('time_s'))}",
+            f"per evaluation: {', '.join(c for c in epochs.columns if not c.endswith('time_s'))}",
+            f"every loss and norm finite: {finite}",
+        ]
+    )

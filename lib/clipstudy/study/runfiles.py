@@ -6,6 +6,7 @@ and sha256, written after everything else) is there and every file still matches
 half-way has no manifest, and a damaged one (a truncated or altered file) no longer matches. A failed
 run holds ``error.json`` instead.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,6 +25,8 @@ STEPS = "steps.parquet"
 EPOCHS = "epochs.parquet"
 #: Files of a run folder the manifest leaves out: written by papermill and the sweep after the run.
 UNLISTED = {MANIFEST, "notebook.ipynb", "kernel.log", ERROR}
+#: Files every finished run has, so its manifest must list them (a manifest cannot vouch for a run by omission).
+REQUIRED = (SUMMARY, STEPS, EPOCHS)
 #: Shown for every run by ``format_summary``, before and after the task's own ``summary_keys``.
 COMMON_KEYS = ("task", "method", "optimizer", "learning_rate", "seed", "train_images", "steps_run", "diverged")
 TELEMETRY_KEYS = ("clip_fraction", "steps_clipped", "median_norm_before", "max_norm_before", "parameters")
@@ -65,8 +68,11 @@ def write_manifest(run_dir: str | Path) -> Path:
     """Record the size and sha256 of every result file of ``run_dir`` (not the executed notebook or
     its log, which papermill writes after the run); written last, it marks the run finished."""
     run_dir = Path(run_dir)
-    entries = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(run_dir.iterdir())
-               if p.is_file() and p.name not in UNLISTED and not p.name.startswith(".")}
+    entries = {
+        p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(run_dir.iterdir())
+        if p.is_file() and p.name not in UNLISTED and not p.name.startswith(".")
+    }
     write_json_atomic(entries, run_dir / MANIFEST)
     return run_dir / MANIFEST
 
@@ -80,16 +86,28 @@ def manifest_problems(run_dir: str | Path) -> list[str]:
         return ["no manifest"]
     except (OSError, ValueError) as exc:
         return [f"{MANIFEST} unreadable ({exc})"]
-    problems = []
+    if not isinstance(entries, dict):
+        return [f"{MANIFEST} is not a mapping of file names"]
+    outside = sorted(n for n in entries if not _plain_name(n))
+    if outside:  # never read or hash what a manifest names outside the run folder
+        return [f"{MANIFEST} names {', '.join(map(repr, outside))}, outside the run folder"]
+    problems = [f"{MANIFEST} does not list {name}" for name in REQUIRED if name not in entries]
     for name, expected in entries.items():
         path = run_dir / name
-        if not path.is_file():
+        if not isinstance(expected, dict) or not {"size", "sha256"} <= set(expected):
+            problems.append(f"{MANIFEST} entry {name!r} has no size and sha256")
+        elif not path.is_file():
             problems.append(f"{name} missing")
         elif path.stat().st_size != expected["size"]:
             problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}")
         elif sha256_file(path) != expected["sha256"]:
             problems.append(f"{name} does not match its sha256 in the manifest")
     return problems
+
+
+def _plain_name(name) -> bool:
+    """A file name in the run folder itself: no folder part, not ``.`` or ``..``, not absolute."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -113,6 +131,7 @@ def format_params(params: dict[str, Any]) -> str:
 
 def format_summary(summary: dict[str, Any], task_keys=(), digits: int = 4) -> str:
     """The deterministic part of a run summary, rounded, one field a line (no timings)."""
+
     def fmt(v):
         if isinstance(v, float):
             return "nan" if not math.isfinite(v) else f"{v:.{digits}f}"

@@ -12,6 +12,7 @@ Runs go to a Dask ``LocalCluster`` by default, or to an existing cluster given b
 or ``$CLIPSTUDY_SCHEDULER`` (its workers must see this repository and the output folder at the
 same paths, e.g. on a shared file system). No TensorFlow is imported in this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,6 @@ from tqdm.auto import tqdm
 
 from clipstudy import paths
 from clipstudy._quiet import quiet_dask
-from clipstudy.data.canvases import SPLIT_SIZES
-from clipstudy.data.mnist import ARRAY_SHAPES
 from clipstudy.fileio import write_json_atomic
 from clipstudy.study import bundle, notebooks, probes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
@@ -41,10 +40,9 @@ from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publis
 
 #: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
 DEFAULT_WORKERS = 2
-#: A run's cost model for ordering and for the progress bar's estimate, measured on the 2-core machine
-#: with two workers (quick profile): seconds per training image, evaluation images cost a third of that,
+#: A run's cost model, for ordering and for the progress bar's estimate: each task's spec gives its seconds per
+#: training example (measured on the 2-core machine with two workers); evaluation examples cost a third of that,
 #: plus the notebook's own start-up. Only ratios matter: the bar's rate comes from the runs that finished.
-SECONDS_PER_IMAGE = {"classifier": 0.08 / 128, "detector": 0.18 / 32}
 RUN_OVERHEAD_S = 15.0
 
 
@@ -52,10 +50,8 @@ def estimated_seconds(config) -> float:
     """Roughly how long ``config``'s run takes here: training, evaluations and the notebook around them."""
     steps = config.planned_steps()
     evaluations = config.epochs + (steps // config.eval_every if config.eval_every else 0)
-    test = config.test_subset or (SPLIT_SIZES[config.dataset]["test"] if config.task == "detector"
-                                  else ARRAY_SHAPES["x_test"][0])
-    images = steps * config.batch_size + evaluations * (test + (config.validation or 0)) / 3
-    return RUN_OVERHEAD_S + SECONDS_PER_IMAGE[config.task] * images
+    images = steps * config.batch_size + evaluations * (config.test_examples() + (config.validation or 0)) / 3
+    return RUN_OVERHEAD_S + config.spec.seconds_per_example * images
 
 
 def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
@@ -69,9 +65,13 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
     partial.mkdir(parents=True)
     status = {"run_id": spec.run_id, "status": "done"}
     try:  # the kernel's chatter goes to the run's kernel.log, not the terminal
-        notebooks.execute(paths.notebook(spec.notebook), partial / "notebook.ipynb",
-                          {"config": spec.params, "output_dir": str(partial)}, keep_papermill=True,
-                          log=partial / "kernel.log")
+        notebooks.execute(
+            paths.notebook(spec.notebook),
+            partial / "notebook.ipynb",
+            {"config": spec.params, "output_dir": str(partial)},
+            keep_papermill=True,
+            log=partial / "kernel.log",
+        )
         if not runfiles.is_finished(partial):
             raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
     except Exception as exc:  # a failed run is a record, not the end of the sweep
@@ -88,20 +88,21 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
 def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, Any]:
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
-    write_json_atomic({"run_id": spec.run_id, "error": message, "params": spec.params,
-                       "traceback": traceback.format_exc()}, partial / runfiles.ERROR)
+    write_json_atomic(
+        {"run_id": spec.run_id, "error": message, "params": spec.params, "traceback": traceback.format_exc()},
+        partial / runfiles.ERROR,
+    )
     (partial / runfiles.SUMMARY).unlink(missing_ok=True)
     return {"run_id": spec.run_id, "status": "failed", "error": message}
 
 
 def prepare_datasets(specs) -> None:
-    """Build the TFDS detection datasets the runs need, once, before the runs race to build them."""
-    configs = sorted({s.config.dataset for s in specs if s.config.task == "detector"})
-    if configs:
-        from clipstudy.data import tfds_builder  # deferred: imports TensorFlow Datasets
-
-        for config in configs:
-            tfds_builder.prepare(config)
+    """Build the data each task's runs read (its spec's ``prepare``), once, before the runs race to build it."""
+    by_task: dict[str, list] = {}
+    for s in specs:
+        by_task.setdefault(s.config.task, []).append(s.config)
+    for configs in by_task.values():
+        configs[0].spec.prepare(configs)
 
 
 def remove_stale_partials(root: Path) -> int:
@@ -142,16 +143,25 @@ class SweepResult:
 def execute_probe(config, path: str) -> dict[str, Any]:
     """Run one threshold probe in a child process (its own TensorFlow, threads from ``config``); a Dask task."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "clipstudy.study.probes", "--config",
-                           json.dumps(config.to_params()), "--out", path], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "clipstudy.study.probes", "--config", json.dumps(config.to_params()), "--out", path],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
-        return {"probe": Path(path).stem, "status": "failed", "error": lines[-1] if lines else f"exit {done.returncode}"}
+        return {
+            "probe": Path(path).stem,
+            "status": "failed",
+            "error": lines[-1] if lines else f"exit {done.returncode}",
+        }
     return {"probe": Path(path).stem, "status": "done"}
 
 
-def run_probes(client, specs: list[RunSpec], probes_dir: Path) -> dict[str, str]:
-    """Run the missing probes the runs of ``specs`` need; return the failed ones with their errors."""
+def run_probes(client, specs: list[RunSpec], probes_dir: Path, bundle_root: Path | None = None) -> dict[str, str]:
+    """Run the missing probes the runs of ``specs`` need; return the failed ones with their errors. With
+    ``bundle_root`` (a published profile's bundle), each new probe is entered in the bundle's index."""
     needed = {}
     for s in specs:
         if s.config.threshold_from_data is not None and not probes.probe_file(probes_dir, s.config).is_file():
@@ -159,9 +169,16 @@ def run_probes(client, specs: list[RunSpec], probes_dir: Path) -> dict[str, str]
     if not needed:
         return {}
     probes_dir.mkdir(parents=True, exist_ok=True)
-    futures = [client.submit(execute_probe, config, str(probes_dir / f"{pid}.json"), key=pid, pure=False)
-               for pid, config in needed.items()]
-    return {r["probe"]: r["error"] for r in client.gather(futures) if r["status"] == "failed"}
+    futures = [
+        client.submit(execute_probe, config, str(probes_dir / f"{pid}.json"), key=pid, pure=False)
+        for pid, config in needed.items()
+    ]
+    results = client.gather(futures)
+    if probes_dir.parent == bundle_root:  # a published profile's probes go into its bundle's index
+        for r in results:
+            if r["status"] == "done":
+                bundle.index_probe(bundle_root, probes_dir / f"{r['probe']}.json")
+    return {r["probe"]: r["error"] for r in results if r["status"] == "failed"}
 
 
 def _start_client(scheduler: str | None, workers: int, runs: int):
@@ -173,24 +190,39 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
         try:
             return Client(scheduler, timeout="10s"), None
         except (OSError, TimeoutError) as exc:
-            raise OSError(f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(exc).__name__}); check "
-                          "that it is running and that this machine can reach that address and port") from None
+            raise OSError(
+                f"cannot reach the Dask scheduler at {scheduler} within 10 s ({type(exc).__name__}); check "
+                "that it is running and that this machine can reach that address and port"
+            ) from None
     with warnings.catch_warnings():  # its HTTP server takes another port when 8787 is busy: nothing to report
         warnings.filterwarnings("ignore", message="Port .* is already in use")
-        cluster = LocalCluster(n_workers=min(workers, runs), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=min(workers, runs),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     return Client(cluster), cluster
 
 
-def run_sweep(profile: str | Path, reports: str | Path | None = None, *, scheduler: str | None = None,
-              workers: int | None = None, progress: bool = True, plan: list[RunSpec] | None = None,
-              wait: bool = False) -> SweepResult:
+def run_sweep(
+    profile: str | Path,
+    reports: str | Path | None = None,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    plan: list[RunSpec] | None = None,
+    wait: bool = False,
+) -> SweepResult:
     """Run every run of ``profile`` (or of ``plan``, its runs) not yet finished; return what was done,
     skipped and failed. Probes for thresholds read from data run first. One sweep per output folder:
     a second one refuses (``lock.FolderBusy``) or, with ``wait``, waits."""
     name, specs = load_profile(profile)
     specs = plan if plan is not None else specs
-    root = Path(reports or paths.reports_dir()) / name / "runs"
+    # Resolved before anything sees it: the notebooks run with notebooks/ as their working directory.
+    root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
     root.mkdir(parents=True, exist_ok=True)
     with SweepLock(root, wait=wait):
         return _sweep_locked(profile, name, specs, root, scheduler, workers, progress)
@@ -203,6 +235,8 @@ def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, schedule
     places = _Places(root, bundle.bundle_dir(name) if publishes(profile) else None)
     result = SweepResult(name, root, [], [], {})
     resolved = _resolved(specs, places.probes)
+    for line in places.repair(resolved):
+        print(f"bundle repaired: {line}", file=sys.stderr)
     if len(resolved) == len(specs) and all(places.finished(s.run_id) for s in resolved):
         result.skipped = [s.run_id for s in resolved]
         return result
@@ -210,7 +244,7 @@ def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, schedule
     scheduler = scheduler or os.environ.get("CLIPSTUDY_SCHEDULER")
     client, cluster = _start_client(scheduler, workers or DEFAULT_WORKERS, len(specs))
     try:
-        for probe, error in run_probes(client, specs, places.probes).items():
+        for probe, error in run_probes(client, specs, places.probes, places.bundle).items():
             for s in specs:
                 if s.config.threshold_from_data is not None and probes.probe_id(s.config) == probe:
                     result.failed[s.run_id] = f"threshold probe {probe} failed: {error}"
@@ -234,12 +268,32 @@ class _Places:
         return self.bundle / "probes" if self.bundle else self.root.parent / "probes"
 
     def finished(self, run_id: str) -> bool:
-        return runfiles.is_finished(self.root / run_id) or bool(self.bundle and runfiles.is_finished(
-            self.bundle / "runs" / run_id))
+        """A run is done when its record is whole: for a published profile its bundle copy (the bundle is
+        the record; a local copy only helps repair it), else its local folder."""
+        if self.bundle:
+            return not bundle.run_problems(self.bundle, run_id)
+        return runfiles.is_finished(self.root / run_id)
 
     def publish(self, run_id: str) -> None:
         if self.bundle and runfiles.is_finished(self.root / run_id):
             bundle.publish(self.root / run_id, self.bundle / "runs")
+
+    def repair(self, specs: list[RunSpec]) -> list[str]:
+        """For a published profile: every planned run whose bundle copy is damaged is set aside (never
+        deleted), then published again from an intact local copy; the rest of the missing runs are trained."""
+        if not self.bundle:
+            return []
+        messages, index = [], bundle.read_index(self.bundle)
+        for s in specs:
+            copy = self.bundle / "runs" / s.run_id
+            problems = bundle.run_problems(self.bundle, s.run_id, index)
+            if problems and copy.exists():
+                moved = bundle.set_aside(copy, "damaged")
+                messages.append(f"{s.run_id}: its bundle copy is damaged ({'; '.join(problems)}); moved to {moved}")
+            if problems and runfiles.is_finished(self.root / s.run_id):
+                bundle.publish(self.root / s.run_id, self.bundle / "runs")
+                messages.append(f"{s.run_id}: published again from the intact copy in {self.root / s.run_id}")
+        return messages
 
 
 def _resolved(specs: list[RunSpec], probes_dir: Path) -> list[RunSpec]:
@@ -256,14 +310,24 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
     cost = {s.run_id: estimated_seconds(s.config) for s in specs}
     todo = sorted((s for s in specs if not places.finished(s.run_id)), key=lambda s: (cost[s.run_id], s.run_id))
     result.skipped = [s.run_id for s in specs if s not in todo]
-    # The bar counts estimated seconds of work, so its time left weighs a detector run as what it costs.
-    bar = tqdm(total=sum(cost.values()), initial=sum(cost[r] for r in result.skipped),
-               desc=f"sweep {result.profile}", unit="s", unit_scale=False, disable=not progress,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}")
+    # The bar counts estimated seconds of work, so its time left weighs each run by what it costs.
+    bar = tqdm(
+        total=sum(cost.values()),
+        initial=sum(cost[r] for r in result.skipped),
+        desc=f"sweep {result.profile}",
+        unit="s",
+        unit_scale=False,
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}",
+    )
     try:
         # Dask does not keep submission order by itself: the explicit priority does (higher runs first).
-        futures = as_completed([client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False,
-                                              priority=len(todo) - i) for i, s in enumerate(todo)])
+        futures = as_completed(
+            [
+                client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False, priority=len(todo) - i)
+                for i, s in enumerate(todo)
+            ]
+        )
         for future in futures:
             status = future.result()
             if status["status"] == "failed":
@@ -272,23 +336,30 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
                 places.publish(status["run_id"])
                 (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
             bar.update(cost[status["run_id"]])
-            bar.set_postfix_str(f"{len(result.done)} run, {len(result.failed)} failed, "
-                                f"{len(todo) - len(result.done) - len(result.failed)} to go")
+            bar.set_postfix_str(
+                f"{len(result.done)} run, {len(result.failed)} failed, "
+                f"{len(todo) - len(result.done) - len(result.failed)} to go"
+            )
     finally:
         bar.close()
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.sweep",
-                                     description="Run a profile's grid of runs (skips finished runs).")
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.study.sweep", description="Run a profile's grid of runs (skips finished runs)."
+    )
     parser.add_argument("--profile", default="quick", help="smoke, quick, paper, full, or a .yaml path")
     parser.add_argument("--reports", default=str(paths.reports_dir()), help="output root (default: reports/)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (or $CLIPSTUDY_SCHEDULER)")
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     parser.add_argument("--wait", action="store_true", help="wait for another sweep on the same folder to finish")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="let Dask's logs and the kernels' warnings through (or CLIPSTUDY_VERBOSE=1)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="let Dask's logs and the kernels' warnings through (or CLIPSTUDY_VERBOSE=1)",
+    )
     args = parser.parse_args(argv)
     if args.verbose:
         os.environ["CLIPSTUDY_VERBOSE"] = "1"
@@ -303,11 +374,13 @@ def main(argv=None) -> int:
         return 0
     try:
         result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers, wait=args.wait)
-    except (FolderBusy, OSError) as exc:
+    except (FolderBusy, OSError, probes.ProbeError, bundle.UnindexedBundle) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"sweep {name}: {len(result.done)} run, {len(result.skipped)} already done, "
-          f"{len(result.failed)} failed -> {result.root}")
+    print(
+        f"sweep {name}: {len(result.done)} run, {len(result.skipped)} already done, "
+        f"{len(result.failed)} failed -> {result.root}"
+    )
     for run, error in sorted(result.failed.items()):
         print(f"FAILED {run}: {error} (see {result.root / run / 'notebook.ipynb'})", file=sys.stderr)
     return 1 if result.failed else 0

@@ -1,17 +1,46 @@
-"""What is learned: each task implements the ``Task`` protocol (``tasks.base``) that the loop knows."""
-from clipstudy.tasks.base import Task
-from clipstudy.tasks.classification import ClassificationTask
-from clipstudy.tasks.detection import DetectionTask
+"""What is learned: every module of this package that defines ``SPEC`` (a ``tasks.base.TaskSpec``) is a
+task the study can run. ``spec(name)`` gives a task's spec, ``for_config(config)`` the ``Task`` object of a
+run; nothing outside a task's own module names it.
+"""
 
-#: task name (``RunConfig.task``) -> its class
-BY_NAME = {cls.name: cls for cls in (ClassificationTask, DetectionTask)}
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from clipstudy.tasks.base import Task, TaskSpec
+
+
+def _discover() -> dict[str, TaskSpec]:
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        task_spec = getattr(module, "SPEC", None)
+        if isinstance(task_spec, TaskSpec):
+            if task_spec.name in found:
+                raise RuntimeError(f"two task modules define the task {task_spec.name!r}")
+            found[task_spec.name] = task_spec
+    return found
+
+
+#: task name (``RunConfig.task``) -> its spec, in the order of their modules' names
+SPECS: dict[str, TaskSpec] = _discover()
+#: The tasks' names.
+NAMES: tuple[str, ...] = tuple(SPECS)
+
+
+def spec(name: str) -> TaskSpec:
+    """The spec of the task ``name``; an unknown name is refused, naming the valid ones."""
+    if name not in SPECS:
+        raise ValueError(f"task={name!r} is invalid; valid choices: {', '.join(NAMES)}")
+    return SPECS[name]
 
 
 def for_config(config) -> Task:
-    """The task object of ``config.task`` (the detector on ``config.dataset``)."""
-    if config.task not in BY_NAME:
-        raise ValueError(f"unknown task {config.task!r}; valid choices: {', '.join(BY_NAME)}")
-    return DetectionTask(config.dataset) if config.task == "detector" else BY_NAME[config.task]()
+    """The task object of a run: its spec's ``make(config)``."""
+    return spec(config.task).make(config)
 
 
-__all__ = ["BY_NAME", "Task", "ClassificationTask", "DetectionTask", "for_config"]
+__all__ = ["NAMES", "SPECS", "Task", "TaskSpec", "for_config", "spec"]

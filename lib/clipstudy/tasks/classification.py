@@ -1,4 +1,5 @@
 """The classifier task: the audited article's CNN on MNIST, cross-entropy, accuracy targets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 from clipstudy._quiet import keras, tf
 from clipstudy.data import mnist
 from clipstudy.data.split import Split
-from clipstudy.training.monitor import failure_reason
+from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
 
 ACCURACY_TARGETS = (0.98, 0.99)
 #: Below this test accuracy a classifier has collapsed (chance is 0.1).
@@ -72,8 +73,14 @@ class ClassificationTask:
     name = "classifier"
     score_name = "accuracy"
     metric_names = ("test_loss", "test_accuracy")
-    summary_keys = ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy",
-                    "steps_to_98", "steps_to_99")
+    summary_keys = (
+        "final_train_loss",
+        "final_test_loss",
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "steps_to_98",
+        "steps_to_99",
+    )
     eval_batch_size = 1000
 
     def __init__(self):
@@ -103,8 +110,8 @@ class ClassificationTask:
     def evaluate(self, predict, x, y, batch_size) -> dict[str, float]:
         total_loss = total_correct = 0.0
         for start in range(0, len(x), batch_size):
-            pred = predict(x[start:start + batch_size])
-            yb = y[start:start + batch_size]
+            pred = predict(x[start : start + batch_size])
+            yb = y[start : start + batch_size]
             total_loss += float(tf.reduce_sum(self.per_example_loss(yb, pred)))
             total_correct += float(self.batch_score(yb, pred))
         return {"test_loss": total_loss / len(x), "test_accuracy": total_correct / len(x)}
@@ -117,8 +124,39 @@ class ClassificationTask:
 
     def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
         """Diverged; or collapsed: test accuracy near chance, or the training loss still at its start."""
-        return failure_reason(diverged=diverged, metric="test accuracy", value=final["final_test_accuracy"],
-                              floor=COLLAPSED_ACCURACY, final_train_loss=final["final_train_loss"], loss_start=loss_start)
+        return failure_reason(
+            diverged=diverged,
+            metric="test accuracy",
+            value=final["final_test_accuracy"],
+            floor=COLLAPSED_ACCURACY,
+            final_train_loss=final["final_train_loss"],
+            loss_start=loss_start,
+        )
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         return []
+
+
+def _check(config) -> None:
+    if config.dataset is not None:
+        raise ValueError(f"dataset={config.dataset!r} is invalid for the classifier (MNIST itself); leave it unset")
+    if config.task_params:
+        raise ValueError(f"task_params={dict(config.task_params)!r} is invalid; the classifier takes none")
+    n_train = mnist.ARRAY_SHAPES["x_train"][0]
+    check_size("validation", config.validation, n_train - 1)
+    check_size("train_subset", config.train_subset, n_train - (config.validation or 0))
+    check_size("test_subset", config.test_subset, mnist.ARRAY_SHAPES["x_test"][0])
+
+
+SPEC = TaskSpec(
+    name="classifier",
+    summary="the audited article's CNN on MNIST (60,000 training, 10,000 test images), cross-entropy",
+    make=lambda config: ClassificationTask(),
+    train_pool=lambda config: mnist.ARRAY_SHAPES["x_train"][0] - (config.validation or 0),
+    test_pool=lambda config: mnist.ARRAY_SHAPES["x_test"][0],
+    seconds_per_example=0.08 / 128,
+    check=_check,
+    primary_metric="final_test_accuracy",
+    summary_keys=ClassificationTask.summary_keys,
+    curve_metrics=("train_loss", "test_loss", "test_accuracy"),
+)

@@ -5,6 +5,7 @@ them, the notebooks' parameters cell holds overrides of them, ``training.train``
 run's id is a digest of them. Building one checks every value, so a bad profile fails before
 anything runs. No TensorFlow is imported here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,21 +13,55 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipstudy import clipping
-from clipstudy.data.canvases import SPLIT_SIZES
-from clipstudy.data.mnist import ARRAY_SHAPES
+from clipstudy import clipping, tasks
 from clipstudy.training.spikes import spike_plan
 
-TASKS = ("classifier", "detector")
+#: The tasks a run can learn: every module of ``clipstudy.tasks`` that defines a ``SPEC``.
+TASKS = tasks.NAMES
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 #: A global-norm threshold written ``{probe_percentile: p}`` is read from an unclipped probe before the run.
 FROM_DATA = "probe_percentile"
-#: Defaults that differ by task (everything else is the same for both).
-TASK_DEFAULTS = {"classifier": {}, "detector": {"batch_size": 32, "dataset": "smoke"}}
 
 
 class ConfigError(ValueError):
     """A run parameter is invalid; the message names the field, the value and what is valid."""
+
+
+class FrozenDict(dict):
+    """A dict that cannot change and can be hashed: ``RunConfig`` keeps its caller's mappings as these
+    (copied, nested values frozen too), so changing the caller's dict later changes neither the run nor its id."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a run's parameters cannot change; build another RunConfig (config.replace(...))")
+
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _refuse
+
+    def __hash__(self):
+        return hash(tuple(sorted((k, v) for k, v in self.items())))
+
+    def __reduce__(self):  # pickled (Dask ships run specs) and copied as a plain dict, frozen again on load
+        return FrozenDict, (dict(self),)
+
+    def __repr__(self):
+        return dict.__repr__(self)
+
+
+def freeze(value):
+    """``value`` with every dict a ``FrozenDict`` and every list a tuple, all the way down (copies)."""
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value):
+    """The plain JSON-like form of a frozen value: dicts and lists again."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
 
 
 def _doc(text: str):
@@ -38,6 +73,10 @@ class RunConfig:
     """Everything that defines one run. Build with ``RunConfig.for_task(task, **overrides)``."""
 
     task: str = field(default="classifier", metadata=_doc("what is learned: " + ", ".join(TASKS)))
+    task_params: dict = field(
+        default_factory=dict,
+        metadata=_doc("the task's own parameters (its spec's params, e.g. the recurrent task's sequence length)"),
+    )
     method: str = field(default="none", metadata=_doc("clipping method, a name of clipping.METHODS"))
     clip_params: dict = field(default_factory=dict, metadata=_doc("the method's parameters (clipping.get)"))
     optimizer: str = field(default="adam", metadata=_doc("one of " + ", ".join(OPTIMIZERS)))
@@ -48,25 +87,38 @@ class RunConfig:
     train_subset: int | None = field(default=None, metadata=_doc("train on this many images (None: all)"))
     test_subset: int | None = field(default=None, metadata=_doc("test on this many images (None: all)"))
     eval_every: int | None = field(default=None, metadata=_doc("also evaluate every this many steps"))
-    validation: int | None = field(default=None, metadata=_doc(
-        "evaluate on this many validation examples too (classifier: held out of the training images)"))
+    validation: int | None = field(
+        default=None,
+        metadata=_doc("evaluate on this many validation examples too (classifier: held out of the training images)"),
+    )
     spikes: dict | None = field(default=None, metadata=_doc("bad batches to inject (training.spikes)"))
-    dataset: str | None = field(default=None, metadata=_doc("detector only: mnist_detection size"))
-    threads: int = field(default=1, metadata=_doc(
-        "TensorFlow intra- and inter-op threads: they change the numbers, so they are part of the run"))
+    dataset: str | None = field(
+        default=None,
+        metadata=_doc("the task's data set, for tasks that have several (the detector: an mnist_detection size)"),
+    )
+    threads: int = field(
+        default=1,
+        metadata=_doc("TensorFlow intra- and inter-op threads: they change the numbers, so they are part of the run"),
+    )
     threshold_rule: str | None = field(default=None, metadata=_doc("how a threshold read from data was chosen"))
 
     @classmethod
-    def for_task(cls, task: str, /, **overrides) -> "RunConfig":
+    def for_task(cls, task: str, /, **overrides) -> RunConfig:
         """A config with ``task``'s defaults and ``overrides``; unknown names are refused."""
-        if task not in TASK_DEFAULTS:
+        if task not in TASKS:
             raise ConfigError(f"task={task!r} is invalid; valid choices: {', '.join(TASKS)}")
         if overrides.get("task", task) != task:
             raise ConfigError(f"task={overrides['task']!r} given for a {task} run")
-        return cls.from_params({**TASK_DEFAULTS[task], **overrides, "task": task})
+        spec = tasks.spec(task)
+        if spec.params:
+            given = overrides.get("task_params") or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"task_params={given!r} is invalid; it must be a dict of the {task}'s parameters")
+            overrides = {**overrides, "task_params": {**spec.params, **given}}
+        return cls.from_params({**spec.defaults, **overrides, "task": task})
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "RunConfig":
+    def from_params(cls, params: dict[str, Any]) -> RunConfig:
         """The inverse of ``to_params``; a key that is not a field is refused, naming the valid ones."""
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(params) - set(names))
@@ -76,13 +128,15 @@ class RunConfig:
 
     def to_params(self) -> dict[str, Any]:
         """The parameters as a plain dict (what a run's id digests); unset optional labels left out."""
-        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        params = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
         for optional in ("dataset", "threshold_rule", "validation"):
             if params[optional] is None:
                 del params[optional]
+        if not params["task_params"]:
+            del params["task_params"]  # tasks without parameters: the ids of runs made before it existed
         return params
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -91,23 +145,33 @@ class RunConfig:
         threshold = self.clip_params.get("threshold")
         return threshold[FROM_DATA] if isinstance(threshold, dict) else None
 
+    @property
+    def spec(self):
+        """The task's spec (``clipstudy.tasks``)."""
+        return tasks.spec(self.task)
+
     def planned_steps(self) -> int:
         """Optimizer steps the run will take if it is not stopped (from the data sizes and its settings)."""
-        if self.task == "detector":
-            pool = SPLIT_SIZES[self.dataset]["train"]
-        else:
-            pool = ARRAY_SHAPES["x_train"][0] - (self.validation or 0)
-        images = self.train_subset or pool
+        images = self.train_subset or self.spec.train_pool(self)
         return self.epochs * -(-images // self.batch_size)
+
+    def test_examples(self) -> int:
+        """Examples each test evaluation scores."""
+        return self.test_subset or self.spec.test_pool(self)
 
     def clipper(self):
         """The configured ``Clipper`` (the threshold must have been read from data already)."""
         if self.threshold_from_data is not None:
-            raise ConfigError(f"clip_params threshold={self.clip_params['threshold']!r} has not been read from "
-                              "data yet; the sweep resolves it from the baseline run before the run starts")
+            raise ConfigError(
+                f"clip_params threshold={self.clip_params['threshold']!r} has not been read from "
+                "data yet; the sweep resolves it from the baseline run before the run starts"
+            )
         return clipping.get(self.method, **self.clip_params)
 
     def __post_init__(self):
+        for name in ("clip_params", "task_params", "spikes"):  # copies: the caller's dicts stay theirs
+            if isinstance(getattr(self, name), (dict, list, tuple)):
+                object.__setattr__(self, name, freeze(getattr(self, name)))
         _check_choice("task", self.task, TASKS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_clipping(self)
@@ -119,7 +183,7 @@ class RunConfig:
         for name in ("train_subset", "test_subset", "eval_every", "validation"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1, optional=True)
-        _check_dataset(self)
+        _check_task(self)
         try:
             spike_plan(self.spikes)
         except ValueError as exc:
@@ -135,8 +199,9 @@ def _check_choice(name, value, choices):
 
 def _check_number(name, value):
     if isinstance(value, str):
-        raise ConfigError(f"{name}={value!r} is a string, not a number (YAML reads 1e-3 as a string: "
-                          f"write 1.0e-3 or 0.001)")
+        raise ConfigError(
+            f"{name}={value!r} is a string, not a number (YAML reads 1e-3 as a string: write 1.0e-3 or 0.001)"
+        )
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}={value!r} is invalid; it must be a finite number > 0")
 
@@ -149,14 +214,18 @@ def _check_int(name, value, minimum, optional=False):
 
 def _check_clipping(config: RunConfig):
     if not isinstance(config.clip_params, dict):
-        raise ConfigError(f"clip_params={config.clip_params!r} is invalid; it must be a dict of the method's parameters")
+        raise ConfigError(
+            f"clip_params={config.clip_params!r} is invalid; it must be a dict of the method's parameters"
+        )
     params = dict(config.clip_params)
     rule = params.get("threshold")
     if isinstance(rule, dict):
         p = rule.get(FROM_DATA)
         if config.method != "global_norm" or set(rule) != {FROM_DATA}:
-            raise ConfigError(f"clip_params threshold={rule!r} is invalid; a threshold from data must be "
-                              f"{{{FROM_DATA}: p}} on global_norm")
+            raise ConfigError(
+                f"clip_params threshold={rule!r} is invalid; a threshold from data must be "
+                f"{{{FROM_DATA}: p}} on global_norm"
+            )
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 100:
             raise ConfigError(f"clip_params threshold.{FROM_DATA}={p!r} is invalid; it must be a number in (0, 100]")
         params["threshold"] = 1.0  # the rest of the parameters are checked with a stand-in
@@ -166,18 +235,18 @@ def _check_clipping(config: RunConfig):
         raise ConfigError(str(exc)) from None
 
 
-def _check_dataset(config: RunConfig):
-    if config.task == "detector":
-        _check_choice("dataset", config.dataset, tuple(SPLIT_SIZES))
-        split = SPLIT_SIZES[config.dataset]
-        sizes = {"train_subset": split["train"], "test_subset": split["test"], "validation": split["validation"]}
-    else:
-        if config.dataset is not None:
-            raise ConfigError(f"dataset={config.dataset!r} is invalid for the classifier (MNIST itself); leave it unset")
-        n_train = ARRAY_SHAPES["x_train"][0]
-        sizes = {"validation": n_train - 1, "train_subset": n_train - (config.validation or 0),
-                 "test_subset": ARRAY_SHAPES["x_test"][0]}
-    for name, n in sizes.items():
-        value = getattr(config, name)
-        if value is not None and value > n:
-            raise ConfigError(f"{name}={value!r} is invalid; it must be an integer in [1, {n}] or None")
+def _check_task(config: RunConfig):
+    """The task's own checks (its data set and sizes, its parameters), from its spec."""
+    spec = tasks.spec(config.task)
+    if not isinstance(config.task_params, dict):
+        raise ConfigError(f"task_params={config.task_params!r} is invalid; it must be a dict")
+    unknown = sorted(set(config.task_params) - set(spec.params))
+    if unknown:
+        valid = ", ".join(spec.params) or "none"
+        raise ConfigError(
+            f"task_params: unknown parameter(s) {', '.join(unknown)} for the {config.task}; valid: {valid}"
+        )
+    try:
+        spec.check(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -4,6 +4,7 @@
 records what clipping did at every step and the test metrics at every evaluation, and stops a
 diverging run early, marking it as such: divergence is a result.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,17 +48,21 @@ def set_threads(threads: int) -> None:
     Raises:
       RuntimeError: TensorFlow already started with other counts; the run needs a fresh process.
     """
-    current = (tf.config.threading.get_intra_op_parallelism_threads(),
-               tf.config.threading.get_inter_op_parallelism_threads())
+    current = (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
     if current == (threads, threads):
         return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as exc:
-        raise RuntimeError(f"TensorFlow already runs with {current[0]} intra-op and {current[1]} inter-op threads "
-                           f"(0: all cores) in this process; this run needs threads={threads}: run it in a fresh "
-                           "process or kernel") from exc
+        raise RuntimeError(
+            f"TensorFlow already runs with {current[0]} intra-op and {current[1]} inter-op threads "
+            f"(0: all cores) in this process; this run needs threads={threads}: run it in a fresh "
+            "process or kernel"
+        ) from exc
 
 
 def set_determinism(seed: int) -> None:
@@ -83,10 +88,18 @@ class _Evaluations:
             metrics.update({"val_" + k.removeprefix("test_"): v for k, v in scored.items()})
         metrics.update(self.task.evaluate(self.predict, self.x, self.targets, self.task.eval_batch_size))
         loss, score, seen = totals
-        self.rows.append({"epoch": epoch, "step": step, "epoch_end": epoch_end, "train_loss": loss / seen,
-                          self.score_column: score / seen, **metrics,
-                          "wall_time_s": time.perf_counter() - self.start,
-                          "eval_time_s": time.perf_counter() - t0})
+        self.rows.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "epoch_end": epoch_end,
+                "train_loss": loss / seen,
+                self.score_column: score / seen,
+                **metrics,
+                "wall_time_s": time.perf_counter() - self.start,
+                "eval_time_s": time.perf_counter() - t0,
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -117,8 +130,9 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
     x_test, test_targets = task.prepare_test(test_split)
     validation = task.prepare_test(validation_split) if validation_split is not None else None
     train_step = make_train_step(net, task, clip, optimizer, tf.constant(x_train), tf.constant(y_train))
-    evaluations = _Evaluations(task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter(),
-                               validation)
+    evaluations = _Evaluations(
+        task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter(), validation
+    )
 
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
@@ -128,10 +142,21 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
     bar.close()
 
     steps, epochs = log.frame(steps_per_epoch, config.epochs), evaluations.frame()
-    summary = summarize(config, task, clip, steps, epochs, train_images=len(train_split), test_images=len(test_split),
-                        images_seen=images_seen, steps_planned=log.capacity, divergence=divergence,
-                        wall_time_s=wall, median_step_time_s=log.median_step_time(),
-                        parameters=net.count_params())
+    summary = summarize(
+        config,
+        task,
+        clip,
+        steps,
+        epochs,
+        train_images=len(train_split),
+        test_images=len(test_split),
+        images_seen=images_seen,
+        steps_planned=log.capacity,
+        divergence=divergence,
+        wall_time_s=wall,
+        median_step_time_s=log.median_step_time(),
+        parameters=net.count_params(),
+    )
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
 
 
@@ -147,7 +172,7 @@ def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evalu
         order = shuffler.permutation(n_train).astype(np.int32)
         totals = [0.0, 0.0, 0.0]  # loss × images, summed score, images
         for b in range(steps_per_epoch):
-            batch = order[b * config.batch_size:(b + 1) * config.batch_size]
+            batch = order[b * config.batch_size : (b + 1) * config.batch_size]
             scale, shuffle = spikes.at(log.steps + 1)
             t0 = time.perf_counter()
             record = train_step(batch, scale, shuffle).numpy()
@@ -184,7 +209,7 @@ def run_splits(config: RunConfig, data) -> tuple[Split, Split | None, Split]:
         if validation is None:
             order = np.random.default_rng(VALIDATION_SEED).permutation(len(train_split))
             validation = train_split.take(np.sort(order[: config.validation]))
-            train_split = train_split.take(np.sort(order[config.validation:]))
+            train_split = train_split.take(np.sort(order[config.validation :]))
         else:
             validation = validation.take(np.arange(config.validation))
     else:

@@ -1,4 +1,5 @@
 """The study's optimizers by name."""
+
 from __future__ import annotations
 
 from clipstudy._quiet import keras

@@ -1,4 +1,5 @@
 """Injected bad batches: which steps, and what is done to them."""
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,11 @@ def spike_plan(spikes: dict | None) -> SpikePlan:
     if kind not in KINDS:
         raise ValueError(f"spikes kind={kind!r} is invalid; valid choices: {', '.join(KINDS)}")
     steps = spikes.get("steps")
-    if not isinstance(steps, (list, tuple)) or not steps or \
-            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps):
+    if (
+        not isinstance(steps, (list, tuple))
+        or not steps
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps)
+    ):
         raise ValueError(f"spikes steps={steps!r} is invalid; it must be a non-empty list of step numbers ≥ 1")
     unknown = sorted(set(spikes) - {"kind", "steps", "factor"})
     if unknown:

@@ -1,4 +1,5 @@
 """The compiled training step and prediction function of a run."""
+
 from __future__ import annotations
 
 from clipstudy._quiet import tf
@@ -15,8 +16,9 @@ def make_train_step(net, task, clip, optimizer, x_train, y_train):
     optimizer.build(variables)
     clip_state = {k: tf.Variable(v, trainable=False, name=f"clip_{k}") for k, v in clip.init(variables).items()}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32),
-                                  tf.TensorSpec([], tf.bool)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.bool)]
+    )
     def train_step(batch, loss_scale, shuffle_labels):
         x = tf.gather(x_train, batch)
         y = tf.gather(y_train, batch)
@@ -33,8 +35,15 @@ def make_train_step(net, task, clip, optimizer, x_train, y_train):
             optimizer.apply(clipped, variables)
             for k, v in clip_state.items():
                 v.assign(new_state[k])
-        record = [batch_loss, stats["norm_before"], stats["norm_after"], stats["clipped"],
-                  stats["threshold"], tf.cast(stats["nonfinite"], tf.float32), task.batch_score(y, pred)]
+        record = [
+            batch_loss,
+            stats["norm_before"],
+            stats["norm_after"],
+            stats["clipped"],
+            stats["threshold"],
+            tf.cast(stats["nonfinite"], tf.float32),
+            task.batch_score(y, pred),
+        ]
         return tf.stack([tf.cast(r, tf.float32) for r in record])
 
     return train_step

@@ -1,4 +1,5 @@
 """The per-step record of a run, with named columns."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """A run's summary: its final and best metrics, targets reached, divergence and clipping telemetry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import __version__, hardware
-from clipstudy.training.monitor import loss_start
 from clipstudy._quiet import keras, tf
+from clipstudy.training.monitor import loss_start
 
 
 def cpu_model() -> str:
@@ -27,8 +28,10 @@ def cpu_model() -> str:
 
 def thread_counts() -> dict[str, int]:
     """TensorFlow's intra- and inter-op thread counts in this process (0: its default, all cores)."""
-    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -89,34 +92,75 @@ def _norm_statistics(steps: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def summarize(config, task, clip, steps: pd.DataFrame, epochs: pd.DataFrame, *, train_images: int,
-              test_images: int, images_seen: int, steps_planned: int, divergence: str | None, wall_time_s: float,
-              median_step_time_s: float, parameters: int) -> dict[str, Any]:
+def _identity(config, task, clip) -> dict[str, Any]:
+    return {
+        "task": task.name,
+        "method": clip.name,
+        "clip_params": clip.config(),
+        "optimizer": config.optimizer,
+        "learning_rate": float(config.learning_rate),
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "seed": config.seed,
+    }
+
+
+def _lower_is_better(column: str) -> bool:
+    """Losses and squared errors: their "best" is a minimum, which the summary does not report."""
+    return "loss" in column or "mse" in column
+
+
+def summarize(
+    config,
+    task,
+    clip,
+    steps: pd.DataFrame,
+    epochs: pd.DataFrame,
+    *,
+    train_images: int,
+    test_images: int,
+    images_seen: int,
+    steps_planned: int,
+    divergence: str | None,
+    wall_time_s: float,
+    median_step_time_s: float,
+    parameters: int,
+) -> dict[str, Any]:
     """The summary of a finished run, from its step and epoch tables."""
     last = epochs.iloc[-1]
-    targets = {key: (steps_to_target(epochs, value, column) if column in epochs else math.nan)
-               for key, (column, value) in task.targets().items()}
+    targets = {
+        key: (steps_to_target(epochs, value, column) if column in epochs else math.nan)
+        for key, (column, value) in task.targets().items()
+    }
     best_column = next(iter(task.targets().values()))[0]
-    final = {"final_train_loss": float(last["train_loss"]),
-             **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()}}
+    final = {
+        "final_train_loss": float(last["train_loss"]),
+        **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()},
+    }
     final.update({f"final_{c}": float(last[c]) for c in epochs.columns if c.startswith("val_")})
     start = loss_start(steps["loss"])
     return {
-        "task": task.name, "method": clip.name, "clip_params": clip.config(),
-        "optimizer": config.optimizer, "learning_rate": float(config.learning_rate),
-        "batch_size": config.batch_size, "epochs": config.epochs, "seed": config.seed,
-        "train_images": int(train_images), "test_images": int(test_images),
-        "steps_run": int(len(steps)), "steps_planned": int(steps_planned),
+        **_identity(config, task, clip),
+        "train_images": int(train_images),
+        "test_images": int(test_images),
+        "steps_run": int(len(steps)),
+        "steps_planned": int(steps_planned),
         **final,
-        f"best_{best_column}": _best(epochs, best_column), **targets,
-        **{f"best_{c}": _best(epochs, c) for c in epochs.columns if c.startswith("val_") and "loss" not in c},
-        "diverged": divergence is not None, "divergence_reason": divergence, "loss_start": start,
+        f"best_{best_column}": _best(epochs, best_column),
+        **targets,
+        **{f"best_{c}": _best(epochs, c) for c in epochs.columns if c.startswith("val_") and not _lower_is_better(c)},
+        "diverged": divergence is not None,
+        "divergence_reason": divergence,
+        "loss_start": start,
         "failure": task.failure(diverged=divergence is not None, final=final, loss_start=start),
-        **_norm_statistics(steps), "trajectory_sha256": trajectory_digest(steps, epochs),
+        **_norm_statistics(steps),
+        "trajectory_sha256": trajectory_digest(steps, epochs),
         "outcome_sha256": outcome_digest(steps, epochs),
-        "wall_time_s": wall_time_s, "median_step_time_s": median_step_time_s,
+        "wall_time_s": wall_time_s,
+        "median_step_time_s": median_step_time_s,
         "images_per_second": images_seen / wall_time_s if wall_time_s > 0 else math.nan,
-        "parameters": int(parameters), "versions": library_versions(), "threads": thread_counts(),
+        "parameters": int(parameters),
+        "versions": library_versions(),
+        "threads": thread_counts(),
         "platform": hardware.fingerprint(library_versions(), thread_counts()),
     }
-

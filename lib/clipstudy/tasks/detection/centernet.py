@@ -5,6 +5,7 @@ of object centres at stride 4, plus the box size and the sub-cell offset of the 
 outputs one tensor ``(H/4, W/4, classes + 4)``: sigmoid heatmaps, then size (w, h) and offset
 (x, y), both in output-grid units. Targets are packed the same way plus a centre mask channel.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from clipstudy._quiet import keras, tf
 
 STRIDE = 4
 NUM_CLASSES = 10
-SIZE_WEIGHT = 0.1    # CenterNet's weight of the size loss
+SIZE_WEIGHT = 0.1  # CenterNet's weight of the size loss
 OFFSET_WEIGHT = 1.0
 
 
@@ -33,16 +34,17 @@ def centernet(input_size: int = 64, num_classes: int = NUM_CLASSES, width: int =
     x = _conv(x, width, stride=2)
     x = _conv(x, width)
     x = _conv(x, 2 * width, stride=2)
-    c4 = _conv(x, 2 * width)                      # stride 4
-    y = _conv(c4, 4 * width, stride=2)            # stride 8: context for the largest digits
+    c4 = _conv(x, 2 * width)  # stride 4
+    y = _conv(c4, 4 * width, stride=2)  # stride 8: context for the largest digits
     y = _conv(y, 4 * width)
     y = layers.UpSampling2D(2)(_conv(y, 4 * width, kernel=1))
     merged = layers.Add()([_conv(c4, 4 * width, kernel=1), y])
     features = _conv(_conv(merged, 2 * width), 2 * width)
 
     # Bias -2.19: initial centre probability 0.1, as in CenterNet, so the focal loss starts sane.
-    heat = layers.Conv2D(num_classes, 1, activation="sigmoid", name="heatmap",
-                         bias_initializer=keras.initializers.Constant(-2.19))(features)
+    heat = layers.Conv2D(
+        num_classes, 1, activation="sigmoid", name="heatmap", bias_initializer=keras.initializers.Constant(-2.19)
+    )(features)
     size = layers.Conv2D(2, 1, name="size")(features)
     offset = layers.Conv2D(2, 1, name="offset")(features)
     return keras.Model(inputs, layers.Concatenate(name="packed")([heat, size, offset]), name="centernet")
@@ -52,13 +54,13 @@ def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> fl
     """CenterNet's radius: the largest centre shift that keeps IoU ≥ ``min_overlap`` with the true box."""
     a1, b1 = 1, height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + math.sqrt(b1 ** 2 - 4 * a1 * c1)) / 2
+    r1 = (b1 + math.sqrt(b1**2 - 4 * a1 * c1)) / 2
     a2, b2 = 4, 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + math.sqrt(b2 ** 2 - 4 * a2 * c2)) / 2
+    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
     a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + math.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
     return min(r1, r2, r3)
 
 
@@ -73,11 +75,11 @@ def encode_targets(boxes, classes, input_size: int = 64, num_classes: int = NUM_
         ix, iy = min(int(cx), grid - 1), min(int(cy), grid - 1)
         radius = max(0, int(gaussian_radius(h, w)))
         sigma = (2 * radius + 1) / 6
-        blob = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma ** 2))
+        blob = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma**2))
         target[..., c] = np.maximum(target[..., c], blob)
         target[iy, ix, c] = 1.0
-        target[iy, ix, num_classes:num_classes + 2] = (w, h)
-        target[iy, ix, num_classes + 2:num_classes + 4] = (cx - ix, cy - iy)
+        target[iy, ix, num_classes : num_classes + 2] = (w, h)
+        target[iy, ix, num_classes + 2 : num_classes + 4] = (cx - ix, cy - iy)
         target[iy, ix, num_classes + 4] = 1.0
     return target
 
@@ -85,16 +87,26 @@ def encode_targets(boxes, classes, input_size: int = 64, num_classes: int = NUM_
 def losses(y, pred, num_classes: int = NUM_CLASSES):
     """Per-example (focal heatmap loss, size L1, offset L1), each normalised by the number of objects."""
     gt_heat, pred_heat = y[..., :num_classes], tf.clip_by_value(pred[..., :num_classes], 1e-4, 1 - 1e-4)
-    mask = y[..., num_classes + 4:num_classes + 5]
+    mask = y[..., num_classes + 4 : num_classes + 5]
     centres = tf.cast(gt_heat >= 1.0, pred.dtype)
     positives = tf.math.log(pred_heat) * tf.square(1 - pred_heat) * centres
     negatives = tf.math.log(1 - pred_heat) * tf.square(pred_heat) * tf.pow(1 - gt_heat, 4) * (1 - centres)
     n = tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0)
     focal = -tf.reduce_sum(positives + negatives, axis=[1, 2, 3]) / n
-    size = tf.reduce_sum(tf.abs(pred[..., num_classes:num_classes + 2] - y[..., num_classes:num_classes + 2]) * mask,
-                         axis=[1, 2, 3]) / n
-    offset = tf.reduce_sum(tf.abs(pred[..., num_classes + 2:num_classes + 4] - y[..., num_classes + 2:num_classes + 4])
-                           * mask, axis=[1, 2, 3]) / n
+    size = (
+        tf.reduce_sum(
+            tf.abs(pred[..., num_classes : num_classes + 2] - y[..., num_classes : num_classes + 2]) * mask,
+            axis=[1, 2, 3],
+        )
+        / n
+    )
+    offset = (
+        tf.reduce_sum(
+            tf.abs(pred[..., num_classes + 2 : num_classes + 4] - y[..., num_classes + 2 : num_classes + 4]) * mask,
+            axis=[1, 2, 3],
+        )
+        / n
+    )
     return focal, size, offset
 
 
@@ -106,7 +118,7 @@ def detection_loss(y, pred):
 def _max_pool_3x3(heat: np.ndarray) -> np.ndarray:
     padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     h, w = heat.shape[:2]
-    return np.max([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    return np.max([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
 
 
 def decode(output: np.ndarray, max_detections: int = 20, min_score: float = 0.05, num_classes: int = NUM_CLASSES):

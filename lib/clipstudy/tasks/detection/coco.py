@@ -3,6 +3,7 @@
 Boxes are ``xyxy`` pixel corners in the study (``clipstudy.data.boxes``) and ``[x, y, width,
 height]`` in COCO files. Category ids in COCO files are ``digit + 1`` (COCO reserves 0).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,9 +26,16 @@ def ground_truth(boxes: list, labels: list, height: int, width: int) -> dict:
     for image_id, (image_boxes, image_labels) in enumerate(zip(boxes, labels), start=1):
         images.append({"id": image_id, "width": int(width), "height": int(height), "file_name": f"{image_id}.png"})
         for box, label in zip(xyxy_to_coco(image_boxes), np.asarray(image_labels).reshape(-1)):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
-                                "bbox": [round(float(v), 4) for v in box], "area": float(box[2] * box[3]),
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [round(float(v), 4) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -36,10 +44,17 @@ def detections(boxes: list, scores: list, labels: list) -> list[dict]:
     """COCO detection results; image ``i`` (id ``i + 1``) has ``boxes[i]`` (xyxy), ``scores[i]``, ``labels[i]``."""
     out = []
     for image_id, (image_boxes, image_scores, image_labels) in enumerate(zip(boxes, scores, labels), start=1):
-        for box, score, label in zip(xyxy_to_coco(image_boxes), np.asarray(image_scores).reshape(-1),
-                                     np.asarray(image_labels).reshape(-1)):
-            out.append({"image_id": image_id, "category_id": int(label) + 1,
-                        "bbox": [round(float(v), 4) for v in box], "score": round(float(score), 6)})
+        for box, score, label in zip(
+            xyxy_to_coco(image_boxes), np.asarray(image_scores).reshape(-1), np.asarray(image_labels).reshape(-1)
+        ):
+            out.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [round(float(v), 4) for v in box],
+                    "score": round(float(score), 6),
+                }
+            )
     return out
 
 

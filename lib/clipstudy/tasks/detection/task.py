@@ -1,4 +1,5 @@
 """The detector task: CenterNet on the MNIST canvases, scored with COCO metrics on the test canvases."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,11 @@ import numpy as np
 
 from clipstudy._quiet import tf
 from clipstudy.data.boxes import Annotations
+from clipstudy.data.canvases import SPLIT_SIZES
 from clipstudy.data.split import Split
-from clipstudy.tasks.detection import coco
+from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
+from clipstudy.tasks.detection import coco, figures
 from clipstudy.tasks.detection.centernet import centernet, decode, detection_loss, encode_targets, losses
-from clipstudy.training.monitor import failure_reason
 
 #: Below this AP50 a detector has collapsed.
 COLLAPSED_AP50 = 0.01
@@ -22,8 +24,17 @@ class DetectionTask:
     name = "detector"
     score_name = "heatmap_loss"
     metric_names = ("test_loss", *coco.METRICS)
-    summary_keys = ("final_train_loss", "final_test_loss", "final_AP", "final_AP50", "final_AP75", "final_AR100",
-                    "best_AP50", "steps_to_ap50_80", "steps_to_ap50_90")
+    summary_keys = (
+        "final_train_loss",
+        "final_test_loss",
+        "final_AP",
+        "final_AP50",
+        "final_AP75",
+        "final_AR100",
+        "best_AP50",
+        "steps_to_ap50_80",
+        "steps_to_ap50_90",
+    )
     eval_batch_size = 250
 
     def __init__(self, dataset: str = "smoke", input_size: int = 64):
@@ -57,7 +68,7 @@ class DetectionTask:
         return tf.reduce_sum(losses(y, pred)[0])
 
     def predict_all(self, predict, x, batch_size):
-        return np.concatenate([np.asarray(predict(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+        return np.concatenate([np.asarray(predict(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
     def coco_files(self, outputs, annotations: list[Annotations]):
         """COCO ground truth (the exact boxes) and the decoded detections of ``outputs``."""
@@ -80,8 +91,14 @@ class DetectionTask:
 
     def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
         """Diverged; or collapsed: AP50 near 0, or the training loss still at its start."""
-        return failure_reason(diverged=diverged, metric="AP50", value=final["final_AP50"], floor=COLLAPSED_AP50,
-                              final_train_loss=final["final_train_loss"], loss_start=loss_start)
+        return failure_reason(
+            diverged=diverged,
+            metric="AP50",
+            value=final["final_AP50"],
+            floor=COLLAPSED_AP50,
+            final_train_loss=final["final_train_loss"],
+            loss_start=loss_start,
+        )
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """``ground_truth.json`` and ``detections.json`` of the last evaluation."""
@@ -96,3 +113,59 @@ class DetectionTask:
         x, _ = self.prepare(sample)
         outputs = self.predict_all(lambda images: model(images, training=False), x, len(sample))
         return sample.x, list(sample.y), [decode(o) for o in outputs]
+
+
+def _sample_figure(result, config, count: int = 8):
+    """The trained model of ``result`` on the first ``count`` test canvases: truth in green, detections in red."""
+    images, truth, found = DetectionTask(config.dataset).sample_detections(result.model, result.test, count)
+    return figures.draw_detections(
+        images,
+        [a.boxes for a in truth],
+        [a.classes for a in truth],
+        [d[0] for d in found],
+        [d[1] for d in found],
+        [d[2] for d in found],
+        title="Test canvases",
+    )
+
+
+def _check(config) -> None:
+    if config.dataset not in SPLIT_SIZES:
+        raise ValueError(f"dataset={config.dataset!r} is invalid; valid choices: {', '.join(SPLIT_SIZES)}")
+    if config.task_params:
+        raise ValueError(f"task_params={dict(config.task_params)!r} is invalid; the detector takes none")
+    split = SPLIT_SIZES[config.dataset]
+    for name, n in {
+        "train_subset": split["train"],
+        "test_subset": split["test"],
+        "validation": split["validation"],
+    }.items():
+        check_size(name, getattr(config, name), n)
+
+
+def _prepare(configs) -> None:
+    """Build the TFDS canvases the runs read, once, before they race to build them."""
+    datasets = sorted({c.dataset for c in configs})
+    if datasets:
+        from clipstudy.data import tfds_builder  # deferred: imports TensorFlow Datasets
+
+        for dataset in datasets:
+            tfds_builder.prepare(dataset)
+
+
+SPEC = TaskSpec(
+    name="detector",
+    summary="a CenterNet-style detector trained from scratch on MNIST digits pasted onto 64×64 canvases, "
+    "scored with COCO AP",
+    make=lambda config: DetectionTask(config.dataset),
+    train_pool=lambda config: SPLIT_SIZES[config.dataset]["train"],
+    test_pool=lambda config: SPLIT_SIZES[config.dataset]["test"],
+    seconds_per_example=0.18 / 32,
+    defaults={"batch_size": 32, "dataset": "smoke"},
+    check=_check,
+    primary_metric="final_AP50",
+    summary_keys=DetectionTask.summary_keys,
+    prepare=_prepare,
+    sample_figure=_sample_figure,
+    curve_metrics=("train_loss", "test_loss", "AP50", "AP"),
+)

@@ -1,7 +1,7 @@
 """Are the published numbers reproducible? Retrain runs drawn from a profile's bundle and check them at the
 level this machine can promise.
 
-    python -m clipstudy.study.verify --profile paper [--runs 2] [--draw cheapest|sample]
+    python -m clipstudy.analysis.verify --profile paper [--runs 2] [--draw cheapest|sample]
 
 Each drawn run is executed again (its notebook, in a fresh kernel, so its thread counts are its own) into a
 temporary folder and compared with its published copy. Which promise is checked depends on the platform the
@@ -23,10 +23,10 @@ run recorded (``clipstudy.hardware``: CPU, oneDNN's instruction set, TensorFlow'
 
 Every deviation found is printed, whether or not it is within the promise.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -36,7 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipstudy import hardware, paths
+from clipstudy import hardware, paths, tasks
+from clipstudy.analysis import claims, report
 from clipstudy.study import bundle, compare, notebooks, probes, runfiles
 from clipstudy.study.profiles import load_profile, publishes
 
@@ -49,12 +50,12 @@ class Verification:
     """What retraining one published run showed."""
 
     run_id: str
-    promise: str                      # BITS or STUDY_LEVEL
-    platform: list[str]               # how the recorded platform differs from this one ("field: a != b")
-    unknown: list[str]                # platform fields the published run did not record
-    bit_differences: list[str]        # every field, column or file that is not identical
+    promise: str  # BITS or STUDY_LEVEL
+    platform: list[str]  # how the recorded platform differs from this one ("field: a != b")
+    unknown: list[str]  # platform fields the published run did not record
+    bit_differences: list[str]  # every field, column or file that is not identical
     deviations: list[dict] = field(default_factory=list)  # metric, published, retrained, difference, spread, within
-    out_dir: Path | None = None       # the retrained run's folder
+    out_dir: Path | None = None  # the retrained run's folder
 
     @property
     def identical(self) -> bool:
@@ -68,19 +69,29 @@ class Verification:
 
     def lines(self) -> list[str]:
         """What a reader is told about this run."""
-        head = {True: "same bits", False: "DIFFERENT bits"}[self.identical] if self.promise == BITS else \
-            ("within the study's tolerance" if self.ok else "OUTSIDE the study's tolerance")
+        head = (
+            {True: "same bits", False: "DIFFERENT bits"}[self.identical]
+            if self.promise == BITS
+            else ("within the study's tolerance" if self.ok else "OUTSIDE the study's tolerance")
+        )
         out = [f"{head}: {self.run_id} (checked: {self.promise})"]
         if self.promise == STUDY_LEVEL:
-            why = "; ".join(self.platform) if self.platform else \
-                f"platform not fully recorded ({', '.join(self.unknown)}) and the bits differ"
+            why = (
+                "; ".join(self.platform)
+                if self.platform
+                else f"platform not fully recorded ({', '.join(self.unknown)}) and the bits differ"
+            )
             out.append(f"  recorded platform differs from this one: {why}")
-            out.append(f"  {len(self.bit_differences)} fields/columns differ in their bits; metrics against the "
-                       "cell's seed-to-seed spread:")
+            out.append(
+                f"  {len(self.bit_differences)} fields/columns differ in their bits; metrics against the "
+                "cell's seed-to-seed spread:"
+            )
             for d in self.deviations:
-                out.append(f"    {d['metric']}: published {_fmt(d['published'])}, retrained {_fmt(d['retrained'])}, "
-                           f"|diff| {_fmt(d['difference'])} vs spread {_fmt(d['spread'])}"
-                           f"{'' if d['within'] else '  <-- OUTSIDE'}")
+                out.append(
+                    f"    {d['metric']}: published {_fmt(d['published'])}, retrained {_fmt(d['retrained'])}, "
+                    f"|diff| {_fmt(d['difference'])} vs spread {_fmt(d['spread'])}"
+                    f"{'' if d['within'] else '  <-- OUTSIDE'}"
+                )
         else:
             out += [f"  {p}" for p in self.bit_differences]
         return out
@@ -129,12 +140,14 @@ def bit_differences(published: Path, out: Path) -> list[str]:
     old = runfiles.load_summary(published)
     new = {k: v for k, v in runfiles.load_summary(out).items() if k in old}  # the numbers it published
     problems = compare.summary_differences(old, new)
-    problems += compare.table_differences(pd.read_parquet(published / runfiles.EPOCHS),
-                                          pd.read_parquet(out / runfiles.EPOCHS), runfiles.EPOCHS)
+    problems += compare.table_differences(
+        pd.read_parquet(published / runfiles.EPOCHS), pd.read_parquet(out / runfiles.EPOCHS), runfiles.EPOCHS
+    )
     kept = pd.read_parquet(published / runfiles.STEPS)
     rerun = pd.read_parquet(out / runfiles.STEPS)
-    problems += compare.table_differences(kept, rerun[rerun["step"].isin(kept["step"])].reset_index(drop=True),
-                                          runfiles.STEPS)
+    problems += compare.table_differences(
+        kept, rerun[rerun["step"].isin(kept["step"])].reset_index(drop=True), runfiles.STEPS
+    )
     return problems
 
 
@@ -168,12 +181,27 @@ def deviations(published: dict, retrained: dict, cell: list[dict], metrics) -> l
         else:
             diff = abs(new - old)
             within = diff <= spread or diff == 0
-        rows.append({"metric": m, "published": old, "retrained": new, "difference": diff, "spread": spread,
-                     "within": bool(within)})
+        rows.append(
+            {
+                "metric": m,
+                "published": old,
+                "retrained": new,
+                "difference": diff,
+                "spread": spread,
+                "within": bool(within),
+            }
+        )
     failed = (published.get("failure"), retrained.get("failure"))
-    rows.append({"metric": "failure", "published": failed[0], "retrained": failed[1],
-                 "difference": 0.0 if (failed[0] is None) == (failed[1] is None) else math.inf,
-                 "spread": "-", "within": (failed[0] is None) == (failed[1] is None)})
+    rows.append(
+        {
+            "metric": "failure",
+            "published": failed[0],
+            "retrained": failed[1],
+            "difference": 0.0 if (failed[0] is None) == (failed[1] is None) else math.inf,
+            "spread": "-",
+            "within": (failed[0] is None) == (failed[1] is None),
+        }
+    )
     return rows
 
 
@@ -182,8 +210,9 @@ def verify_run(spec, published: Path, scratch: Path, current: dict | None = None
     platform allows (see the module's text)."""
     out = scratch / spec.run_id
     out.mkdir(parents=True)
-    notebooks.execute(paths.notebook(spec.notebook), out / "notebook.ipynb",
-                      {"config": spec.params, "output_dir": str(out)})
+    notebooks.execute(
+        paths.notebook(spec.notebook), out / "notebook.ipynb", {"config": spec.params, "output_dir": str(out)}
+    )
     old = runfiles.load_summary(published)
     new = runfiles.load_summary(out)
     current = current or hardware.recorded(new)  # the platform this machine just recorded
@@ -193,8 +222,7 @@ def verify_run(spec, published: Path, scratch: Path, current: dict | None = None
     promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
     result = Verification(spec.run_id, promise, differ, unknown if legacy_match or differ else [], bits, out_dir=out)
     if promise == STUDY_LEVEL:
-        from clipstudy import tasks
-        metrics = tasks.BY_NAME[old["task"]].summary_keys
+        metrics = tasks.spec(old["task"]).summary_keys
         result.deviations = deviations(old, new, cell_of(old, published.parent), metrics)
     return result
 
@@ -202,8 +230,6 @@ def verify_run(spec, published: Path, scratch: Path, current: dict | None = None
 def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFrame:
     """Rule 3: the profile's audit from its bundle, and again with the runs of ``replaced`` (run id ->
     retrained folder) in place of the published ones; one row per claim with both verdicts."""
-    from clipstudy.analysis import claims, report
-
     name, table, _ = report.load_profile_runs(profile)
     runs = report.load_runs(bundle.bundle_dir(name) / "runs", set(table.summaries["run_id"]))
     before = claims.audit(runs.summaries, runs.epochs)
@@ -214,19 +240,21 @@ def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFram
         new_row = pd.Series(row).reindex(summaries.columns)
         summaries.loc[run_id] = new_row
         keys = epochs.loc[epochs["run_id"] == run_id].iloc[0][[c for c in epochs.columns if c not in run_epochs]]
-        epochs = pd.concat([epochs[epochs["run_id"] != run_id], run_epochs.assign(**keys.to_dict())],
-                           ignore_index=True)
+        epochs = pd.concat([epochs[epochs["run_id"] != run_id], run_epochs.assign(**keys.to_dict())], ignore_index=True)
     after = claims.audit(summaries.reset_index(), epochs)
     return pd.DataFrame({"claim": before["claim"], "published": before["verdict"], "retrained": after["verdict"]})
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.verify", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clipstudy.analysis.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--runs", type=int, default=2, help="how many published runs to re-run (--draw cheapest)")
-    parser.add_argument("--draw", choices=("cheapest", "sample"), default="cheapest",
-                        help="cheapest: the runs with the fewest steps; sample: one run of each experiment, "
-                             "drawn reproducibly")
+    parser.add_argument(
+        "--draw",
+        choices=("cheapest", "sample"),
+        default="cheapest",
+        help="cheapest: the runs with the fewest steps; sample: one run of each experiment, drawn reproducibly",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the draw's seed (--draw sample)")
     parser.add_argument("--max-steps", type=int, default=None, help="--draw sample: only runs this short")
     args = parser.parse_args(argv)
@@ -234,8 +262,11 @@ def main(argv=None) -> int:
         print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
         return 2
     name, _ = load_profile(args.profile)
-    chosen = cheapest_runs(args.profile, args.runs) if args.draw == "cheapest" else \
-        sample_runs(args.profile, args.seed, args.max_steps)
+    chosen = (
+        cheapest_runs(args.profile, args.runs)
+        if args.draw == "cheapest"
+        else sample_runs(args.profile, args.seed, args.max_steps)
+    )
     if not chosen:
         print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
         return 2
@@ -252,9 +283,11 @@ def main(argv=None) -> int:
     changed = verdicts[verdicts["published"] != verdicts["retrained"]]
     bits = [v for v in results if v.promise == BITS]
     level = [v for v in results if v.promise == STUDY_LEVEL]
-    print(f"bit for bit: {sum(v.ok for v in bits)} of {len(bits)} identical; "
-          f"study level: {sum(v.ok for v in level)} of {len(level)} within their cell's seed-to-seed spread; "
-          f"verdicts: {len(verdicts) - len(changed)} of {len(verdicts)} unchanged with the retrained runs in place")
+    print(
+        f"bit for bit: {sum(v.ok for v in bits)} of {len(bits)} identical; "
+        f"study level: {sum(v.ok for v in level)} of {len(level)} within their cell's seed-to-seed spread; "
+        f"verdicts: {len(verdicts) - len(changed)} of {len(verdicts)} unchanged with the retrained runs in place"
+    )
     for row in changed.itertuples():
         print(f"  claim {row.claim}: {row.published} -> {row.retrained}")
     ok = all(v.ok for v in results) and changed.empty
