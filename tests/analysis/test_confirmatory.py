@@ -1,0 +1,128 @@
+"""The confirmatory stage's pre-registered questions reach each of their answers on hand-built run tables.
+
+Each table holds the runs the paper profile's stage 2 plans (seeds 5-9); the expected answer follows by hand
+from the rule in ``claims``: a paired 95% t-interval (Holm-adjusted p across Q1's four optimizers) excluding 0
+is "better" or "worse", an interval inside the margin is "no meaningful difference", failures are compared
+with the exact McNemar test (5 of 5 discordant pairs one way: p = 2 · 0.5⁵ = 0.0625; 6 of 6: 0.03125).
+"""
+
+import json
+
+import pandas as pd
+import pytest
+
+from clipstudy.analysis import claims
+
+SEEDS = (5, 6, 7, 8, 9)
+GRID_KEY = json.dumps({"batch_size": 128, "epochs": 3, "eval_every": 215, "validation": 5000}, sort_keys=True)
+
+
+def runs(
+    task="classifier",
+    optimizer="sgd",
+    lr=0.1,
+    label="none",
+    values=(0.98,) * 5,
+    failed=(False,) * 5,
+    key=GRID_KEY,
+    seeds=SEEDS,
+    metric="final_test_accuracy",
+    **extra,
+):
+    return [
+        {
+            "run_id": f"{task}-{optimizer}-{lr}-{label}-{s}",
+            "task": task,
+            "optimizer": optimizer,
+            "learning_rate": lr,
+            "seed": s,
+            "label": label,
+            "settings_key": key,
+            "spiked": False,
+            metric: v,
+            "failed": f,
+            **extra,
+        }
+        for s, v, f in zip(seeds, values, failed)
+    ]
+
+
+def q1_table(sgd_clipped):
+    rows = []
+    for opt, rates in claims.TUNED_RATES.items():
+        rows += runs(optimizer=opt, lr=rates["none"], values=(0.980, 0.981, 0.982, 0.983, 0.984))
+        clipped = sgd_clipped if opt == "sgd" else (0.9801, 0.9809, 0.9821, 0.9829, 0.9841)
+        rows += runs(optimizer=opt, lr=rates[claims.CANONICAL], label=claims.CANONICAL, values=clipped)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "sgd_clipped, expected",
+    [
+        ((0.990, 0.9915, 0.992, 0.9935, 0.994), "clipping better"),  # +0.010 … +0.010: Holm p tiny
+        ((0.970, 0.9705, 0.972, 0.9725, 0.974), "clipping worse"),
+        ((0.9801, 0.9809, 0.9821, 0.9829, 0.9841), "no meaningful difference (within ±0.002)"),
+        ((0.975, 0.987, 0.976, 0.990, 0.980), "inconclusive"),  # −0.005 … +0.007: wide, across 0
+    ],
+)
+def test_q1_is_decided_per_optimizer_at_each_arms_own_rate(sgd_clipped, expected):
+    answers = {a.question: a for a in claims.q1_tuned_against_tuned(q1_table(sgd_clipped))}
+    assert answers["Q1 sgd"].verdict == expected
+    assert "lr=1" in answers["Q1 sgd"].tested_where and "lr=0.1" in answers["Q1 sgd"].tested_where
+    # the other optimizers: differences of ±0.0001, inside the margin
+    assert all(answers[f"Q1 {o}"].verdict.startswith("no meaningful") for o in ("momentum", "rmsprop", "adam"))
+
+
+def test_q1_ignores_stage_1_seeds_and_other_conditions():
+    table = q1_table((0.990, 0.9915, 0.992, 0.9935, 0.994))
+    table = table.assign(seed=table["seed"] - 5)  # seeds 0-4: exploratory, never read here
+    assert all(a.verdict == "inconclusive" for a in claims.q1_tuned_against_tuned(table))
+
+
+def failing_table(clipped_failed):
+    rows = []
+    for opt, lr in claims.FAILING_RATES.items():
+        rows += runs(optimizer=opt, lr=lr, failed=(True,) * 5, values=(0.1,) * 5)
+        f = clipped_failed.get(opt, (True,) * 5)
+        rows += runs(optimizer=opt, lr=lr, label=claims.CANONICAL, failed=f, values=(0.98,) * 5)
+    return pd.DataFrame(rows)
+
+
+def test_q2_pools_the_failing_cells_and_uses_mcnemar():
+    rescued = claims.q2_stable_range(failing_table({"sgd": (False,) * 5, "momentum": (False,) + (True,) * 4}))
+    assert rescued.verdict == "clipping rescues training" and rescued.effect.p == pytest.approx(2 * 0.5**6)
+    assert "rescued 6, broken 0" in rescued.numbers and rescued.effect.n == 20
+    nothing = claims.q2_stable_range(failing_table({}))
+    assert nothing.verdict == "no significant difference in failures" and nothing.effect.p == 1.0
+
+
+def test_q3_reads_the_detector_at_its_unstable_rate_with_the_probe_threshold():
+    base = runs(task="detector", optimizer="adam", lr=0.01, values=(0.0, 0.55, 0.0, 0.6, 0.58), metric="final_AP")
+    better = runs(
+        task="detector",
+        optimizer="adam",
+        lr=0.01,
+        label=claims.PROBE_MEDIAN,
+        metric="final_AP",
+        values=(0.60, 0.62, 0.59, 0.63, 0.61),
+    )
+    answer = claims.q3_detector(pd.DataFrame(base + better))
+    assert answer.verdict == "inconclusive"  # two seeds rescued, three equal: the interval crosses 0
+    best = runs(task="detector", optimizer="adam", lr=0.01, values=(0.0, 0.0, 0.01, 0.0, 0.02), metric="final_AP")
+    answer = claims.q3_detector(pd.DataFrame(best + better))
+    assert answer.verdict == "clipping better" and answer.effect.n == 5
+
+
+def test_q4_chooses_the_adding_rate_on_validation_and_reads_it_and_the_next_one():
+    explore = []
+    for lr, val in zip(claims.ADDING_RATES, (0.05, 0.30, -1e30)):
+        explore += runs(task="adding", lr=lr, seeds=(0, 1), values=(val, val), metric="final_val_r2")
+    table = pd.DataFrame(explore)
+    assert claims.adding_tuned_rate(table) == 0.03
+    confirm = []
+    for lr in (0.03, 0.1):
+        confirm += runs(task="adding", lr=lr, failed=(True,) * 5, metric="final_test_r2", values=(0.0,) * 5)
+        confirm += runs(task="adding", lr=lr, label=claims.CANONICAL, metric="final_test_r2", values=(0.3,) * 5)
+    answer = claims.q4_positive_control(pd.concat([table, pd.DataFrame(confirm)], ignore_index=True))
+    assert answer.verdict == "clipping rescues training" and answer.effect.n == 10
+    assert "lr=0.03, 0.1" in answer.tested_where
