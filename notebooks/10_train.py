@@ -31,7 +31,7 @@ config = dict(task="classifier", method="global_norm", clip_params={"threshold":
 output_dir = None  # where the run's files go; None: keep them in memory only
 
 # %%
-from clipstudy.analysis import plots
+from clipstudy.analysis import runplots as plots
 from clipstudy.study.run import facts_text, run_one, summary_text
 from clipstudy.study.runfiles import format_params
 from clipstudy.training import RunConfig

@@ -100,3 +100,18 @@ def test_an_unknown_size_is_refused_before_building():
 def test_annotations_refuse_mismatched_boxes_and_classes():
     with pytest.raises(ValueError, match="2 boxes but 1 classes"):
         box_formats.Annotations(np.zeros((2, 4)), np.zeros(1))
+
+
+def test_the_decoded_copy_of_a_split_gives_the_tfds_arrays_exactly(tmp_path):
+    """Runs read the canvases from a decoded copy after the first read through TFDS: same arrays, same dtypes."""
+    from clipstudy import paths
+
+    via_tfds = tfds_builder._load_through_tfds("smoke", "test", paths.tfds_dir())
+    cache = tmp_path / "smoke-test.npz"
+    tfds_builder._write_decoded(via_tfds, cache)
+    for copy in (tfds_builder._read_decoded(cache), tfds_builder.load_split("smoke", "test")):
+        assert copy.x.dtype == via_tfds.x.dtype and np.array_equal(copy.x, via_tfds.x)
+        assert len(copy.y) == len(via_tfds.y)
+        for a, b in zip(copy.y, via_tfds.y):
+            assert a.boxes.dtype == b.boxes.dtype and np.array_equal(a.boxes, b.boxes)
+            assert a.classes.dtype == b.classes.dtype and np.array_equal(a.classes, b.classes)

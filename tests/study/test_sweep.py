@@ -34,7 +34,7 @@ def smoke_sweep(tmp_path_factory):
 def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
     reports, planned = smoke_sweep
     _, specs = profiles.load_profile("smoke")
-    assert sorted(planned) == sorted(s.run_id for s in specs) and len(set(planned)) == 6
+    assert sorted(planned) == sorted(s.run_id for s in specs) and len(set(planned)) == 7
     for spec in specs:
         run_dir = reports / "smoke" / "runs" / spec.run_id
         expected = ["notebook.ipynb", "kernel.log", runs.PARAMS, runs.SUMMARY, runs.STEPS, runs.EPOCHS, runs.MANIFEST]

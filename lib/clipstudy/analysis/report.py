@@ -283,11 +283,14 @@ def design_view(frame: pd.DataFrame) -> pd.DataFrame:
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
     """Per optimizer, learning rate and method setting: runs, divergence and failure rates (diverged or collapsed),
     mean ``metric`` and clip fraction."""
-    grouped = summaries.groupby(["optimizer", "learning_rate", "method", "clip_params"], sort=True)
+    failed = summaries["failure"].notna() if "failure" in summaries else summaries["diverged"].astype(bool)
+    grouped = summaries.assign(failed=failed.astype(float)).groupby(
+        ["optimizer", "learning_rate", "method", "clip_params"], sort=True
+    )
     table = grouped.agg(
         runs=("run_id", "count"),
         diverged=("diverged", "mean"),
-        failed=("failure", lambda f: float(f.notna().mean())),
+        failed=("failed", "mean"),
         **{metric.removeprefix("final_"): (metric, "mean")},
         clip_fraction=("clip_fraction", "mean"),
     )

@@ -19,6 +19,7 @@ from clipstudy.data import boxes as box_formats
 from clipstudy.data import mnist
 from clipstudy.data.canvases import SPLIT_SEEDS, SPLIT_SIZES, CanvasSpec, split_canvases
 from clipstudy.data.split import Split
+from clipstudy.fileio import atomic_target
 
 import_tensorflow_quietly()
 import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow's quiet import)
@@ -84,14 +85,22 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
 
 
 def load_split(config: str, split: str, data_dir: str | Path | None = None) -> Split:
-    """Read a split through TFDS (building it on first use) as a ``Split`` of ``Annotations``."""
-    ds = tfds.load(
-        f"mnist_detection/{config}",
-        split=split,
-        data_dir=str(data_dir or paths.tfds_dir()),
-        download=True,
-        shuffle_files=False,
-    )
+    """A split as a ``Split`` of ``Annotations``: read through TFDS (building it on first use) once, then from
+    a decoded copy beside it (``decoded/<config>-<split>-<version>.npz``), which gives the same arrays in a
+    fraction of the time; every run of a sweep reads its canvases, so they are decoded once per machine."""
+    root = Path(data_dir or paths.tfds_dir())
+    cache = root / "decoded" / f"{config}-{split}-{MnistDetection.VERSION}.npz"
+    try:
+        return _read_decoded(cache)
+    except (OSError, KeyError, ValueError):
+        pass
+    decoded = _load_through_tfds(config, split, root)
+    _write_decoded(decoded, cache)
+    return decoded
+
+
+def _load_through_tfds(config: str, split: str, root: Path) -> Split:
+    ds = tfds.load(f"mnist_detection/{config}", split=split, data_dir=str(root), download=True, shuffle_files=False)
     images, targets = [], []
     for example in tfds.as_numpy(ds):
         image = example["image"][..., 0]
@@ -101,6 +110,26 @@ def load_split(config: str, split: str, data_dir: str | Path | None = None) -> S
         pixel_boxes = np.round(box_formats.tfds_to_xyxy(example["objects"]["bbox"], size, size)).astype(np.float32)
         targets.append(box_formats.Annotations(pixel_boxes, example["objects"]["label"].astype(np.int64)))
     return Split(np.stack(images), targets)
+
+
+def _write_decoded(decoded: Split, cache: Path) -> None:
+    counts = np.array([len(a.classes) for a in decoded.y], np.int64)
+    boxes = np.concatenate([a.boxes for a in decoded.y]).astype(np.float32) if len(counts) else np.zeros((0, 4))
+    classes = np.concatenate([a.classes for a in decoded.y]).astype(np.int64) if len(counts) else np.zeros(0)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=decoded.x, counts=counts, boxes=boxes, classes=classes)
+
+
+def _read_decoded(cache: Path) -> Split:
+    with np.load(cache) as z:
+        images, counts, boxes, classes = z["images"], z["counts"], z["boxes"], z["classes"]
+    if len(counts) != len(images) or counts.sum() != len(boxes) or len(boxes) != len(classes):
+        raise ValueError(f"{cache} is inconsistent")
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    return Split(images, [box_formats.Annotations(boxes[a:b], classes[a:b]) for a, b in zip(starts, ends)])
 
 
 def prepare(config: str, data_dir: str | Path | None = None) -> None:

@@ -27,6 +27,7 @@ TIMING_FIELDS = {
     "eval_time_s",
     "versions",
     "platform",
+    "timings",
 }
 
 

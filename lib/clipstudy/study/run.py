@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,15 @@ def run_one(config: RunConfig, out_dir: str | Path | None = None, *, progress: b
     """
     set_threads(config.threads)
     task = tasks.for_config(config)
-    result = train(config, task, task.load_data(), progress=progress)
+    t0 = time.perf_counter()
+    data = task.load_data()
+    load_s = time.perf_counter() - t0
+    result = train(config, task, data, progress=progress)
+    result.summary["timings"] = {"load_data_s": load_s, **result.summary["timings"]}
     if out_dir is not None:
+        t0 = time.perf_counter()
         runfiles.save_run(result, out_dir, config, task)
+        result.summary["timings"]["write_s"] = time.perf_counter() - t0  # not in the file it just wrote
     return result
 
 

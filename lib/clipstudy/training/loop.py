@@ -121,6 +121,7 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
       ``norm_after``, ``clipped``, ``threshold``, ``nonfinite``, ``step_time_s``), ``epochs``
       (one row per evaluation; ``epoch_end`` marks the ends of epochs), ``summary`` and ``model``.
     """
+    started = time.perf_counter()
     clip = config.clipper()
     set_determinism(config.seed)
     net = _build(model or task.build_model)
@@ -134,6 +135,7 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
         task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter(), validation
     )
 
+    setup_s = time.perf_counter() - started
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
@@ -157,7 +159,27 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
         median_step_time_s=log.median_step_time(),
         parameters=net.count_params(),
     )
+    summary["timings"] = phase_timings(setup_s, steps, epochs, wall)
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
+
+
+def phase_timings(setup_s: float, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float) -> dict[str, float]:
+    """Where a run's time went, in seconds: building the model, its data and step function (``setup``); the
+    first step (``first_step``: it traces the compiled step); the other steps; the evaluations (the first
+    traces the prediction function); and the rest of the loop (``other``: logging, the progress bar)."""
+    step_times = steps["step_time_s"].to_numpy() if len(steps) else np.zeros(0)
+    evals = epochs["eval_time_s"].to_numpy() if len(epochs) else np.zeros(0)
+    first = float(step_times[0]) if len(step_times) else 0.0
+    rest = float(step_times[1:].sum())
+    return {
+        "setup_s": setup_s,
+        "first_step_s": first,
+        "steps_s": rest,
+        "evaluations_s": float(evals.sum()),
+        "first_evaluation_s": float(evals[0]) if len(evals) else 0.0,
+        "evaluations": int(len(evals)),
+        "other_s": max(0.0, wall - first - rest - float(evals.sum())),
+    }
 
 
 def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evaluations: _Evaluations, bar):

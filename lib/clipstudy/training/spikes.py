@@ -40,7 +40,8 @@ def spike_plan(spikes: dict | None) -> SpikePlan:
         or not steps
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps)
     ):
-        raise ValueError(f"spikes steps={steps!r} is invalid; it must be a non-empty list of step numbers ≥ 1")
+        shown = list(steps) if isinstance(steps, tuple) else steps  # a RunConfig keeps a frozen copy of the list
+        raise ValueError(f"spikes steps={shown!r} is invalid; it must be a non-empty list of step numbers ≥ 1")
     unknown = sorted(set(spikes) - {"kind", "steps", "factor"})
     if unknown:
         raise ValueError(f"spikes: unknown field(s) {', '.join(unknown)}; valid: kind, steps, factor")

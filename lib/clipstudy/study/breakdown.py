@@ -1,0 +1,141 @@
+"""Where a run's time goes, outside and inside its notebook (``make bench`` reports it for one run of each task).
+
+    python -m clipstudy.study.breakdown [--tasks classifier adding detector] [--json FILE]
+
+Each run executes the run notebook through ``notebooks.execute``, exactly as the sweep does, and the
+phases come from three independent clocks: the wall time around the execution, papermill's duration of
+each cell, and the run's own ``timings`` (``training.loop.phase_timings`` and ``study.run.run_one``):
+
+* ``kernel_start``: the execution's wall time less the time of its cells (starting the kernel, papermill);
+* ``imports``: the cell that imports the package (and with it TensorFlow);
+* ``load_data``, ``setup`` (model, data arrays, step function), ``trace`` (the first step less a median one:
+  tracing the compiled step), ``steps`` (every optimizer step, the first at median cost), ``evaluations``
+  (test and validation scoring, the first also traces the prediction function), ``write`` (the run's files
+  and the rest of the run cell);
+* ``notebook_rest``: every other cell (the printed numbers and the figures).
+
+``overhead_ratio`` is the whole notebook, kernel start included, over its training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from clipstudy import hardware, paths
+from clipstudy.fileio import write_json_atomic
+from clipstudy.study import notebooks, runfiles
+from clipstudy.study.profiles import RUN_NOTEBOOK
+
+#: One run of each task, sized as the ``quick`` profile sizes them (the detector at one epoch of its four).
+RUNS = {
+    "classifier": dict(task="classifier", method="global_norm", clip_params={"threshold": 1.0}, optimizer="sgd",
+                       learning_rate=0.1, epochs=1, batch_size=128, train_subset=8192, test_subset=2000,
+                       eval_every=16, validation=2000, seed=0),
+    "adding": dict(task="adding", method="global_norm", clip_params={"threshold": 1.0}, optimizer="sgd",
+                   learning_rate=0.1, epochs=1, train_subset=64 * 500, test_subset=1000, validation=500,
+                   eval_every=125, seed=0),
+    "detector": dict(task="detector", method="global_norm", clip_params={"threshold": 10.0}, optimizer="adam",
+                     learning_rate=0.003, dataset="quick", epochs=1, batch_size=32, eval_every=64, validation=256,
+                     seed=0),
+}  # fmt: skip
+
+
+def _cell_durations(executed: Path) -> tuple[float, float, float]:
+    """Seconds of the imports cell, the run cell and every other cell, from papermill's cell metadata."""
+    nb = nbformat.read(executed, as_version=4)
+    imports = run = rest = 0.0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        seconds = float(cell.metadata.get("papermill", {}).get("duration") or 0.0)
+        if "run_one(" in cell.source:
+            run += seconds
+        elif "import " in cell.source and "parameters" not in cell.metadata.get("tags", []):
+            imports += seconds
+        else:
+            rest += seconds
+    return imports, run, rest
+
+
+def measure(task: str, scratch: Path) -> dict:
+    """Execute one run of ``task`` (``RUNS``) and split its wall time into phases (see the module's text)."""
+    out = scratch / task
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    executed = notebooks.execute(
+        paths.notebook(RUN_NOTEBOOK),
+        out / "notebook.ipynb",
+        {"config": RUNS[task], "output_dir": str(out)},
+        keep_papermill=True,
+    )
+    total = time.perf_counter() - t0
+    imports, run_cell, rest = _cell_durations(executed)
+    summary = runfiles.load_summary(out)
+    t = summary["timings"]
+    median = summary["median_step_time_s"]
+    loop = t["setup_s"] + t["first_step_s"] + t["steps_s"] + t["evaluations_s"] + t["other_s"]
+    steps = t["steps_s"] + median
+    phases = {
+        "kernel_start": max(0.0, total - imports - run_cell - rest),
+        "imports": imports,
+        "load_data": t["load_data_s"],
+        "setup": t["setup_s"],
+        "trace": max(0.0, t["first_step_s"] - median),
+        "steps": steps,
+        "evaluations": t["evaluations_s"],
+        "write": max(0.0, run_cell - t["load_data_s"] - loop) + t["other_s"],
+        "notebook_rest": rest,
+    }
+    return {
+        "config": RUNS[task],
+        "steps_run": summary["steps_run"],
+        "evaluations": t["evaluations"],
+        "median_step_s": median,
+        "phases_s": phases,
+        "total_s": total,
+        "overhead_ratio": total / steps if steps > 0 else float("nan"),
+    }
+
+
+def breakdown(task_names=tuple(RUNS)) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        results = {}
+        for task in task_names:
+            print(f"breakdown: one {task} run ...", flush=True)
+            results[task] = measure(task, Path(scratch))
+    return results
+
+
+def print_breakdown(results: dict) -> None:
+    names = list(next(iter(results.values()))["phases_s"])
+    print(f"\nwhere a run's time goes (seconds; {hardware.describe(hardware.fingerprint())})")
+    print(f"{'phase':14s}" + "".join(f"{t:>12s}" for t in results))
+    for name in names:
+        print(f"{name:14s}" + "".join(f"{r['phases_s'][name]:12.2f}" for r in results.values()))
+    print(f"{'total':14s}" + "".join(f"{r['total_s']:12.2f}" for r in results.values()))
+    print(f"{'total / steps':14s}" + "".join(f"{r['overhead_ratio']:12.2f}" for r in results.values()))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.breakdown", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    results = breakdown(args.tasks)
+    print_breakdown(results)
+    if args.json:
+        write_json_atomic(
+            {"breakdown": results, "cpu": hardware.cpu()["cpu_model_name"], "machine": platform.machine()}, args.json
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
