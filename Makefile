@@ -106,7 +106,7 @@ reproduce: $(STAMP) data reports/bench.json
 
 # The cost figure and claim 4 read make bench's interleaved measurement; reproduce redoes it when it is
 # missing or older than the code it measures.
-BENCH_SOURCES := $(wildcard lib/clipstudy/clipping/*.py lib/clipstudy/training/*.py) lib/clipstudy/study/bench.py
+BENCH_SOURCES := $(wildcard lib/clipstudy/clipping/*.py lib/clipstudy/training/*.py) lib/clipstudy/study/bench.py lib/clipstudy/study/breakdown.py
 reports/bench.json: $(BENCH_SOURCES) | $(STAMP) data/mnist.npz
 	@echo "== make bench: step time per method, interleaved (about 4 minutes)"
 	$(BIN)/python -m clipstudy.study.bench --json $@

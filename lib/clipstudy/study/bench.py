@@ -17,10 +17,11 @@ import time
 
 import numpy as np
 
-from clipstudy import clipping, training
+from clipstudy import clipping, hardware, training
 from clipstudy._quiet import keras
 from clipstudy.data.split import Split, subset_indices
 from clipstudy.fileio import write_json_atomic
+from clipstudy.study import breakdown
 from clipstudy.tasks.classification import ClassificationTask, prepare_images, seed_cnn
 from clipstudy.training import RunConfig
 
@@ -183,6 +184,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead-steps", type=int, default=60, help="steps per method per round (0: skip)")
     parser.add_argument("--overhead-rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--no-breakdown", action="store_true", help="skip the breakdown of one run of each task (study.breakdown)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is excluded as warm-up")
@@ -196,9 +200,21 @@ def main(argv=None) -> int:
             data, steps=args.overhead_steps, batch_size=args.batch_size, rounds=args.overhead_rounds
         )
         print_overhead(overhead, args)
+    phases = {}
+    if not args.no_breakdown:
+        phases = breakdown.breakdown()
+        breakdown.print_breakdown(phases)
     if args.json:
         write_json_atomic(
-            {"args": vars(args), "results": results, "overhead": overhead, "versions": training.library_versions()},
+            {
+                "args": vars(args),
+                "results": results,
+                "overhead": overhead,
+                "breakdown": phases,
+                "versions": training.library_versions(),
+                "platform": hardware.fingerprint(training.library_versions()),
+                "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            },
             args.json,
         )
         print(f"\nwritten to {args.json}")

@@ -7,11 +7,11 @@ phases come from three independent clocks: the wall time around the execution, p
 each cell, and the run's own ``timings`` (``training.loop.phase_timings`` and ``study.run.run_one``):
 
 * ``kernel_start``: the execution's wall time less the time of its cells (starting the kernel, papermill);
-* ``imports``: the cell that imports the package (and with it TensorFlow);
+* ``imports``: the cell that imports the package, and TensorFlow (imported on first use, in the run cell);
 * ``load_data``, ``setup`` (model, data arrays, step function), ``trace`` (the first step less a median one:
   tracing the compiled step), ``steps`` (every optimizer step, the first at median cost), ``evaluations``
-  (test and validation scoring, the first also traces the prediction function), ``write`` (the run's files
-  and the rest of the run cell);
+  (test and validation scoring, the first also traces the prediction function), ``write`` (the summary, the
+  run's files and the rest of the run cell);
 * ``notebook_rest``: every other cell (the printed numbers and the figures).
 
 ``overhead_ratio`` is the whole notebook, kernel start included, over its training steps.
@@ -84,13 +84,13 @@ def measure(task: str, scratch: Path) -> dict:
     steps = t["steps_s"] + median
     phases = {
         "kernel_start": max(0.0, total - imports - run_cell - rest),
-        "imports": imports,
+        "imports": imports + t.get("import_tensorflow_s", 0.0),
         "load_data": t["load_data_s"],
         "setup": t["setup_s"],
         "trace": max(0.0, t["first_step_s"] - median),
         "steps": steps,
         "evaluations": t["evaluations_s"],
-        "write": max(0.0, run_cell - t["load_data_s"] - loop) + t["other_s"],
+        "write": max(0.0, run_cell - t.get("import_tensorflow_s", 0.0) - t["load_data_s"] - loop) + t["other_s"],
         "notebook_rest": rest,
     }
     return {
