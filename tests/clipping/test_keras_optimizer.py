@@ -298,3 +298,47 @@ def test_tensorboard_writes_the_telemetry_as_scalars(toy, tmp_path):
     epoch = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_clip_norm_before")]
     np.testing.assert_allclose(epoch, history.history["clip_norm_before"], rtol=1e-6)
     assert len(events.Tensors("batch_clip_norm_before")) == 16
+
+
+@pytest.mark.parametrize("setting", [{"clipnorm": 1.0}, {"clipvalue": 0.5}, {"global_clipnorm": 2.0}])
+def test_an_inner_optimizer_that_already_clips_is_refused_naming_its_setting(setting):
+    ((name, value),) = setting.items()
+    with pytest.raises(ValueError, match=f"already clips \\({name}={value}\\).*clipped twice"):
+        ClippingOptimizer(keras.optimizers.Adam(1e-3, **setting), "global_norm", {"threshold": 1.0})
+
+
+def test_another_backend_is_refused_naming_the_supported_ones(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="backends tensorflow; this Keras runs on 'jax'"):
+        ClippingOptimizer(keras.optimizers.SGD())
+
+
+MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from clipstudy.clipping import ClippingOptimizer
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    try:
+        ClippingOptimizer(keras.optimizers.SGD(0.1), "global_norm", {"threshold": 0.5})
+    except NotImplementedError as exc:
+        print("REFUSED", exc)
+"""
+
+
+def test_a_strategy_with_several_replicas_is_refused_not_run_per_replica():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert "REFUSED ClippingOptimizer under MirroredStrategy with 2 replicas" in out.stdout, out.stderr[-2000:]
+    assert "before the all-reduce" in out.stdout

@@ -17,7 +17,9 @@ The loss-scale optimizer divides the scale out first and skips steps whose scale
 overflowed, so the clipper sees the true gradients. The other order would clip gradients that
 are still multiplied by the loss scale; the wrapper refuses it.
 
-TensorFlow backend only (the clippers are TensorFlow ops).
+TensorFlow backend only, on one replica (the clippers are TensorFlow ops): another backend, or a
+``tf.distribute`` strategy with more than one replica (where the gradient would be clipped per replica,
+before the all-reduce), is refused with a message that says so, never run silently wrong.
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; set such options on the inner optimizer"
             )
+        _check_backend()
         inner = keras.optimizers.get(inner_optimizer)
         _check_inner(inner)
+        _check_replicas()
         clipper = get(method, **(clip_params or {}))
         super().__init__(learning_rate=0.0, name=name or f"clipping_{clipper.name}")
         self.inner_optimizer = inner
@@ -109,6 +113,7 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
+        _check_replicas()
         grads = list(grads)
         if not self.built:
             with tf.name_scope(self.name):
@@ -146,7 +151,10 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         )
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        raise NotImplementedError("ClippingOptimizer runs on the TensorFlow backend only")
+        raise NotImplementedError(
+            f"ClippingOptimizer supports the Keras backends: {', '.join(SUPPORTED_BACKENDS)}; stateless_apply "
+            "(JAX's way of stepping) is not supported yet"
+        )
 
     # -- telemetry ---------------------------------------------------------------------------
     def last_stats(self) -> dict[str, float]:
@@ -202,6 +210,34 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
+#: The Keras backends the wrapper runs on.
+SUPPORTED_BACKENDS = ("tensorflow",)
+#: Inner-optimizer settings that clip by themselves: the gradients would be clipped twice.
+INNER_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def _check_backend() -> None:
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"ClippingOptimizer runs on the Keras backends {', '.join(SUPPORTED_BACKENDS)}; this Keras runs on "
+            f"{backend!r} (KERAS_BACKEND). Use the TensorFlow backend, or clip with keras.optimizers' own "
+            "clipnorm / global_clipnorm there"
+        )
+
+
+def _check_replicas() -> None:
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+        if strategy.num_replicas_in_sync > 1:
+            raise NotImplementedError(
+                f"ClippingOptimizer under {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas "
+                "would clip each replica's share of the gradient before the all-reduce, not the gradient of the "
+                "global batch, and report per-replica norms; it is refused rather than run wrong. Train on one "
+                "replica, or use the inner optimizer's global_clipnorm (which Keras also applies per replica)"
+            )
+
+
 def _check_inner(inner) -> None:
     if isinstance(inner, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
@@ -214,6 +250,14 @@ def _check_inner(inner) -> None:
         raise ValueError(
             f"the inner optimizer has loss_scale_factor={inner.loss_scale_factor}: the clipper would "
             "see scaled gradients; use LossScaleOptimizer(ClippingOptimizer(...)) instead"
+        )
+    clipping = {k: getattr(inner, k, None) for k in INNER_CLIPPING}
+    clipping = {k: v for k, v in clipping.items() if v is not None}
+    if clipping:
+        setting = ", ".join(f"{k}={v}" for k, v in clipping.items())
+        raise ValueError(
+            f"the inner optimizer already clips ({setting}): the gradients would be clipped twice; remove "
+            f"{' and '.join(clipping)} from the inner optimizer and let ClippingOptimizer clip"
         )
     if getattr(inner, "gradient_accumulation_steps", None):
         raise ValueError(
