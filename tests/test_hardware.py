@@ -39,6 +39,8 @@ def test_onednn_descriptions_map_to_its_isa_names(description, name):
 
 
 def test_the_fingerprint_names_this_cpu_and_settings(monkeypatch):
+    for name in hardware.SETTINGS_ENV:  # e.g. TF_DETERMINISTIC_OPS, which enabling op determinism sets
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     fp = hardware.fingerprint({"tensorflow": "2.21.0"}, {"intra_op": 1, "inter_op": 1})
     line = next(x for x in open("/proc/cpuinfo") if x.startswith("flags"))
@@ -92,3 +94,11 @@ def test_a_run_records_its_platform(mnist_splits):
     assert set(hardware.BITS_FIELDS) <= set(fp)
     assert fp["onednn_isa"] == hardware.onednn_isa() and fp["cpu_model_name"] == hardware.cpu()["cpu_model_name"]
     assert fp["tensorflow"] == result.summary["versions"]["tensorflow"]
+
+
+def test_variables_that_do_not_change_kernels_do_not_make_another_platform():
+    here = {f: "x" for f in hardware.BITS_FIELDS}
+    recorded = {**here, "settings": '{"OMP_NUM_THREADS": "1"}'}  # what a run made by a Dask worker recorded
+    assert hardware.differences(recorded, {**here, "settings": "{}"}) == ([], [])
+    other = {**here, "settings": '{"ONEDNN_MAX_CPU_ISA": "AVX"}'}
+    assert hardware.differences(other, {**here, "settings": "{}"})[0][0].startswith("settings:")
