@@ -138,6 +138,8 @@ def test_a_rescued_run_counts_as_a_benefit_of_clipping():
         cell(**SPIKED, method="global_norm", clip="threshold=1", values=BASE + [0.95], seeds=6),
     ]
     rows[0].append(dict(rows[0][0], seed=5, run_id="extra"))
+    # the sixth seed as 10: seeds 5-9 are the confirmatory stage's, which stage 1's audit leaves out
+    rows = [[{**r, "seed": 10 if r["seed"] == 5 else r["seed"]} for r in c] for c in rows]
     audit = claims.audit(pd.DataFrame([r for c in rows for r in c]), epochs_of([r for c in rows for r in c]))
     row = audit.set_index("claim").loc["3a"]
     assert row["verdict"] == "supported" and "rescued by clipping 6" in row["numbers"]
@@ -232,3 +234,12 @@ def test_claim_8_without_validation_canvases_is_inconclusive():
         verdict("8", cell(**det), cell(**det, method="global_norm", clip="threshold=10", values=HIGHER))[0]
         == "inconclusive"
     )
+
+
+def test_the_stage_1_audit_leaves_the_confirmatory_seeds_out():
+    """Runs of seeds 5-9 (stage 2) arriving in a profile do not move stage 1's verdicts."""
+    stage1 = cell(method="value", clip="threshold=5", values=HIGHER) + cell(values=BASE)
+    stage2 = [{**r, "seed": r["seed"] + 5, "run_id": r["run_id"] + "-c"} for r in cell(values=HIGHER)]
+    alone = claims.audit(pd.DataFrame(stage1), epochs_of(stage1))
+    both = claims.audit(pd.DataFrame(stage1 + stage2), epochs_of(stage1 + stage2))
+    pd.testing.assert_frame_equal(alone[["claim", "verdict", "effect", "n"]], both[["claim", "verdict", "effect", "n"]])

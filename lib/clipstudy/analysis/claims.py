@@ -648,7 +648,11 @@ def gather_evidence(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.
 
 def audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim: its text, primary contrast, rule, verdict and kind, the primary effect with
-    interval, p-value and n, the numbers behind it, the secondary analyses, and the figure to look at."""
+    interval, p-value and n, the numbers behind it, the secondary analyses, and the figure to look at.
+    These are stage 1's claims: the confirmatory stage's seeds (``CONFIRM_SEEDS``) are left out of them, so
+    stage 1 stays as it was published while stage 2's runs arrive."""
+    if "seed" in summaries:
+        summaries = summaries[~summaries["seed"].isin(CONFIRM_SEEDS)]
     ev = gather_evidence(summaries, epochs, overhead)
     rows = []
     for c in CLAIMS:
