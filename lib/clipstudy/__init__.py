@@ -2,7 +2,7 @@
 
 The subpackages import one way, each only from those before it:
 
-* ``clipping``  the seven clipping methods (TensorFlow only; lift it into any loop);
+* ``clipping``  the clipping methods (the study's seven, AdaGC, quantile tracking; lift it into any loop);
 * ``training``  the run configuration, one training loop with gradient telemetry;
 * ``data``      verified MNIST, the detection canvases and their TFDS builder;
 * ``tasks``     what is learned: the classifier (the article's CNN) and the CenterNet-style detector;

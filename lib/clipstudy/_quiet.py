@@ -44,15 +44,18 @@ def import_tensorflow_quietly():
 
 
 class _Deferred:
-    """A module imported on first attribute access (after TensorFlow, quietly)."""
+    """A module imported on first attribute access: after TensorFlow, quietly (the study's modules), or
+    plainly (``quiet=False``: the clipping library, which must not touch a user's process-wide logging)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, quiet: bool = True):
         self._name = name
+        self._quiet = quiet
         self._module = None
 
     def _load(self):
         if self._module is None:
-            import_tensorflow_quietly()
+            if self._quiet:
+                import_tensorflow_quietly()
             self._module = importlib.import_module(self._name)
         return self._module
 
@@ -80,3 +83,5 @@ def quiet_dask() -> None:
 
 tf = _Deferred("tensorflow")
 keras = _Deferred("keras")
+#: For ``clipstudy.clipping``: deferred, but imported as the user's own ``import tensorflow`` would be.
+plain_tf = _Deferred("tensorflow", quiet=False)

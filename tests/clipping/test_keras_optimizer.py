@@ -342,3 +342,16 @@ def test_a_strategy_with_several_replicas_is_refused_not_run_per_replica():
     )
     assert "REFUSED ClippingOptimizer under MirroredStrategy with 2 replicas" in out.stdout, out.stderr[-2000:]
     assert "before the all-reduce" in out.stdout
+
+
+def test_variables_keras_overwrites_with_their_gradient_are_neither_clipped_nor_counted():
+    """Keras assigns the "gradient" of an ``overwrite_with_gradient`` variable (float8 scales) to it directly;
+    the wrapper leaves it out of the norm and hands it on as it came."""
+    w = keras.Variable(np.zeros(2, np.float32), name="w")
+    scale = keras.Variable(np.zeros(1, np.float32), name="scale")
+    scale.overwrite_with_gradient = True
+    opt = ClippingOptimizer(keras.optimizers.SGD(1.0), "global_norm", {"threshold": 1.0})
+    opt.apply([tf.constant([3.0, 4.0]), tf.constant([700.0])], [w, scale])
+    np.testing.assert_allclose(w.numpy(), [-0.6, -0.8], rtol=1e-6)  # clipped from norm 5 to 1
+    np.testing.assert_array_equal(scale.numpy(), [700.0])  # overwritten, unclipped
+    assert opt.last_stats()["norm_before"] == pytest.approx(5.0)

@@ -169,6 +169,8 @@ BIG = {
     "agc": {"clip_factor": 1e6},
     "autoclip": {"percentile": 100},
     "zclip": {},
+    "adagc": {"lambda_abs": 1e6},
+    "quantile": {"initial_threshold": 1e6},
     "none": {},
 }
 
@@ -213,6 +215,8 @@ def test_none_gradients_are_skipped_and_eager_equals_tf_function(rng, method):
         "agc": {"clip_factor": 0.01},
         "autoclip": {"percentile": 50},
         "zclip": {"warmup_steps": 2},
+        "adagc": {"warmup_steps": 2, "lambda_abs": 5.0},
+        "quantile": {"initial_threshold": 3.0},
     }
     clipper = clipping.get(method, **params.get(method, {}))
     series = [
@@ -257,7 +261,7 @@ def test_nonfinite_gradients_are_reported_and_leave_state_alone(rng, method):
 # --- bad parameters name the value and the valid choices ---------------------------------------
 
 BAD = [
-    ("bogus", {}, "valid choices: none, value, norm, global_norm, agc, autoclip, zclip"),
+    ("bogus", {}, "valid choices: none, value, norm, global_norm, agc, autoclip, zclip, adagc, quantile"),
     ("norm", {"threshold": 0}, "threshold=0"),
     ("global_norm", {"threshold": -1.0}, "threshold=-1.0"),
     ("value", {"threshold": float("inf")}, "threshold=inf"),
@@ -271,6 +275,12 @@ BAD = [
     ("zclip", {"alpha": 0}, "(0, 1)"),
     ("zclip", {"warmup_steps": 0}, "warmup_steps=0"),
     ("norm", {"clip_factor": 0.1}, "it takes: threshold"),
+    ("adagc", {"beta": 1.0}, "beta=1.0"),
+    ("adagc", {"lambda_rel": 0}, "lambda_rel=0"),
+    ("adagc", {"warmup_steps": -1}, "warmup_steps=-1"),
+    ("quantile", {"target_quantile": 1.0}, "target_quantile=1.0"),
+    ("quantile", {"learning_rate": 0.0}, "learning_rate=0.0"),
+    ("quantile", {"initial_threshold": -0.1}, "initial_threshold=-0.1"),
 ]
 
 

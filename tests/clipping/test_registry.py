@@ -8,8 +8,10 @@ from clipstudy import clipping
 from clipstudy.clipping.base import REGISTRY, Clipper
 
 
-def test_the_seven_methods_are_registered_in_the_studys_order():
-    assert clipping.METHODS == ("none", "value", "norm", "global_norm", "agc", "autoclip", "zclip")
+def test_the_methods_are_registered_in_the_studys_order_then_the_librarys_two():
+    assert clipping.METHODS == (
+        "none", "value", "norm", "global_norm", "agc", "autoclip", "zclip", "adagc", "quantile"
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("name", clipping.METHODS)

@@ -1,4 +1,4 @@
-"""Gradient clipping methods with one interface and per-step telemetry (TensorFlow only).
+"""Gradient clipping methods with one interface and per-step telemetry (TensorFlow).
 
     from clipstudy import clipping
     clipper = clipping.get("zclip", z_thresh=2.5)
@@ -24,7 +24,17 @@ from clipstudy.clipping.base import (
     scale_to_global_norm,
     unitwise_norm,
 )
-from clipstudy.clipping.methods import AdaptiveGradClip, AutoClip, GlobalNormClip, NoClip, NormClip, ValueClip, ZClip
+from clipstudy.clipping.methods import (
+    AdaGC,
+    AdaptiveGradClip,
+    AutoClip,
+    GlobalNormClip,
+    NoClip,
+    NormClip,
+    QuantileClip,
+    ValueClip,
+    ZClip,
+)
 
 #: The registered methods, in the order they were defined (the order of every table and figure).
 METHODS = tuple(REGISTRY)
@@ -63,4 +73,6 @@ __all__ = [
     "AdaptiveGradClip",
     "AutoClip",
     "ZClip",
+    "AdaGC",
+    "QuantileClip",
 ]

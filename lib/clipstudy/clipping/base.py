@@ -11,7 +11,7 @@ import inspect
 import math
 from typing import Any
 
-from clipstudy._quiet import tf
+from clipstudy._quiet import plain_tf as tf
 
 _NAN = float("nan")
 
@@ -19,9 +19,17 @@ _NAN = float("nan")
 REGISTRY: dict[str, type[Clipper]] = {}
 
 
+def wide(g):
+    """``g`` in a type wide enough for a norm: float16 and bfloat16 are cast to float32 (a float16
+    norm of 300 would read inf); float32 and float64 come back as they are (the same tensor)."""
+    if g.dtype in (tf.float32, tf.float64):
+        return g
+    return tf.cast(g, tf.float32)
+
+
 def global_norm(grads):
-    """L2 norm over every non-None tensor, computed as Keras computes it."""
-    squares = [tf.reduce_sum(tf.square(g)) for g in grads if g is not None]
+    """L2 norm over every non-None tensor, computed as Keras computes it, in float32 at least."""
+    squares = [tf.reduce_sum(tf.square(wide(g))) for g in grads if g is not None]
     if not squares:
         return tf.constant(0.0)
     return tf.sqrt(tf.reduce_sum(tf.stack(squares)))
@@ -44,6 +52,7 @@ def unitwise_norm(x):
     """Norm of each output unit of a Keras weight: whole tensor for scalars and vectors,
     per column of a Dense kernel (IO), per output channel of a Conv2D kernel (HWIO)."""
     rank = x.shape.rank
+    x = wide(x)
     if rank <= 1:
         return tf.sqrt(tf.reduce_sum(tf.square(x)))
     if rank in (2, 3):

@@ -1,4 +1,5 @@
-"""The seven clipping methods of the study. Defining a ``Clipper`` subclass registers it.
+"""The clipping methods: the study's seven, then AdaGC and quantile tracking (2025, 2021) for the library.
+Defining a ``Clipper`` subclass registers it.
 
 Every method is a ``Clipper``::
 
@@ -28,7 +29,7 @@ where it does not clip, the gradients come back bit for bit (Keras multiplies by
 
 from __future__ import annotations
 
-from clipstudy._quiet import tf
+from clipstudy._quiet import plain_tf as tf
 from clipstudy.clipping.base import (
     _NAN,
     Clipper,
@@ -36,6 +37,7 @@ from clipstudy.clipping.base import (
     percentile_linear,
     scale_to_global_norm,
     unitwise_norm,
+    wide,
 )
 
 
@@ -97,11 +99,12 @@ class NormClip(Clipper):
             if g is None:
                 out.append(None)
                 continue
-            l2sum = tf.reduce_sum(tf.square(g))
+            gw = wide(g)  # the same tensor for float32 gradients (so Keras' bits); float32 for float16
+            l2sum = tf.reduce_sum(tf.square(gw))
             # Keras' two-tap where: an all-zero gradient stays zero instead of 0/0.
             l2norm = tf.where(l2sum > 0, tf.sqrt(tf.where(l2sum > 0, l2sum, tf.ones_like(l2sum))), l2sum)
             # Keras' expression where it clips; the gradient untouched where it does not.
-            out.append(tf.where(l2norm > t, g * t / tf.maximum(l2norm, t), g))
+            out.append(tf.where(l2norm > t, tf.cast(gw * t / tf.maximum(l2norm, t), g.dtype), g))
             hits.append(tf.cast(l2norm > t, tf.float32))
         fraction = tf.reduce_mean(tf.stack(hits)) if hits else 0.0
         return out, state, fraction, t
@@ -160,7 +163,8 @@ class AdaptiveGradClip(Clipper):
             g_norm = unitwise_norm(g)
             trigger = g_norm < max_norm
             # The 1e-6 only guards 0/0; it cannot engage when clipping is triggered.
-            out.append(tf.where(trigger, g, g * (max_norm / tf.maximum(g_norm, 1e-6))))
+            scaled = wide(g) * (max_norm / tf.maximum(g_norm, 1e-6))
+            out.append(tf.where(trigger, g, tf.cast(scaled, g.dtype)))
             hits.append(tf.reduce_sum(tf.cast(tf.logical_not(trigger), tf.float32)))
             units += max(g_norm.shape.num_elements(), 1)
         fraction = tf.add_n(hits) / units if hits else 0.0
@@ -277,3 +281,146 @@ class ZClip(Clipper):
 
     def config(self):
         return {"alpha": self.alpha, "z_thresh": self.z_thresh, "warmup_steps": self.warmup_steps, "eps": self.eps}
+
+
+class AdaGC(Clipper):
+    """Per-tensor clipping against an EMA of each tensor's own (clipped) gradient norm.
+
+    Wang et al., 2025, "AdaGC: Improving Training Stability for Large Language Model Pretraining"
+    (https://arxiv.org/abs/2502.11034), as the authors' release (lishuai-97/AdaGC, its Megatron patch)
+    computes it. For the first ``warmup_steps`` steps: global-norm clipping at ``lambda_abs`` with the
+    release's coefficient ``lambda_abs / (norm + eps)`` (applied where it is below 1), and each tensor's
+    reference ``γ_i`` starts as the smallest norm its clipped gradient had. Afterwards, for each tensor,
+    with ``n_i`` its gradient's norm: where ``n_i > lambda_rel · γ_i`` the gradient is multiplied by
+    ``lambda_rel · γ_i / (n_i + eps)`` and ``n_i`` is replaced by ``lambda_rel · γ_i``; then
+    ``γ_i ← beta · γ_i + (1 − beta) · n_i``.
+
+    Telemetry: ``clipped`` is 0/1 during warm-up and the share of tensors clipped after it; ``threshold``
+    is ``lambda_abs`` during warm-up, then ``‖(lambda_rel · γ_i)_i‖``, the largest global norm a clipped
+    step can leave. Departures from the release: a step whose gradient is not finite leaves every ``γ_i``
+    and the step count alone (the release counts it and lets the NaN into its state); a tensor that had no
+    gradient during warm-up starts from its first norm, as the release does for a tensor it has no state for.
+    """
+
+    name = "adagc"
+    flops_per_parameter = 4
+
+    def __init__(
+        self,
+        lambda_rel: float = 1.04,
+        beta: float = 0.99,
+        lambda_abs: float = 1.0,
+        warmup_steps: int = 100,
+        eps: float = 1e-6,
+    ):
+        self.lambda_rel = check_positive("adagc", "lambda_rel", lambda_rel)
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta < 1:
+            raise ValueError(f"adagc: beta={beta!r} is invalid; it must be in [0, 1)")
+        self.beta = float(beta)
+        self.lambda_abs = check_positive("adagc", "lambda_abs", lambda_abs)
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ValueError(f"adagc: warmup_steps={warmup_steps!r} is invalid; it must be an integer ≥ 0")
+        self.warmup_steps = warmup_steps
+        self.eps = check_positive("adagc", "eps", eps)
+
+    def init(self, variables):
+        # +inf: "no reference yet" (the warm-up minimum starts from it; a tensor still without one takes
+        # its first norm).
+        return {"gamma": tf.fill([len(variables)], float("inf")), "count": tf.constant(0, tf.int64)}
+
+    def _clip(self, grads, variables, state, norm):
+        if len(variables) != len(grads):
+            raise ValueError(
+                f"adagc: got {len(grads)} gradients but {len(variables)} variables; keep one reference per tensor"
+            )
+        finite = tf.math.is_finite(norm)
+        warming = state["count"] < self.warmup_steps
+        gamma = state["gamma"]
+
+        # Warm-up: global clipping with the release's coefficient, then the running minimum per tensor.
+        coeff = self.lambda_abs / (norm + self.eps)
+        global_hit = coeff < 1.0
+        warm_grads = [None if g is None else tf.where(global_hit, g * tf.cast(coeff, g.dtype), g) for g in grads]
+
+        out, new_gamma, hits, present = [], [], [], 0
+        for i, g in enumerate(grads):
+            if g is None:
+                out.append(None)
+                new_gamma.append(gamma[i])
+                continue
+            present += 1
+            n_warm = tf.norm(wide(warm_grads[i]))
+            n = tf.norm(wide(g))
+            reference = tf.where(tf.math.is_inf(gamma[i]), n, gamma[i])
+            limit = self.lambda_rel * reference
+            hit = n > limit
+            factor = limit / (n + self.eps)
+            clipped_g = tf.where(hit, tf.cast(wide(g) * factor, g.dtype), g)
+            fed = tf.where(hit, limit, n)
+            gamma_after = tf.where(
+                warming,
+                tf.minimum(gamma[i], n_warm),
+                reference * self.beta + fed * (1.0 - self.beta),
+            )
+            new_gamma.append(tf.where(finite, gamma_after, gamma[i]))
+            out.append(tf.where(warming, warm_grads[i], clipped_g))
+            hits.append(tf.cast(hit, tf.float32))
+        new_gamma = tf.stack(new_gamma) if new_gamma else gamma
+        share = tf.add_n(hits) / present if hits else 0.0
+        clipped = tf.where(warming, tf.cast(global_hit, tf.float32), share)
+        limits = tf.where(tf.math.is_inf(gamma), 0.0, self.lambda_rel * gamma)
+        threshold = tf.where(warming, self.lambda_abs, tf.norm(limits))
+        count = state["count"] + tf.cast(finite, tf.int64)
+        return out, {"gamma": new_gamma, "count": count}, clipped, threshold
+
+    def config(self):
+        return {
+            "lambda_rel": self.lambda_rel,
+            "beta": self.beta,
+            "lambda_abs": self.lambda_abs,
+            "warmup_steps": self.warmup_steps,
+            "eps": self.eps,
+        }
+
+
+class QuantileClip(Clipper):
+    """Global-norm clipping at a threshold that tracks a target quantile of the norm, with O(1) state.
+
+    Andrew et al., 2021, "Differentially Private Learning with Adaptive Clipping"
+    (https://arxiv.org/abs/1905.03871), the geometric update of TF-Privacy's quantile estimator, here
+    without noise and with one norm per step: the step is clipped at the current threshold ``C`` (Keras'
+    ``global_clipnorm`` expression), then ``C ← C · exp(−learning_rate · (b − target_quantile))`` with
+    ``b = 1`` where the norm was ``≤ C`` and 0 otherwise. ``C`` settles where a share ``target_quantile``
+    of the norms lies below it. A non-finite step leaves ``C`` alone (upstream would count it as above).
+    """
+
+    name = "quantile"
+    flops_per_parameter = 3
+
+    def __init__(self, initial_threshold: float = 0.1, target_quantile: float = 0.5, learning_rate: float = 0.2):
+        self.initial_threshold = check_positive("quantile", "initial_threshold", initial_threshold)
+        if (
+            not isinstance(target_quantile, (int, float))
+            or isinstance(target_quantile, bool)
+            or not 0 < target_quantile < 1
+        ):
+            raise ValueError(f"quantile: target_quantile={target_quantile!r} is invalid; it must be in (0, 1)")
+        self.target_quantile = float(target_quantile)
+        self.learning_rate = check_positive("quantile", "learning_rate", learning_rate)
+
+    def init(self, variables):
+        return {"threshold": tf.constant(self.initial_threshold, tf.float32)}
+
+    def _clip(self, grads, variables, state, norm):
+        c = state["threshold"]
+        below = tf.cast(norm <= c, tf.float32)
+        moved = c * tf.exp(-(self.learning_rate * (below - self.target_quantile)))
+        new_c = tf.where(tf.math.is_finite(norm), moved, c)
+        return scale_to_global_norm(grads, norm, c), {"threshold": new_c}, norm > c, c
+
+    def config(self):
+        return {
+            "initial_threshold": self.initial_threshold,
+            "target_quantile": self.target_quantile,
+            "learning_rate": self.learning_rate,
+        }

@@ -24,24 +24,25 @@ before the all-reduce), is refused with a message that says so, never run silent
 
 from __future__ import annotations
 
-from clipstudy._quiet import import_tensorflow_quietly
+import keras
+import tensorflow as tf
 
-tf = import_tensorflow_quietly()
-import keras  # noqa: E402  (after TensorFlow, quietly)
-
-from clipstudy.clipping.base import Clipper, get  # noqa: E402
+from clipstudy.clipping.base import Clipper, get
 
 #: The statistics of the last step the wrapper exposes (``ClippingOptimizer.last_stats``).
 STAT_NAMES = ("norm_before", "norm_after", "clipped", "threshold", "nonfinite")
 #: Running totals since the last ``reset_totals`` (``ClippingOptimizer.totals``).
 TOTAL_NAMES = ("steps", "norm_before", "norm_after", "clipped", "nonfinite", "max_norm_before")
 
-try:  # Keras' own marker, as LossScaleOptimizer uses it: variables made in build are tracked once
+try:  # Keras' own marker, as LossScaleOptimizer uses it: variables made in build are tracked once.
+    # Keras has no public name for it; without it the wrapper's variables would be tracked twice, so a
+    # Keras that moved it is refused here, loudly, rather than run with a wrong variable list.
     from keras.src.utils.tracking import no_automatic_dependency_tracking as _untracked
-except ImportError:  # pragma: no cover - a Keras without it tracks nothing automatically
-
-    def _untracked(fn):
-        return fn
+except ImportError as exc:  # pragma: no cover - depends on the installed Keras
+    raise ImportError(
+        f"clipstudy.clipping.ClippingOptimizer needs keras.src.utils.tracking.no_automatic_dependency_tracking, "
+        f"which this Keras ({keras.__version__}) does not have (it is tested with Keras 3.15)"
+    ) from exc
 
 
 @keras.saving.register_keras_serializable(package="clipstudy")
@@ -102,10 +103,11 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
             dtype=value.dtype.name,
             name=name,
             initializer=lambda shape, dtype: tf.cast(value, dtype),
+            aggregation=_AGGREGATION,
         )
 
     def _float_variable(self, name):
-        return self.add_variable(shape=(), dtype="float32", initializer="zeros", name=name)
+        return self.add_variable(shape=(), dtype="float32", initializer="zeros", name=name, aggregation=_AGGREGATION)
 
     @property
     def variables(self):
@@ -120,7 +122,13 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
                 self.build(trainable_variables)
         variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
         state = {k: v.value for k, v in self._clip_state.items()}
-        clipped, new_state, stats = self.clipper(grads, variables, state)
+        # Variables Keras overwrites with their "gradient" (float8 scales) hold no gradient: they are left out
+        # of the norm and handed on untouched.
+        overwrite = [_overwrites(v) for v in variables]
+        clipped, new_state, stats = self.clipper(
+            [None if o else g for g, o in zip(grads, overwrite)], variables, state
+        )
+        clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
         self._record(stats)
 
         def step():
@@ -208,6 +216,14 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
         return cls(inner, **config)
+
+
+#: The wrapper's own variables hold one value for every replica (the clipper's state, counters): never averaged.
+_AGGREGATION = "only_first_replica"
+
+
+def _overwrites(variable) -> bool:
+    return bool(getattr(variable, "overwrite_with_gradient", False))
 
 
 #: The Keras backends the wrapper runs on.

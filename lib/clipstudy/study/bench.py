@@ -82,7 +82,7 @@ def loop_rate(data, *, images, batch_size, epochs, seed, clipper, clip_params) -
 
 #: Every registered method at its reference setting.
 OVERHEAD_METHODS = {name: dict(cls.reference_params) for name, cls in clipping.REGISTRY.items()}
-OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
+OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10, "adagc": 1.10, "quantile": 1.10}
 
 
 def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int = 5) -> dict:
