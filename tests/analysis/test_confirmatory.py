@@ -126,3 +126,85 @@ def test_q4_chooses_the_adding_rate_on_validation_and_reads_it_and_the_next_one(
     answer = claims.q4_positive_control(pd.concat([table, pd.DataFrame(confirm)], ignore_index=True))
     assert answer.verdict == "clipping rescues training" and answer.effect.n == 10
     assert "lr=0.03, 0.1" in answer.tested_where
+
+
+# --- a complete confirmatory answer decides its claim, by the rule written beside DECIDED_BY --------------
+
+
+def answer(question, verdict, complete=True):
+    return claims.Answer(question, verdict, f"numbers of {question}", None, "", complete)
+
+
+def q1_answers(verdicts, complete=True):
+    return {f"Q1 {o}": answer(f"Q1 {o}", v, complete) for o, v in zip(("sgd", "momentum", "rmsprop", "adam"), verdicts)}
+
+
+SAME = "no meaningful difference (within ±0.002)"
+
+
+@pytest.mark.parametrize(
+    "verdicts, expected",
+    [
+        (["clipping better", SAME, SAME, SAME], "supported"),
+        ([SAME] * 4, "supported"),
+        (["clipping better", "clipping worse", SAME, SAME], "refuted"),
+        (["clipping better", "inconclusive", SAME, SAME], "inconclusive"),
+    ],
+)
+def test_claim_7_is_decided_per_optimizer_by_q1(verdicts, expected):
+    verdict, words, question = claims._claim_7_from(q1_answers(verdicts))
+    assert (verdict, question) == (expected, "Q1")
+    if expected == "refuted":
+        assert words == "worse at tuned rates with momentum"
+
+
+def test_an_incomplete_answer_leaves_the_claim_to_stage_1():
+    assert claims._claim_7_from(q1_answers([SAME] * 4, complete=False)) is None
+    assert claims._claim_3a_from({"Q4": answer("Q4", "clipping rescues training", complete=False)}) is None
+    assert claims._claim_8_from({}) is None
+
+
+@pytest.mark.parametrize(
+    "q4, expected",
+    [
+        ("clipping rescues training", "supported"),
+        ("clipping harms training", "refuted"),
+        ("no significant difference in failures", "inconclusive"),
+        ("inconclusive: no unclipped run failed", "inconclusive"),
+    ],
+)
+def test_claim_3a_is_decided_by_the_positive_control(q4, expected):
+    verdict, words, question = claims._claim_3a_from(
+        {"Q4": answer("Q4", q4), "Q2": answer("Q2", "clipping rescues training")}
+    )
+    assert (verdict, question) == (expected, "Q4")
+    assert words.endswith("the classifier at its failing rates: clipping rescues training")
+
+
+@pytest.mark.parametrize(
+    "q3, expected",
+    [
+        ("clipping better", "supported"),
+        ("clipping worse", "refuted"),
+        ("no meaningful difference (within ±0.01)", "refuted"),
+        ("inconclusive", "inconclusive"),
+    ],
+)
+def test_claim_8_is_decided_by_the_detector_at_its_unstable_rate(q3, expected):
+    verdict, words, _ = claims._claim_8_from({"Q3": answer("Q3", q3)})
+    assert verdict == expected
+    if expected == "refuted" and "within" in q3:
+        assert words == "no effect on the detector at its unstable rate (within ±0.01 AP)"
+
+
+def test_the_study_audit_lets_a_complete_q1_decide_claim_7_and_keeps_stage_1_beside_it():
+    table = q1_table((0.9801, 0.9809, 0.9821, 0.9829, 0.9841)).assign(
+        method="x", clip_fraction=0.5, failure=None, diverged=False
+    )
+    epochs = pd.DataFrame(columns=["run_id", "step", "test_accuracy"])
+    audited = claims.study_audit(table, epochs).set_index("claim")
+    assert audited.loc["7", "decided_by"] == "stage 2 (Q1)"
+    assert audited.loc["7", "verdict"] == "supported"
+    assert audited.loc["7", "stage1_verdict"] == "inconclusive"  # stage 1 has no runs in this table
+    assert audited.loc["1", "decided_by"] == "stage 1"
+    assert audited.loc["7", "tested_where"].startswith("classifier, 3 epochs")

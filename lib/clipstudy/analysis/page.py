@@ -56,8 +56,19 @@ def _number(value, digits: int = 4) -> str:
     return _esc(value)
 
 
-def verdict_badge(verdict: str, kind: str) -> str:
-    return f'<span class="cs-verdict cs-{_esc(verdict)}">{_esc(verdict)}</span> <small>({_esc(kind)})</small>'
+def verdict_badge(verdict: str, kind: str, words: str = "") -> str:
+    """The verdict's badge and kind, and its wording where the rule says more than the badge."""
+    extra = f"<br><small>{_esc(words)}</small>" if words and words != verdict else ""
+    return (
+        f'<span class="cs-verdict cs-{_esc(verdict)}">{_esc(verdict)}</span> <small>({_esc(kind)})</small>{extra}'
+    )
+
+
+def _row_badge(r) -> str:
+    words = getattr(r, "words", "") or ""
+    by = getattr(r, "decided_by", "") or ""
+    decided = f"<br><small>decided by {_esc(by)}</small>" if by else ""
+    return verdict_badge(r.verdict, r.kind, words) + decided
 
 
 def effect_text(row) -> str:
@@ -100,9 +111,11 @@ def claims_table(audit: pd.DataFrame) -> str:
     rows = []
     for r in audit.itertuples():
         figure = r.figure.rsplit("/", 1)[-1].removesuffix(".png")
+        tested = getattr(r, "tested_where", "")
+        where = f"<br><small>tested where: {_esc(tested)}</small>" if tested else ""
         rows.append(
             f'<tr id="claim-{_esc(r.claim)}"><td class="num">{_esc(r.claim)}</td><td>{_esc(r.text)}<br>'
-            f'<small>primary: {_esc(r.primary)}</small></td><td class="nowrap">{verdict_badge(r.verdict, r.kind)}</td>'
+            f"<small>primary: {_esc(r.primary)}</small>{where}</td><td>{_row_badge(r)}</td>"
             f'<td class="num">{effect_text(r)}</td><td class="num">{_number(r.p_value, 3)}</td>'
             f'<td class="num">{_esc(r.n)}</td>'
             f'<td class="nowrap"><a href="#fig-{_esc(figure)}">{_esc(figure)}</a></td></tr>'
@@ -185,9 +198,16 @@ def claim_details(audit: pd.DataFrame) -> str:
     for r in audit.itertuples():
         name = r.figure.rsplit("/", 1)[-1].removesuffix(".png")
         secondary = f"<dt>secondary</dt><dd>{_esc(r.secondary)}</dd>" if r.secondary else ""
+        if getattr(r, "confirmatory_numbers", ""):
+            secondary += (
+                f"<dt>stage 1 (exploratory)</dt><dd>{_esc(r.stage1_words)}</dd>"
+                f"<dt>stage 2 (confirmatory)</dt><dd>{_esc(r.confirmatory_numbers)}</dd>"
+            )
+        if getattr(r, "tested_where", ""):
+            secondary += f"<dt>tested where</dt><dd>{_esc(r.tested_where)}</dd>"
         blocks.append(
             f'<div class="cs-box"><b>Claim {_esc(r.claim)}: {_esc(r.text)}</b> — '
-            f"{verdict_badge(r.verdict, r.kind)}<dl><dt>primary</dt><dd>{_esc(r.primary)}</dd>"
+            f"{_row_badge(r)}<dl><dt>primary</dt><dd>{_esc(r.primary)}</dd>"
             f"<dt>rule</dt><dd>{_esc(r.rule)}</dd><dt>numbers</dt><dd>{_esc(r.numbers)}</dd>{secondary}"
             f'<dt>figure</dt><dd><a href="#fig-{_esc(name)}">'
             f"{_esc(r.figure)}</a></dd></dl></div>"
