@@ -421,7 +421,8 @@ CLAIMS = [
         f"{MIN_SEEDS}. Secondary: SGD and momentum cells where the unclipped run fails, Holm-adjusted.",
         "spike_recovery",
         claim_3a,
-        "classifier, three ×100 loss batches in one epoch; SGD 0.1, momentum 0.01, Adam 1e-3; global norm 1 vs none, 5 seeds",
+        "classifier, three ×100 loss batches in one epoch; SGD 0.1, momentum 0.01, Adam 1e-3; global norm 1 vs "
+        "none, 5 seeds",
     ),
     Claim(
         "3b",
@@ -471,7 +472,8 @@ CLAIMS = [
         f"−{NON_INFERIORITY}; inconclusive otherwise, or with an optimizer missing or fewer than {MIN_SEEDS} seeds.",
         "stability_map",
         claim_7,
-        "classifier, 3 epochs; SGD 0.1, momentum 0.01, RMSprop 1e-3, Adam 1e-3 (the unclipped arm's best rates); global norm 1 vs none, 5 seeds",
+        "classifier, 3 epochs; SGD 0.1, momentum 0.01, RMSprop 1e-3, Adam 1e-3 (the unclipped arm's best "
+        "rates); global norm 1 vs none, 5 seeds",
     ),
     Claim(
         "8",
@@ -587,7 +589,8 @@ def q1_tuned_against_tuned(s: pd.DataFrame) -> list[Answer]:
         where = f"classifier, {opt}: {CANONICAL} at lr={rates[CANONICAL]:g} vs none at lr={rates['none']:g}, 3 epochs"
         numbers = f"{where}: final test accuracy {effect.format()}, Holm p={q:.2g}"
         seeds = p["seed"].nunique()
-        answers.append(Answer(f"Q1 {opt}", _compare(effect, q, margin, seeds), numbers, effect, where, seeds >= MIN_SEEDS))
+        verdict = _compare(effect, q, margin, seeds)
+        answers.append(Answer(f"Q1 {opt}", verdict, numbers, effect, where, seeds >= MIN_SEEDS))
     return answers
 
 
@@ -727,7 +730,8 @@ def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
     elif q3.verdict == "clipping worse":
         verdict, text = "refuted", "hurts the detector at its unstable rate"
     elif q3.verdict.startswith("no meaningful difference"):
-        verdict, text = "refuted", f"no effect on the detector at its unstable rate ({q3.verdict.split('(')[-1][:-1]} AP)"
+        within = q3.verdict.split("(")[-1].removesuffix(")")
+        verdict, text = "refuted", f"no effect on the detector at its unstable rate ({within} AP)"
     else:
         verdict, text = "inconclusive", "undecided on the detector at its unstable rate"
     q2 = answers.get("Q2")
@@ -739,9 +743,7 @@ def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
 DECIDED_BY = {"7": _claim_7_from, "3a": _claim_3a_from, "8": _claim_8_from}
 
 
-def study_audit(
-    summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None
-) -> pd.DataFrame:
+def study_audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> pd.DataFrame:
     """The claims with both stages: stage 1's audit (``audit``), each claim's ``tested_where``, and, where a
     complete confirmatory answer speaks to the claim, that answer's verdict, which then decides
     (``decided_by``). ``verdict``/``words`` are the deciding ones; ``stage1_*`` and ``confirmatory_*`` keep both."""

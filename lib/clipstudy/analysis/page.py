@@ -59,9 +59,7 @@ def _number(value, digits: int = 4) -> str:
 def verdict_badge(verdict: str, kind: str, words: str = "") -> str:
     """The verdict's badge and kind, and its wording where the rule says more than the badge."""
     extra = f"<br><small>{_esc(words)}</small>" if words and words != verdict else ""
-    return (
-        f'<span class="cs-verdict cs-{_esc(verdict)}">{_esc(verdict)}</span> <small>({_esc(kind)})</small>{extra}'
-    )
+    return f'<span class="cs-verdict cs-{_esc(verdict)}">{_esc(verdict)}</span> <small>({_esc(kind)})</small>{extra}'
 
 
 def _row_badge(r) -> str:

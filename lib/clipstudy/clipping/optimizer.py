@@ -125,9 +125,7 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         # Variables Keras overwrites with their "gradient" (float8 scales) hold no gradient: they are left out
         # of the norm and handed on untouched.
         overwrite = [_overwrites(v) for v in variables]
-        clipped, new_state, stats = self.clipper(
-            [None if o else g for g, o in zip(grads, overwrite)], variables, state
-        )
+        clipped, new_state, stats = self.clipper([None if o else g for g, o in zip(grads, overwrite)], variables, state)
         clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
         self._record(stats)
 
