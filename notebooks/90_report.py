@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipstudy import tasks
-from clipstudy.analysis import page, plots, report, stats
+from clipstudy.analysis import claims, page, plots, report, stats
 
 rep = report.ProfileReport.load(profile, reports_dir)
 rep.figures_dir = Path(figures_dir) if figures_dir else None
@@ -43,6 +43,14 @@ cls, det = rep.summaries("classifier"), rep.summaries("detector")
 cls_epochs, det_epochs = rep.epochs("classifier"), rep.epochs("detector")
 audit = rep.audit()
 page.show_html(page.header(audit, rep.name, rep.completeness(), report.provenance(rep, profile)))
+headline = claims.headline(audit, rep.answers())
+if len(headline):
+    page.show(plots.forest(headline), rep.figures, "headline",
+              "Every claim's primary effect (clipped − reference) with its 95% interval where at least three "
+              "seeds are paired (a point alone below that), on its own scale, with the margin of no meaningful "
+              "effect shaded; stage 1 (exploratory, seeds 0-4) in blue, the confirmatory answers (fresh seeds "
+              "5-9) in orange. Verdict, n and p at the right. Claims decided by construction (3b, 4) have no row.",
+              "Forest plot of each claim's effect and interval, stage 1 and confirmatory.")
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT

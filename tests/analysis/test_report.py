@@ -202,6 +202,8 @@ def test_the_report_in_a_real_browser(smoke_report):
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             view = browser.new_page(viewport={"width": 1280, "height": 1000})
+            requests = []
+            view.on("request", lambda r: requests.append(r.url))
             view.goto(smoke_report.resolve().as_uri())
             view.wait_for_load_state("load")
             found = view.evaluate("""() => ({
@@ -219,6 +221,8 @@ def test_the_report_in_a_real_browser(smoke_report):
     assert found["claims"] == len(claims.CLAIMS)
     assert found["width"] <= 1280
     assert "gradient clipping" in title and "smoke" in title
+    outside = [u for u in requests if not u.startswith(("file:", "data:"))]
+    assert outside == [], f"the page requests {outside}: it must work offline"
     # a claim whose figure the profile cannot draw links nowhere; smoke draws every one but the spike figure
     assert found["links"] <= 1
 
@@ -355,3 +359,29 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
     assert [t.get_text() for t in sgd.get_yticklabels()] == ["none"]  # its own row, labelled
     assert len(adam.get_yticklabels()) == 2
     plt.close(fig)
+
+
+def test_the_headline_figure_draws_intervals_only_from_three_seeds_and_leaves_no_row_empty():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clipstudy.analysis import plots
+
+    rows = pd.DataFrame(
+        [
+            {"row": "a", "stage": "stage 1 (exploratory)", "metric": "Δ acc", "effect": 0.001, "low": -0.002,
+             "high": 0.004, "margin": 0.002, "p": 0.5, "n": 5, "verdict": "refuted"},
+            {"row": "b", "stage": "stage 2 (confirmatory)", "metric": "Δ acc", "effect": 0.003, "low": -5.0,
+             "high": 5.0, "margin": 0.002, "p": 0.9, "n": 2, "verdict": "inconclusive"},
+            {"row": "c", "stage": "stage 2 (confirmatory)", "metric": "Δ acc", "effect": float("nan"),
+             "low": float("nan"), "high": float("nan"), "margin": 0.002, "p": float("nan"), "n": 0,
+             "verdict": "inconclusive"},
+        ]
+    )  # fmt: skip
+    fig = plots.forest(rows)
+    a, b, c = fig.axes[:3]
+    assert [ln.get_gid() for ln in a.lines if ln.get_gid()] == ["interval", "effect"]
+    assert [ln.get_gid() for ln in b.lines if ln.get_gid()] == ["effect"]  # n = 2: a point, no ±5 interval
+    assert b.get_xlim()[1] < 0.01  # and the axis is not stretched by it
+    assert any("no paired runs yet" in t.get_text() for t in c.texts)
+    assert all(ax.get_xlabel() == "Δ acc" for ax in (a, b, c))

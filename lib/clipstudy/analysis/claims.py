@@ -775,6 +775,87 @@ def study_audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.Data
     return table
 
 
+#: The margin of no meaningful effect drawn beside each claim's primary effect (stage 1's rules).
+STAGE1_MARGINS = {
+    "1": MARGINS["auc"],
+    "2": MARGINS["final_test_accuracy"],
+    "5": MARGINS["auc"],
+    "6": MARGINS["final_test_accuracy"],
+    "7": NON_INFERIORITY,
+    "8": MARGINS["final_AP50"],
+}
+#: What each effect measures (the x axis of its row in the headline figure).
+STAGE1_METRICS = {
+    "1": "Δ area under test accuracy",
+    "2": "Δ final test accuracy",
+    "3a": "Δ failure rate",
+    "5": "Δ area under test accuracy",
+    "6": "Δ final test accuracy",
+    "7": "Δ final test accuracy (pooled)",
+    "8": "Δ final test AP50",
+}
+CONFIRM_METRICS = {
+    "Q1": "Δ final test accuracy",
+    "Q2": "Δ failure rate",
+    "Q3": "Δ final test AP",
+    "Q4": "Δ failure rate",
+}
+#: The claim each confirmatory question speaks to (Q2 is reported beside claim 3a, and decides nothing).
+QUESTION_CLAIM = {"Q1": "7", "Q2": "3a", "Q3": "8", "Q4": "3a"}
+
+
+def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
+    """One row per primary effect for the headline (forest) figure: each claim's stage-1 effect, then the
+    confirmatory answers that speak to it, with interval, margin, p and n. Claims decided by construction
+    have no row."""
+    rows = []
+    for r in audit_table.itertuples():
+        if r.kind == "by construction":
+            continue
+        rows.append(
+            {
+                "claim": r.claim,
+                "row": f"claim {r.claim}",
+                "stage": "stage 1 (exploratory)",
+                "metric": STAGE1_METRICS.get(r.claim, "effect"),
+                "effect": r.effect,
+                "low": r.ci_low,
+                "high": r.ci_high,
+                "margin": STAGE1_MARGINS.get(r.claim, math.nan),
+                "p": r.p_value,
+                "n": int(r.n),
+                "verdict": r.stage1_verdict if "stage1_verdict" in audit_table else r.verdict,
+            }
+        )
+        for a in answers:
+            q = a.question.split()[0]
+            if QUESTION_CLAIM.get(q) != r.claim or a.effect is None:
+                continue
+            margin = (
+                CONFIRM_MARGINS["final_test_accuracy"]
+                if q == "Q1"
+                else CONFIRM_MARGINS["final_AP"]
+                if q == "Q3"
+                else math.nan
+            )
+            rows.append(
+                {
+                    "claim": r.claim,
+                    "row": f"claim {r.claim} · {a.question}",
+                    "stage": "stage 2 (confirmatory)",
+                    "metric": CONFIRM_METRICS[q],
+                    "effect": a.effect.mean,
+                    "low": a.effect.low,
+                    "high": a.effect.high,
+                    "margin": margin,
+                    "p": a.effect.p,
+                    "n": int(a.effect.n),
+                    "verdict": a.verdict,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def gather_evidence(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> Evidence:
     """Every run with its learning-curve area (classifier) and whether it failed."""
     s = summaries.copy()

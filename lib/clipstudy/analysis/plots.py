@@ -393,3 +393,60 @@ def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str 
     ax.set_ylim(0.8, max(1.2, float(ratios["ratio"].max()) * 1.05))
     fig.tight_layout()
     return fig
+
+
+#: Intervals are drawn only from this many paired seeds up; below it the point stands alone.
+MIN_INTERVAL_N = 3
+STAGE_STYLE = {"stage 1 (exploratory)": ("#4c72b0", "o"), "stage 2 (confirmatory)": ("#dd8452", "s")}
+
+
+def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, clipped − reference"):
+    """The headline figure: one row per primary effect (``claims.headline``), each on its own scale, its 95%
+    interval where n ≥ 3, the margin of no meaningful effect shaded, 0 marked, n and p written beside it."""
+    n = max(len(rows), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 0.62 * n + 0.9), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows.itertuples()):
+        color, marker = STAGE_STYLE.get(r.stage, ("black", "o"))
+        has_interval = r.n >= MIN_INTERVAL_N and np.isfinite(r.low) and np.isfinite(r.high)
+        values = [v for v in (r.effect, r.low if has_interval else np.nan, r.high if has_interval else np.nan, 0.0)]
+        if np.isfinite(r.margin):
+            values += [-r.margin, r.margin]
+            ax.axvspan(-r.margin, r.margin, color="#cccccc", alpha=0.6, lw=0)
+        finite = [v for v in values if np.isfinite(v)]
+        lo, hi = min(finite), max(finite)
+        pad = 0.15 * (hi - lo) if hi > lo else 0.01
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.axvline(0, color="black", lw=0.8)
+        if np.isfinite(r.effect):
+            if has_interval:
+                ax.plot([r.low, r.high], [0, 0], color=color, lw=2.2, gid="interval")
+            ax.plot([r.effect], [0], marker=marker, color=color, ms=7, gid="effect")
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "no paired runs yet",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color=color,
+                style="italic",
+                bbox={"facecolor": "white", "edgecolor": "none"},
+            )
+        ax.set_yticks([])
+        ax.set_ylim(-1, 1)
+        ax.set_ylabel(r.row, rotation=0, ha="right", va="center", fontsize=10)
+        p_text = "p n/a" if not np.isfinite(r.p) else f"p={r.p:.2g}"
+        ax.text(1.01, 0.5, f"{r.verdict}\nn={r.n}, {p_text}", transform=ax.transAxes, fontsize=9, va="center")
+        ax.tick_params(axis="x", labelsize=9)
+        ax.set_xlabel(r.metric, fontsize=9, labelpad=1)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    handles = [plt.Line2D([], [], color=c, marker=m, lw=2, label=stage) for stage, (c, m) in STAGE_STYLE.items()] + [
+        plt.Rectangle((0, 0), 1, 1, color="#cccccc", label="margin of no meaningful effect")
+    ]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title, y=1.0 + 0.35 / n, fontsize=12)
+    fig.tight_layout(h_pad=0.6, rect=(0, 0, 0.86, 0.97))
+    return fig

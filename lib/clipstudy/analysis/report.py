@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,10 @@ class ProfileReport:
     @property
     def spiked(self) -> pd.DataFrame:
         return self.table.summaries[self.table.summaries["spiked"]]
+
+    def answers(self) -> list:
+        """The confirmatory questions' answers (``claims.confirmatory_answers``) over the profile's runs."""
+        return claims.confirmatory_answers(claims.gather_evidence(self.table.summaries, self.table.epochs).summaries)
 
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
@@ -529,7 +534,20 @@ def _export_html(executed: Path, out_dir: Path, title: str) -> Path:
         ],
         check=True,
     )
-    return out_dir / "report.html"
+    page = out_dir / "report.html"
+    page.write_text(self_contained(page.read_text(encoding="utf-8")), encoding="utf-8")
+    return page
+
+
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
+_MODULE_SCRIPT = re.compile(r"<script\b[^>]*type=[\"']module[\"'][^>]*>.*?</script>", re.I | re.S)
+
+
+def self_contained(markup: str) -> str:
+    """The page without the scripts nbconvert's template fetches from a CDN (require.js, MathJax, Mermaid):
+    the report uses none of them, and offline they only fail. Nothing else on the page leaves it."""
+    markup = _REMOTE_SCRIPT.sub("", markup)
+    return _MODULE_SCRIPT.sub(lambda m: "" if re.search(r"https?://", m.group(0)) else m.group(0), markup)
 
 
 BUILD_LOCK = ".report.lock"

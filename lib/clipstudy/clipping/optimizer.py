@@ -17,9 +17,10 @@ The loss-scale optimizer divides the scale out first and skips steps whose scale
 overflowed, so the clipper sees the true gradients. The other order would clip gradients that
 are still multiplied by the loss scale; the wrapper refuses it.
 
-TensorFlow backend only, on one replica (the clippers are TensorFlow ops): another backend, or a
-``tf.distribute`` strategy with more than one replica (where the gradient would be clipped per replica,
-before the all-reduce), is refused with a message that says so, never run silently wrong.
+TensorFlow backend (the clippers are TensorFlow ops); another backend is refused with a message that says
+so. Under ``tf.distribute.MirroredStrategy`` the wrapper all-reduces the gradient itself and clips the global
+batch's gradient, so a step equals the one-device step with the same global batch, and its telemetry reports
+the true norms; another multi-replica strategy is refused, never run silently wrong.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
-        _check_replicas()
+        replicas = _check_replicas()
         grads = list(grads)
         if not self.built:
             with tf.name_scope(self.name):
@@ -125,19 +126,45 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         # Variables Keras overwrites with their "gradient" (float8 scales) hold no gradient: they are left out
         # of the norm and handed on untouched.
         overwrite = [_overwrites(v) for v in variables]
+        context = tf.distribute.get_replica_context() if replicas > 1 else None
+        if context is not None:
+            # Several replicas: clip the gradient of the global batch, not each replica's share of it. Keras
+            # scales each replica's loss by 1/replicas, so the all-reduced sum is the global batch's gradient;
+            # every replica then holds the same numbers and takes the same decision.
+            present = [i for i, (g, o) in enumerate(zip(grads, overwrite)) if g is not None and not o]
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            grads = list(grads)
+            for i, g in zip(present, summed):
+                grads[i] = g
         clipped, new_state, stats = self.clipper([None if o else g for g, o in zip(grads, overwrite)], variables, state)
         clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
         self._record(stats)
+        if context is not None:
+            # The inner optimizer all-reduces (sums) again: hand it each replica's 1/replicas share of the clipped
+            # gradient, so that its sum is the clipped gradient (exactly, for a power-of-two replica count).
+            clipped = [g if (g is None or o) else g / replicas for g, o in zip(clipped, overwrite)]
 
-        def step():
+        def step(clipped, new_state):
             for key, variable in self._clip_state.items():
                 variable.assign(new_state[key])
             self.inner_optimizer.apply(clipped, trainable_variables)
 
-        if self.skip_nonfinite:
-            tf.cond(stats["nonfinite"], lambda: None, step)
+        if not self.skip_nonfinite:
+            step(clipped, new_state)
+        elif context is None:
+            tf.cond(stats["nonfinite"], lambda: None, lambda: step(clipped, new_state))
         else:
-            step()
+            # The inner optimizer's apply calls merge_call, which a cond in replica context cannot hold: decide
+            # in cross-replica context, as Keras' LossScaleOptimizer does.
+            def cross_replica(distribution, nonfinite, clipped, new_state):
+                skip = distribution.experimental_local_results(nonfinite)[0]
+
+                def apply_fn():
+                    distribution.extended.call_for_each_replica(step, args=(clipped, new_state))
+
+                tf.cond(skip, lambda: None, apply_fn)
+
+            context.merge_call(cross_replica, args=(stats["nonfinite"], clipped, new_state))
 
     def _record(self, stats):
         values = {k: tf.cast(stats[k], tf.float32) for k in STAT_NAMES}
@@ -240,16 +267,24 @@ def _check_backend() -> None:
         )
 
 
-def _check_replicas() -> None:
-    if tf.distribute.has_strategy():
-        strategy = tf.distribute.get_strategy()
-        if strategy.num_replicas_in_sync > 1:
-            raise NotImplementedError(
-                f"ClippingOptimizer under {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas "
-                "would clip each replica's share of the gradient before the all-reduce, not the gradient of the "
-                "global batch, and report per-replica norms; it is refused rather than run wrong. Train on one "
-                "replica, or use the inner optimizer's global_clipnorm (which Keras also applies per replica)"
-            )
+#: The tf.distribute strategies whose all-reduce the wrapper is tested under (on two logical CPU devices).
+SUPPORTED_STRATEGIES = ("MirroredStrategy", "OneDeviceStrategy", "_DefaultDistributionStrategy")
+
+
+def _check_replicas() -> int:
+    """The number of replicas in sync (1 without a strategy); a strategy the wrapper is not tested under is
+    refused, never run silently wrong."""
+    if not tf.distribute.has_strategy():
+        return 1
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and type(strategy).__name__ not in SUPPORTED_STRATEGIES:
+        raise NotImplementedError(
+            f"ClippingOptimizer under {type(strategy).__name__} with {replicas} replicas is not supported: it is "
+            f"tested under {', '.join(SUPPORTED_STRATEGIES[:2])}, where it clips the all-reduced gradient of the "
+            "global batch; train under one of those, or on one replica"
+        )
+    return replicas
 
 
 def _check_inner(inner) -> None:
