@@ -209,6 +209,14 @@ class ProfileReport:
     figures_dir: Path | None = None  # where figures go; default <out>/figures
 
     @property
+    def bench_files(self) -> list[Path]:
+        """Where the cost figure's measurement is read: the one published beside the profile's bundle, then
+        this machine's ``reports/bench.json``."""
+        home = bundle.bundle_dir(self.name)
+        published = [home / "bench.json"] if self.runs_root.resolve().parent == home.resolve() else []
+        return published + [self.out.parent / "bench.json"]
+
+    @property
     def figures(self) -> Path:
         return self.figures_dir or self.out / "figures"
 
@@ -255,9 +263,7 @@ class ProfileReport:
 
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
-        return claims.study_audit(
-            self.table.summaries, self.table.epochs, overhead_ratios(self.out.parent, self.compared)
-        )
+        return claims.study_audit(self.table.summaries, self.table.epochs, overhead_ratios(self.bench_files))
 
 
 #: Columns that describe what was run and how many times, never what it gave: the same on every CPU.
@@ -354,25 +360,21 @@ def spike_steps(run_dir: str | Path) -> list[int]:
     return list(runfiles.load_summary(run_dir)["params"]["spikes"]["steps"])
 
 
-def overhead_ratios(reports: str | Path, summaries: pd.DataFrame) -> pd.DataFrame:
-    """Per-step time of each method / ``none``: from ``reports/bench.json`` (``make bench``) when present,
-    else the median over the classifier runs of ``summaries`` (noisier: runs share the machine)."""
-    bench = Path(reports) / "bench.json"
-    if bench.is_file():
-        overhead = json.loads(bench.read_text()).get("overhead") or {}
+def overhead_ratios(bench_files) -> pd.DataFrame:
+    """Per-step time of each method / ``none``, from the first of ``bench_files`` that holds ``make bench``'s
+    interleaved measurement, with its machine and date in ``source``. Never from the sweep's own step times:
+    runs that share a machine with other runs time the machine, not the method. Empty when there is none."""
+    for path in bench_files:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        measured = json.loads(path.read_text())
+        overhead = measured.get("overhead") or {}
         if overhead:
-            return pd.DataFrame(
-                [{"method": m, "ratio": o["ratio"], "source": "make bench"} for m, o in overhead.items()]
-            )
-    cls = summaries[(summaries["task"] == "classifier")] if "task" in summaries else summaries
-    if cls.empty or "median_step_time_s" not in cls:
-        return pd.DataFrame(columns=["method", "ratio", "source"])
-    per_method = cls.groupby("method")["median_step_time_s"].median()
-    if "none" not in per_method:
-        return pd.DataFrame(columns=["method", "ratio", "source"])
-    return pd.DataFrame(
-        [{"method": m, "ratio": float(t / per_method["none"]), "source": "sweep runs"} for m, t in per_method.items()]
-    )
+            cpu = (measured.get("platform") or {}).get("cpu_model_name") or "unknown CPU"
+            source = f"make bench, {cpu}, {measured.get('date', 'undated')}"
+            return pd.DataFrame([{"method": m, "ratio": o["ratio"], "source": source} for m, o in overhead.items()])
+    return pd.DataFrame(columns=["method", "ratio", "source"])
 
 
 def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
