@@ -299,6 +299,16 @@ else:
                              "(reports/bench.json), and there is none here. Run `make bench`."))
 
 # %% [markdown]
+# # What changed after the runs began
+#
+# The paper profile's design as first committed was cut to fit its compute budget after its first runs were
+# in; the confirmatory stage was pre-registered (commit 4e1cbaa) before any of its runs. Every change made after
+# runs began, with its commit:
+
+# %%
+page.show_html(page.table(pd.DataFrame(claims.DESIGN_CHANGES), "Design changes made after the first run"))
+
+# %% [markdown]
 # # The claims in full
 # Each claim's primary contrast, the rule that decides it, the numbers behind the verdict, and the
 # secondary analyses. `make report` also writes them to `claims.csv`.

@@ -672,6 +672,46 @@ def confirmatory_answers(summaries: pd.DataFrame) -> list[Answer]:
     ]
 
 
+#: Every change made to the paper profile's design after its first run was committed (9c5090a, 2026-11-28
+#: 19:28 UTC), with the commit that made it. The report shows this table.
+DESIGN_CHANGES = [
+    {
+        "commit": "32aa5d1",
+        "date": "2026-11-28",
+        "change": "the optimizer grid cut from four rates to three per optimizer (SGD 0.3, momentum 0.003, RMSprop "
+        "and Adam 3e-4 dropped) and ZClip cut from the detector cell, to fit the 5-hour budget",
+        "bears on": "claim 7 (SGD's grid jumps from 0.1 to the failing 1.0); claim 8's secondaries",
+    },
+    {
+        "commit": "d8545af",
+        "date": "2026-11-28",
+        "change": "five seeds only at the rate chosen on validation: the grid's other rates keep seeds 0-1, and the "
+        "detector's unstable rate (Adam 1e-2) keeps two unclipped seeds and no clipped arm",
+        "bears on": "claim 7 (two-seed cells off the chosen rate); claim 8 (the cell where clipping could matter "
+        "was not run: the confirmatory question 3 runs it)",
+    },
+    {
+        "commit": "133c868",
+        "date": "2026-11-28",
+        "change": "global norm and AutoClip left the 10-epoch article cell (both run at Adam 1e-3 in 3 epochs)",
+        "bears on": "claim 2's secondaries",
+    },
+    {
+        "commit": "23a9b74",
+        "date": "2026-11-29",
+        "change": "stage 1's audit leaves the confirmatory seeds (5-9) out, so stage 1's verdicts stay as published",
+        "bears on": "none of stage 1's numbers; made after the first confirmatory runs were committed",
+    },
+    {
+        "commit": "620f8c5",
+        "date": "2026-11-29",
+        "change": "which confirmatory answer decides which claim (below), written with 47 of the 156 confirmatory "
+        "runs in the bundle, before any answer was computed from them",
+        "bears on": "claims 3a, 7 and 8 once their questions are complete",
+    },
+]
+
+
 # --- which confirmatory answer decides which claim ------------------------------------------------------
 #
 # Written after 48 of the 156 confirmatory runs were in the bundle, before any answer had been computed from

@@ -20,15 +20,19 @@ STEP_COLUMNS = {
 
 def read_scalars(logdir: str | Path) -> pd.DataFrame:
     """Every scalar in the event files under ``logdir``: one row per (tag, step), columns ``tag``, ``step``, ``value``.
+    ``logdir`` is the folder given to ``keras.callbacks.TensorBoard`` (its ``train/`` subfolder is read) or the
+    folder that holds the event files.
 
     Raises:
-      FileNotFoundError: no event file under ``logdir``.
+      FileNotFoundError: no event file in ``logdir`` or ``logdir/train``.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logdir = Path(logdir)
+    if not any(logdir.glob("events.out.tfevents.*")) and any((logdir / "train").glob("events.out.tfevents.*")):
+        logdir = logdir / "train"  # what keras.callbacks.TensorBoard writes the training scalars to
     if not any(logdir.glob("events.out.tfevents.*")):
-        raise FileNotFoundError(f"no TensorBoard event file in {logdir}")
+        raise FileNotFoundError(f"no TensorBoard event file in {logdir} or {logdir / 'train'}")
     events = EventAccumulator(str(logdir), size_guidance={"tensors": 0, "scalars": 0}).Reload()
     rows = []
     for tag in events.Tags()["tensors"]:  # TF2 summaries are tensors; keep the numeric scalars
