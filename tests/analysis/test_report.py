@@ -385,3 +385,16 @@ def test_the_headline_figure_draws_intervals_only_from_three_seeds_and_leaves_no
     assert b.get_xlim()[1] < 0.01  # and the axis is not stretched by it
     assert any("no paired runs yet" in t.get_text() for t in c.texts)
     assert all(ax.get_xlabel() == "Δ acc" for ax in (a, b, c))
+
+
+def test_method_table_never_averages_runs_of_different_lengths():
+    rows = pd.DataFrame(
+        [
+            {"run_id": f"r{i}", "optimizer": "adam", "learning_rate": 1e-3, "epochs": e, "method": "none",
+             "clip_params": "", "diverged": False, "failure": None, "final_test_accuracy": acc, "clip_fraction": 0.0}
+            for i, (e, acc) in enumerate([(3, 0.98), (3, 0.982), (10, 0.991), (10, 0.990)])
+        ]
+    )  # fmt: skip
+    t = report.method_table(rows)
+    assert t["epochs"].tolist() == [3, 10]
+    assert t["test_accuracy"].tolist() == [pytest.approx(0.981), pytest.approx(0.9905)]

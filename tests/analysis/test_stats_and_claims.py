@@ -142,3 +142,13 @@ def test_exact_mcnemar_is_the_two_sided_binomial_test_on_discordant_pairs():
 
     assert analysis.exact_mcnemar(1, 9) == pytest.approx(stats.binomtest(1, 10, 0.5).pvalue)
     assert analysis.exact_mcnemar(0, 0) == 1.0
+
+
+def test_figures_draw_no_interval_below_three_seeds():
+    """Two accuracies 0.97 and 0.99: the t interval (t = 12.7) would run from 0.85 to 1.11; the figure shows the
+    mean alone. Three values get the claims' interval (hand-computed in the test above)."""
+    from clipstudy.analysis.plots import t_interval
+
+    assert t_interval([0.97, 0.99]) == (pytest.approx(0.98), pytest.approx(0.98))
+    low, high = t_interval([1.0, 2.0, 4.0])
+    assert low == pytest.approx(7 / 3 - 3.794583, abs=1e-5) and high == pytest.approx(7 / 3 + 3.794583, abs=1e-5)

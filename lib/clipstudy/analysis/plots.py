@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,11 +21,16 @@ from clipstudy.tasks.detection.figures import draw_detections  # noqa: F401 - th
 METHOD_ORDER = list(METHODS)
 
 
+#: Intervals are drawn only from this many seeds up; below it the point or line stands alone (with two seeds
+#: t = 12.7 and an accuracy's interval runs from below 0 to above 1, flattening every panel it shares an axis with).
+MIN_INTERVAL_N = 3
+
+
 def t_interval(values) -> tuple[float, float]:
     """The two-sided 95% Student-t interval of the mean of ``values`` (the one the claims use); with
-    fewer than two values, or none that differ, no interval is drawn."""
+    fewer than ``MIN_INTERVAL_N`` values, or none that differ, no interval is drawn."""
     e = paired_effect(values)
-    if e.n < 2 or math.isnan(e.low):
+    if e.n < MIN_INTERVAL_N or math.isnan(e.low):
         return (e.mean, e.mean)
     return (e.low, e.high)
 
@@ -88,11 +94,39 @@ def learning_curves(epochs: pd.DataFrame, title: str = "Learning curves"):
     return fig
 
 
+def training_length(frame: pd.DataFrame) -> pd.Series:
+    """Each row's number of epochs, read from its run's settings (``settings_key``); NaN where unknown."""
+    if "epochs" in frame:
+        return frame["epochs"]
+    if "settings_key" not in frame:
+        return pd.Series(np.nan, index=frame.index)
+    return frame["settings_key"].map(lambda k: json.loads(k).get("epochs", np.nan) if isinstance(k, str) else np.nan)
+
+
+def _condition(frame: pd.DataFrame, parts: list[str]) -> pd.Series:
+    """A panel's condition in words: the given columns, plus the training length when runs of several lengths
+    are present (they are never drawn in one panel)."""
+    text = pd.Series("", index=frame.index)
+    for i, col in enumerate(parts):
+        value = frame[col].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+        text = text + ("" if i == 0 else ", ") + ("lr=" if col == "learning_rate" else "") + value
+    length = training_length(frame)
+    if length.nunique() > 1:
+        text = text + ", " + length.map(lambda e: f"{int(e)} epochs" if e == e else "? epochs")
+    return text
+
+
+def _sorted_conditions(frame: pd.DataFrame, column: str, keys: list[str]) -> list[str]:
+    ordered = frame.assign(_len=training_length(frame)).sort_values([*keys, "_len"])
+    return list(dict.fromkeys(ordered[column]))
+
+
 def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: str | None = None):
-    """Mean ``metric`` per method against steps, one panel per optimizer and learning rate,
-    with the 95% Student-t interval over seeds."""
+    """Mean ``metric`` per method against steps, one panel per condition (optimizer, learning rate and, where
+    runs of several lengths exist, epochs), in that order, each with its own step axis, with the 95% Student-t
+    interval over seeds where there are at least three."""
     data = epochs.copy()
-    data["setting"] = data["optimizer"] + ", lr=" + data["learning_rate"].map(lambda v: f"{v:g}")
+    data["setting"] = _condition(data, ["optimizer", "learning_rate"])
     hue, order = hue_and_order(data)
     g = sns.relplot(
         data=data,
@@ -101,31 +135,39 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
         hue=hue,
         hue_order=order,
         col="setting",
+        col_order=_sorted_conditions(data, "setting", ["optimizer", "learning_rate"]),
         col_wrap=min(3, data["setting"].nunique()),
         kind="line",
         errorbar=t_interval,
         marker="o",
         height=3.0,
         aspect=1.3,
-        facet_kws={"sharey": False},
+        facet_kws={"sharey": False, "sharex": False},
     )
+    g.set_titles("{col_name}")
     g.set_axis_labels("optimizer step", metric.replace("_", " "))
     g.figure.suptitle(
-        f"{title or metric.replace('_', ' ') + ' over training'} (mean, 95% t interval; {seeds_note(epochs)})", y=1.02
+        f"{title or metric.replace('_', ' ') + ' over training'} "
+        f"(mean, 95% t interval from 3 seeds; {seeds_note(epochs)})",
+        y=1.02,
     )
     return g.figure
 
 
 def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
-    """Final ``metric`` per method at each learning rate, per optimizer, with 95% intervals over seeds."""
+    """Final ``metric`` per method at each learning rate, one panel per optimizer (and training length, where
+    runs of several lengths exist), with 95% intervals over seeds where there are at least three."""
     hue, order = hue_and_order(summaries)
+    summaries = summaries.assign(condition=_condition(summaries, ["optimizer"]))
     g = sns.catplot(
         data=summaries,
         x="learning_rate",
         y=metric,
         hue=hue,
         hue_order=order,
-        col="optimizer",
+        col="condition",
+        col_order=_sorted_conditions(summaries, "condition", ["optimizer"]),
+        col_wrap=min(3, summaries["condition"].nunique()),
         kind="point",
         errorbar=t_interval,
         dodge=_dodge(order, 0.4),
@@ -133,9 +175,10 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
         aspect=1.3,
         sharex=False,
     )
+    g.set_titles("{col_name}")
     g.set_axis_labels("learning rate", metric.replace("_", " "))
     g.figure.suptitle(
-        f"{metric.replace('_', ' ')} per method (mean, 95% t interval; {seeds_note(summaries)}; "
+        f"{metric.replace('_', ' ')} per method (mean, 95% t interval from 3 seeds; {seeds_note(summaries)}; "
         "failed runs count as what they achieved)",
         y=1.03,
     )
@@ -398,8 +441,6 @@ def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str 
     return fig
 
 
-#: Intervals are drawn only from this many paired seeds up; below it the point stands alone.
-MIN_INTERVAL_N = 3
 STAGE_STYLE = {"stage 1 (exploratory)": ("#4c72b0", "o"), "stage 2 (confirmatory)": ("#dd8452", "s")}
 
 

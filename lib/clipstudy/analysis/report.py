@@ -275,6 +275,7 @@ DESIGN_COLUMNS = (
     "metric",
     "optimizer",
     "learning_rate",
+    "epochs",
     "method",
     "clip_params",
     "label",
@@ -294,12 +295,12 @@ def design_view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
-    """Per optimizer, learning rate and method setting: runs, divergence and failure rates (diverged or collapsed),
-    mean ``metric`` and clip fraction."""
+    """Per optimizer, learning rate, training length (epochs) and method setting: runs, divergence and failure
+    rates (diverged or collapsed), mean ``metric`` and clip fraction. Runs of different lengths are never
+    averaged together."""
     failed = summaries["failure"].notna() if "failure" in summaries else summaries["diverged"].astype(bool)
-    grouped = summaries.assign(failed=failed.astype(float)).groupby(
-        ["optimizer", "learning_rate", "method", "clip_params"], sort=True
-    )
+    keys = ["optimizer", "learning_rate", *(["epochs"] if "epochs" in summaries else []), "method", "clip_params"]
+    grouped = summaries.assign(failed=failed.astype(float)).groupby(keys, sort=True)
     table = grouped.agg(
         runs=("run_id", "count"),
         diverged=("diverged", "mean"),
@@ -309,11 +310,7 @@ def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -
     )
     table = table.reset_index()
     order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
-    return table.sort_values(
-        ["optimizer", "learning_rate", "method", "clip_params"],
-        key=lambda c: c.map(order) if c.name == "method" else c,
-        ignore_index=True,
-    )
+    return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
 
 
 def tasks_without_a_section(rep: ProfileReport, sectioned=("classifier", "detector")) -> list[str]:
