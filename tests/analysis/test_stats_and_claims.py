@@ -152,3 +152,14 @@ def test_figures_draw_no_interval_below_three_seeds():
     assert t_interval([0.97, 0.99]) == (pytest.approx(0.98), pytest.approx(0.98))
     low, high = t_interval([1.0, 2.0, 4.0])
     assert low == pytest.approx(7 / 3 - 3.794583, abs=1e-5) and high == pytest.approx(7 / 3 + 3.794583, abs=1e-5)
+
+
+def test_mean_training_loss_is_the_trapezoid_average_from_step_0():
+    """Steps 0, 1, 3 (a thinned table: step 2 dropped) with losses 4, 2, 1: area 3·1 + 1.5·2 = 6 over 3 steps."""
+    steps = pd.DataFrame({"step": [3, 0, 1], "loss": [1.0, 4.0, 2.0]})
+    assert analysis.mean_training_loss(steps) == pytest.approx(2.0)
+    assert math.isnan(analysis.mean_training_loss(steps.assign(loss=[np.inf, 4.0, 2.0])))
+    table = analysis.add_training_loss_means(
+        pd.DataFrame({"run_id": ["a", "b"]}), pd.concat([steps.assign(run_id="a"), steps.assign(run_id="b", loss=2.0)])
+    )
+    assert table["mean_train_loss"].tolist() == [pytest.approx(2.0), pytest.approx(2.0)]

@@ -199,8 +199,18 @@ def _article(ev: Evidence, metric: str, what: str) -> Verdict:
     return directional(p, metric, +1, what)
 
 
+def _from_step_0(p: pd.DataFrame) -> str:
+    """Secondary: convergence measured from step 0 (the mean per-step training loss), decides nothing."""
+    if p.empty or "mean_train_loss" not in p or p["mean_train_loss"].isna().all():
+        return "from step 0: no per-step training losses"
+    effect = stats.paired_effect(p["mean_train_loss"] - p["mean_train_loss_base"])
+    return f"from step 0, mean training loss over all steps (lower = faster): {effect.format()}"
+
+
 def claim_1(ev: Evidence) -> Verdict:
-    return _article(ev, "auc", "article's setting, value ±5 vs unclipped")
+    verdict = _article(ev, "auc", "article's setting, value ±5 vs unclipped")
+    verdict.secondary = _from_step_0(_article_pairs(ev))
+    return verdict
 
 
 def claim_2(ev: Evidence) -> Verdict:
@@ -309,7 +319,7 @@ def claim_4(ev: Evidence) -> Verdict:
 def claim_5(ev: Evidence) -> Verdict:
     p = pairs(longest_settings(select(ev.summaries, HARM_CELL)), HARM_CLIP)
     verdict = directional(p, "auc", -1, f"SGD lr 0.1, {HARM_CLIP} vs unclipped", null_refutes=False)
-    verdict.secondary = scan_summary(scan(ev.summaries))
+    verdict.secondary = _from_step_0(p) + "; " + scan_summary(scan(ev.summaries))
     return verdict
 
 
@@ -783,11 +793,16 @@ def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
 DECIDED_BY = {"7": _claim_7_from, "3a": _claim_3a_from, "8": _claim_8_from}
 
 
-def study_audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> pd.DataFrame:
+def study_audit(
+    summaries: pd.DataFrame,
+    epochs: pd.DataFrame,
+    overhead: pd.DataFrame | None = None,
+    steps: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The claims with both stages: stage 1's audit (``audit``), each claim's ``tested_where``, and, where a
     complete confirmatory answer speaks to the claim, that answer's verdict, which then decides
     (``decided_by``). ``verdict``/``words`` are the deciding ones; ``stage1_*`` and ``confirmatory_*`` keep both."""
-    table = audit(summaries, epochs, overhead)
+    table = audit(summaries, epochs, overhead, steps)
     table["tested_where"] = [c.tested_where for c in CLAIMS]
     table["stage1_verdict"], table["stage1_words"] = table["verdict"], table["words"]
     s = gather_evidence(summaries, epochs, overhead).summaries
@@ -896,9 +911,17 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gather_evidence(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> Evidence:
-    """Every run with its learning-curve area (classifier) and whether it failed."""
+def gather_evidence(
+    summaries: pd.DataFrame,
+    epochs: pd.DataFrame,
+    overhead: pd.DataFrame | None = None,
+    steps: pd.DataFrame | None = None,
+) -> Evidence:
+    """Every run with its learning-curve area (classifier), its mean training loss from step 0 (when ``steps``
+    are given) and whether it failed."""
     s = summaries.copy()
+    if steps is not None:
+        s = stats.add_training_loss_means(s, steps)
     if "spiked" not in s:
         s["spiked"] = False
     cls_epochs = epochs[epochs["task"] == "classifier"] if "task" in epochs else epochs
@@ -907,14 +930,19 @@ def gather_evidence(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.
     return Evidence(s) if overhead is None else Evidence(s, overhead)
 
 
-def audit(summaries: pd.DataFrame, epochs: pd.DataFrame, overhead: pd.DataFrame | None = None) -> pd.DataFrame:
+def audit(
+    summaries: pd.DataFrame,
+    epochs: pd.DataFrame,
+    overhead: pd.DataFrame | None = None,
+    steps: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per claim: its text, primary contrast, rule, verdict and kind, the primary effect with
     interval, p-value and n, the numbers behind it, the secondary analyses, and the figure to look at.
     These are stage 1's claims: the confirmatory stage's seeds (``CONFIRM_SEEDS``) are left out of them, so
     stage 1 stays as it was published while stage 2's runs arrive."""
     if "seed" in summaries:
         summaries = summaries[~summaries["seed"].isin(CONFIRM_SEEDS)]
-    ev = gather_evidence(summaries, epochs, overhead)
+    ev = gather_evidence(summaries, epochs, overhead, steps)
     rows = []
     for c in CLAIMS:
         v = c.decide(ev)

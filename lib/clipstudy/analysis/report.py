@@ -263,7 +263,9 @@ class ProfileReport:
 
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
-        return claims.study_audit(self.table.summaries, self.table.epochs, overhead_ratios(self.bench_files))
+        return claims.study_audit(
+            self.table.summaries, self.table.epochs, overhead_ratios(self.bench_files), self.table.steps
+        )
 
 
 #: Columns that describe what was run and how many times, never what it gave: the same on every CPU.

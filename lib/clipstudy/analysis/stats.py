@@ -112,6 +112,29 @@ def add_curve_areas(summaries: pd.DataFrame, epochs: pd.DataFrame, metric: str, 
     return out
 
 
+def mean_training_loss(steps: pd.DataFrame) -> float:
+    """A run's training loss averaged over its steps from step 0 (trapezoid over the recorded steps, so a thinned
+    step table weighs each stretch by its length): lower means it converged sooner. NaN for a run whose loss
+    stopped being finite (its failure is counted elsewhere)."""
+    s = steps.sort_values("step")
+    x, y = s["step"].to_numpy(np.float64), s["loss"].to_numpy(np.float64)
+    if len(x) == 0 or not np.all(np.isfinite(y)):
+        return math.nan
+    if len(x) == 1 or x[-1] == x[0]:
+        return float(y[0])
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed it
+    return float(trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def add_training_loss_means(summaries: pd.DataFrame, steps: pd.DataFrame, name: str = "mean_train_loss"):
+    """``summaries`` with a column ``name``: each run's ``mean_training_loss`` (convergence measured from step 0,
+    where the first evaluation comes only after the first ~200 steps)."""
+    means = {run: mean_training_loss(s) for run, s in steps.groupby("run_id")} if len(steps) else {}
+    out = summaries.copy()
+    out[name] = out["run_id"].map(means)
+    return out
+
+
 def present_keys(df: pd.DataFrame, keys) -> list[str]:
     """The ``keys`` that are columns of ``df``, in order."""
     return [k for k in keys if k in df]
