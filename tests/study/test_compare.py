@@ -20,3 +20,22 @@ def test_tables_must_match_in_every_column_but_the_timings():
     assert compare.table_differences(a, a.assign(step_time_s=[9.0, 9.0]), "steps") == []
     assert compare.table_differences(a, a.assign(loss=[0.5, 0.2500001]), "steps") == ["steps: column loss differs"]
     assert "shape or columns differ" in compare.table_differences(a, a.iloc[:1], "steps")[0]
+
+
+def test_make_reproduces_sample_is_one_short_run_per_experiment_drawn_reproducibly():
+    """What `make reproduce` retrains: from the published bundle, one run of each experiment that has runs of at
+    most 1,300 steps, the same draw for the same seed; the experiments without such runs are named, not sampled."""
+    from clipstudy.analysis import verify
+    from clipstudy.study.runfiles import load_summary
+
+    first = verify.sample_runs("paper", 0, 1300, only_short=True)
+    again = verify.sample_runs("paper", 0, 1300, only_short=True)
+    assert [s.run_id for s in first] == [s.run_id for s in again]
+    experiments = [s.experiment for s in first]
+    assert len(experiments) == len(set(experiments)) >= 5
+    bundle_runs = verify.bundle.bundle_dir("paper") / "runs"
+    assert all(load_summary(bundle_runs / s.run_id)["steps_planned"] <= 1300 for s in first)
+    skipped = verify.skipped_experiments("paper", first)
+    assert "article" in skipped and not set(skipped) & set(experiments)
+    everything = verify.sample_runs("paper", 0, 1300)  # without only_short: the cheapest of the long ones too
+    assert {s.experiment for s in everything} == set(experiments) | set(skipped)

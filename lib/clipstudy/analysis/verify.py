@@ -110,9 +110,10 @@ def cheapest_runs(profile: str | Path, count: int) -> list:
     return sorted(done, key=lambda s: (steps[s.run_id], s.run_id))[:count]
 
 
-def sample_runs(profile: str | Path, seed: int = 0, max_steps: int | None = None) -> list:
+def sample_runs(profile: str | Path, seed: int = 0, max_steps: int | None = None, only_short: bool = False) -> list:
     """One published run of each experiment, drawn reproducibly (``seed``) among its runs of at most
-    ``max_steps`` planned steps (the cheapest run of the experiment when none is that short)."""
+    ``max_steps`` planned steps (the cheapest run of the experiment when none is that short, or, with
+    ``only_short``, none: ``skipped_experiments`` names those)."""
     done, steps = _published(profile)
     by_experiment: dict[str, list] = {}
     for s in sorted(done, key=lambda s: s.run_id):
@@ -122,8 +123,17 @@ def sample_runs(profile: str | Path, seed: int = 0, max_steps: int | None = None
     for name in sorted(by_experiment):
         runs = by_experiment[name]
         short = [s for s in runs if max_steps is None or steps[s.run_id] <= max_steps]
-        chosen.append(rng.choice(short) if short else min(runs, key=lambda s: (steps[s.run_id], s.run_id)))
+        if short:
+            chosen.append(rng.choice(short))
+        elif not only_short:
+            chosen.append(min(runs, key=lambda s: (steps[s.run_id], s.run_id)))
     return chosen
+
+
+def skipped_experiments(profile: str | Path, chosen: list) -> list[str]:
+    """The experiments with published runs that ``chosen`` does not sample."""
+    done, _ = _published(profile)
+    return sorted({s.experiment for s in done} - {s.experiment for s in chosen})
 
 
 def _published(profile):
@@ -257,6 +267,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="the draw's seed (--draw sample)")
     parser.add_argument("--max-steps", type=int, default=None, help="--draw sample: only runs this short")
+    parser.add_argument(
+        "--only-short",
+        action="store_true",
+        help="--draw sample: leave out (and name) experiments with no run of at most --max-steps steps",
+    )
     args = parser.parse_args(argv)
     if not publishes(args.profile):
         print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
@@ -265,8 +280,12 @@ def main(argv=None) -> int:
     chosen = (
         cheapest_runs(args.profile, args.runs)
         if args.draw == "cheapest"
-        else sample_runs(args.profile, args.seed, args.max_steps)
+        else sample_runs(args.profile, args.seed, args.max_steps, args.only_short)
     )
+    if args.draw == "sample" and args.only_short:
+        left_out = skipped_experiments(args.profile, chosen)
+        if left_out:
+            print(f"not sampled (no run of at most {args.max_steps} steps): {', '.join(left_out)}")
     if not chosen:
         print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
         return 2
