@@ -117,10 +117,7 @@ for opt in sorted(cls_steps["optimizer"].unique()):
 
 # %%
 if len(cls):
-    page.show(plots.clip_fraction_bars(cls), rep.figures, "clip_fraction",
-              "Mean share of each step that was clipped, per method setting and optimizer, over all learning "
-              "rates. A method near 0 never engages at these settings; AutoClip at the 10th percentile clips "
-              "about nine steps in ten by design.",
+    page.show(plots.clip_fraction_bars(cls), rep.figures, "clip_fraction", report.clip_fraction_caption(cls),
               "Horizontal bar chart of the mean clipped share per method and optimizer.")
 
 # %% [markdown]
@@ -129,10 +126,11 @@ if len(cls):
 # %%
 if len(cls):
     page.show(plots.stability_map(cls, "final_test_accuracy"), rep.figures, "stability_map",
-              "Every method setting (rows) at every learning rate (columns), per optimizer: the colour and number "
-              "are the mean final test accuracy over seeds; × marks cells where every seed diverged, ÷ the share "
-              "of seeds that did. Clipping 'combines with' an optimizer where its row is as good as the unclipped "
-              "row at that optimizer's best rate (claim 7).",
+              "Every method setting (rows) at every learning rate (columns), per optimizer: the number is the mean "
+              "final test accuracy over seeds, the colour its error (1 − accuracy) on a log scale; × marks cells "
+              "where every seed failed (diverged or collapsed), ÷ the share of seeds that did. Clipping 'combines "
+              "with' an optimizer where its row is as good as the unclipped row at that optimizer's best rate "
+              "(claim 7).",
               "Heat maps of final test accuracy per method and learning rate, one per optimizer.")
 
 # %% tags=["report-hidden"]

@@ -398,3 +398,40 @@ def test_method_table_never_averages_runs_of_different_lengths():
     t = report.method_table(rows)
     assert t["epochs"].tolist() == [3, 10]
     assert t["test_accuracy"].tolist() == [pytest.approx(0.981), pytest.approx(0.9905)]
+
+
+def test_stability_map_marks_collapsed_runs_and_tells_092_from_099():
+    """Failed runs that collapsed (no divergence, a ``failure``) are marked; the colour is the error on a log
+    scale, so 0.92 and 0.99 get clearly different colours (on a 0-1 accuracy scale both were the same yellow)."""
+    import matplotlib.pyplot as plt
+
+    from clipstudy.analysis import plots
+
+    def run(lr, seed, acc, failure=None):
+        return {"optimizer": "sgd", "method": "none", "clip_params": {}, "learning_rate": lr, "seed": seed,
+                "epochs": 3, "settings_key": '{"epochs": 3}', "final_test_accuracy": acc, "diverged": False,
+                "failure": failure}  # fmt: skip
+
+    rows = [run(0.01, 0, 0.92), run(0.01, 1, 0.92), run(0.1, 0, 0.99), run(0.1, 1, 0.99)]
+    rows += [
+        run(1.0, 0, 0.11, "collapsed"),
+        run(1.0, 1, 0.11, "collapsed"),
+        run(0.3, 0, 0.5, "collapsed"),
+        run(0.3, 1, 0.97),
+    ]
+    fig = plots.stability_map(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("×") == 1 and "0.735\n÷0.50" in texts
+    colours = ax.collections[0].get_facecolors()
+    assert np.abs(colours[0] - colours[1]).max() > 0.2  # lr 0.01 (0.92) against lr 0.1 (0.99)
+    plt.close(fig)
+
+
+def test_the_clip_fraction_caption_is_computed_from_the_frame_the_figure_draws():
+    frame = pd.DataFrame(
+        {"label": ["none", "none", "autoclip (percentile=10)", "autoclip (percentile=10)"],
+         "method": ["none", "none", "autoclip", "autoclip"], "clip_fraction": [0.0, 0.0, 0.80, 0.774]}
+    )  # fmt: skip
+    caption = report.clip_fraction_caption(frame)
+    assert "none 0; autoclip (percentile=10) 0.79." in caption  # (0.80 + 0.774) / 2 = 0.787

@@ -304,8 +304,15 @@ def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: 
 
 
 def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", title: str | None = None):
-    """Method setting × learning rate, per optimizer (two panels per row), coloured by the mean ``metric``
-    over seeds; cells where a seed diverged carry the share that did (× for all)."""
+    """Method setting × learning rate, per optimizer (two panels per row). Each cell shows the mean ``metric``
+    over seeds; its colour is the error ``1 − metric`` on a log scale, so that 0.92 and 0.99 (errors 0.08 and
+    0.01) look different. Cells where runs failed (diverged or collapsed, ``failure``) carry the share that did
+    (× for all)."""
+    from matplotlib.colors import LogNorm
+
+    summaries = summaries.assign(
+        failed=(summaries["failure"].notna() if "failure" in summaries else summaries["diverged"]).astype(float)
+    )
     optimizers = sorted(summaries["optimizer"].unique())
     col, order = hue_and_order(summaries)
     columns = min(2, len(optimizers))
@@ -313,29 +320,29 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     fig, axes = plt.subplots(
         rows, columns, figsize=(6.2 * columns + 1.5, rows * (0.42 * len(order) + 1.6)), squeeze=False
     )
+    norm = LogNorm(vmin=0.005, vmax=1.0)
     for k, (ax, opt) in enumerate(zip(axes.ravel(), optimizers)):
         sub, epochs = _rate_grid(summaries[summaries["optimizer"] == opt])
         values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
-        diverged = sub.pivot_table(index=col, columns="learning_rate", values="diverged", aggfunc="mean")
-        present = [m for m in order if m in diverged.index]
-        values = values.reindex(index=present, columns=diverged.columns).astype(float)
-        diverged = diverged.reindex(present).astype(float)
+        failed = sub.pivot_table(index=col, columns="learning_rate", values="failed", aggfunc="mean")
+        present = [m for m in order if m in failed.index]
+        values = values.reindex(index=present, columns=failed.columns).astype(float)
+        failed = failed.reindex(present).astype(float)
         labels = np.array(
-            [[_stability_cell(v, d) for v, d in zip(vr, dr)] for vr, dr in zip(values.to_numpy(), diverged.to_numpy())],
+            [[_stability_cell(v, d) for v, d in zip(vr, dr)] for vr, dr in zip(values.to_numpy(), failed.to_numpy())],
             dtype=object,
         )
-        shown = values.mask(diverged >= 1, 0.0)  # every seed diverged: no metric, drawn as 0 and marked ×
+        error = (1.0 - values).clip(lower=norm.vmin, upper=norm.vmax)
         sns.heatmap(
-            shown,
-            vmin=0,
-            vmax=1,
-            cmap="viridis",
+            error,
+            norm=norm,
+            cmap="viridis_r",
             annot=labels,
             fmt="",
             ax=ax,
             annot_kws={"fontsize": 9},
             cbar=k % columns == columns - 1,
-            cbar_kws={"label": f"mean {metric.replace('_', ' ')}"},
+            cbar_kws={"label": f"1 − mean {metric.replace('_', ' ')} (log scale)"},
         )
         # each panel labels its own rows: optimizers need not share the same method settings
         ax.set(
@@ -347,7 +354,9 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     for ax in axes.ravel()[len(optimizers) :]:
         ax.set_axis_off()
     fig.suptitle(
-        title or f"Stability map: mean {metric.replace('_', ' ')} (× every seed diverged, ÷ share of seeds diverged)"
+        title
+        or f"Stability map: mean {metric.replace('_', ' ')} (× every seed failed, ÷ share of seeds failed: diverged "
+        "or collapsed)"
     )
     fig.tight_layout()
     return fig
@@ -364,12 +373,12 @@ def _rate_grid(sub: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
     return chosen, float(chosen["epochs"].max())
 
 
-def _stability_cell(value: float, diverged: float) -> str:
-    if diverged >= 1:
+def _stability_cell(value: float, failed: float) -> str:
+    """A stability-map cell's text: × where every seed failed, else the mean with the share that failed."""
+    if failed >= 1:
         return "×"
-    if diverged > 0:
-        return f"÷{diverged:.2f}"
-    return "" if np.isnan(value) else f"{value:.3f}"
+    mean = "" if np.isnan(value) else f"{value:.3f}"
+    return f"{mean}\n÷{failed:.2f}" if failed > 0 else mean
 
 
 def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98", title: str | None = None):

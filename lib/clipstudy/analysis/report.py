@@ -315,6 +315,21 @@ def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
 
 
+def clip_fraction_caption(summaries: pd.DataFrame) -> str:
+    """The clip-fraction figure's caption, its numbers computed from the frame the figure draws: each method
+    setting's mean share of clipped steps (units), over every optimizer and rate, to two significant digits."""
+    means = summaries.groupby("label")["clip_fraction"].mean()
+    order = {m: i for i, m in enumerate(plots.method_order(summaries["method"]))}
+    first = summaries.drop_duplicates("label").set_index("label")["method"]
+    ranked = sorted(means.index, key=lambda label: (order.get(first[label], 99), label))
+    shares = "; ".join(f"{label} {means[label]:.2g}" for label in ranked)
+    return (
+        "Mean share of each step that was clipped (of elements, tensors, units or whole steps, as the method "
+        f"clips), per method setting and optimizer, over all learning rates. Over everything shown: {shares}. "
+        "A method near 0 never engages at these settings."
+    )
+
+
 def tasks_without_a_section(rep: ProfileReport, sectioned=("classifier", "detector")) -> list[str]:
     """The tasks of the profile's runs that the report's claim sections do not cover (the recurrent task, any
     task added since), in the order of ``clipstudy.tasks``."""
