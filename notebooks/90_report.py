@@ -108,7 +108,8 @@ for opt in sorted(cls_steps["optimizer"].unique()):
     page.show(plots.norms_by_method(sub, f"Classifier gradient norm per method · {opt}, lr={lr:g}"), rep.figures,
               f"norms_{opt}",
               f"{opt}, lr={lr:g} (the lowest rate, the stable regime): median over seeds of the global gradient "
-              "norm at each step before clipping, after clipping, and the threshold in force. Where 'after' "
+              "norm at each step before clipping, after clipping, and the threshold in force where it is a global "
+              "norm (value, norm and AGC bound elements, tensors or ratios: not drawn on this axis). Where 'after' "
               "sits on 'before', the method did not clip; no norm falls towards zero (claim 3b).",
               f"Log-scale line charts of gradient norm against steps for each method with {opt}.")
 
@@ -239,10 +240,11 @@ if len(rep.spiked):
                               "the bad batches, and the steps until the running mean is back within 1.1×"))
     spike_steps = rep.table.steps[rep.table.steps["spiked"]]
     first = report.spike_steps(rep.runs_root / rep.spiked["run_id"].iloc[0])
-    page.show(plots.spike_traces(spike_steps, first), rep.figures, "spike_recovery",
+    page.show(plots.spike_traces(spike_steps, first, rep.spiked), rep.figures, "spike_recovery",
               "Training loss per step (median over seeds) around three injected bad batches (shaded; their loss, "
-              "hence gradient, scaled ×100), per method setting. Clipping prevents the explosion where its line "
-              "stays low and recovers fast (claim 3a).",
+              "hence gradient, scaled ×100), one panel per optimizer, one line per method setting; × marks a "
+              "failed run's last finite loss, and the legend counts the failed runs of each setting. Clipping "
+              "prevents the explosion where its line stays low and none of its runs failed (claim 3a).",
               "Log-scale line chart of training loss around the injected spike for each method.")
 else:
     page.show_html(page.note("This profile injects no gradient spikes."))

@@ -435,3 +435,25 @@ def test_the_clip_fraction_caption_is_computed_from_the_frame_the_figure_draws()
     )  # fmt: skip
     caption = report.clip_fraction_caption(frame)
     assert "none 0; autoclip (percentile=10) 0.79." in caption  # (0.80 + 0.774) / 2 = 0.787
+
+
+def test_norm_figures_draw_only_thresholds_that_are_global_norms():
+    """value's ±5 is per element and AGC's 0.01 a ratio: neither belongs on a global-norm axis."""
+    import matplotlib.pyplot as plt
+
+    from clipstudy.analysis import plots
+
+    steps = pd.DataFrame(
+        [{"method": m, "label": m, "step": t, "seed": 0, "norm_before": 2.0, "norm_after": 1.0, "threshold": th}
+         for m, th in (("value", 5.0), ("agc", 0.01), ("global_norm", 1.0)) for t in range(3)]
+    )  # fmt: skip
+    fig = plots.norms_by_method(steps, "norms")
+    levels = {
+        ax.get_title().split(" = ")[-1]: {float(y) for line in ax.lines for y in line.get_ydata()}
+        for ax in fig.axes
+        if ax.get_title()
+    }
+    assert 1.0 in levels["global_norm"]  # its threshold, a global norm, is drawn
+    assert 5.0 not in levels["value"] and 0.01 not in levels["agc"]
+    assert {2.0, 1.0} <= levels["value"]  # the norms before and after still are
+    plt.close(fig)

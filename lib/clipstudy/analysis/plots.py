@@ -185,9 +185,16 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
     return g.figure
 
 
+#: Methods whose ``threshold`` is a global norm, and so belongs on a global-norm axis. The others' is a bound
+#: per element (value), per tensor (norm, adagc) or a ratio to the weights (agc): not drawn there.
+GLOBAL_NORM_THRESHOLDS = ("global_norm", "autoclip", "zclip", "quantile")
+
+
 def norms_by_method(steps: pd.DataFrame, title: str):
-    """Per method, the median over seeds of the norm before and after clipping, and the threshold."""
+    """Per method, the median over seeds of the global norm before and after clipping, and the threshold in
+    force where it is a global norm (``GLOBAL_NORM_THRESHOLDS``)."""
     col, order = hue_and_order(steps)
+    steps = steps.assign(threshold=steps["threshold"].where(steps["method"].isin(GLOBAL_NORM_THRESHOLDS)))
     long = steps.melt(
         id_vars=[col, "step"],
         value_vars=["norm_before", "norm_after", "threshold"],
@@ -412,18 +419,54 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
     return fig
 
 
-def spike_traces(steps: pd.DataFrame, spike_steps, title: str = "Loss around the injected bad batches"):
-    """Loss per step (median over seeds) of each method setting, with the injected steps shaded."""
+def spike_traces(
+    steps: pd.DataFrame,
+    spike_steps,
+    summaries: pd.DataFrame | None = None,
+    title: str = "Loss around the injected bad batches",
+):
+    """Loss per step (median over seeds) of each method setting, one panel per optimizer, with the injected steps
+    shaded. Where ``summaries`` say a run failed (diverged or collapsed), its last finite loss is marked × in its
+    method's colour, at the top of the panel when it lies above it; the legend counts failures per setting."""
     hue, order = hue_and_order(steps)
-    fig, ax = plt.subplots(figsize=(10, 3.8))
-    sns.lineplot(
-        data=steps, x="step", y="loss", hue=hue, hue_order=order, estimator="median", errorbar=None, ax=ax, lw=1
-    )
-    ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15, label="injected bad batches")
-    ax.set_yscale("log")
-    ax.set(xlabel="optimizer step", ylabel="training loss of the batch (log)", title=title)
-    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
+    optimizers = sorted(steps["optimizer"].unique())
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    failed = set()
+    if summaries is not None and len(summaries):
+        bad = summaries["failure"].notna() if "failure" in summaries else summaries["diverged"].astype(bool)
+        failed = set(summaries.loc[bad, "run_id"])
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(max(4.0 * len(optimizers), 8.0), 4.8), squeeze=False)
+    for ax, opt in zip(axes[0], optimizers):
+        sub = steps[steps["optimizer"] == opt]
+        finite = sub[np.isfinite(sub["loss"])]
+        median = finite.groupby([hue, "step"])["loss"].median().reset_index()
+        for label in order:
+            line = median[median[hue] == label]
+            if len(line):
+                ax.plot(line["step"], line["loss"], color=palette[label], lw=1)
+        ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15)
+        ax.set_yscale("log")
+        top = float(median["loss"].quantile(0.999)) * 3 if len(median) else 10.0
+        ax.set_ylim(top=top)
+        for run_id in sorted(set(sub["run_id"]) & failed):
+            run = finite[finite["run_id"] == run_id].sort_values("step")
+            if len(run):
+                last = run.iloc[-1]
+                ax.plot(last["step"], min(float(last["loss"]), top / 1.5), "x", color=palette[last[hue]], ms=9, mew=2)
+        lr = sub["learning_rate"].iloc[0]
+        ax.set(xlabel="optimizer step", title=f"{opt}, lr={lr:g}")
+    axes[0][0].set_ylabel("training loss of the batch (log)")
+    counts = steps.drop_duplicates("run_id")
+    handles = []
+    for label in order:
+        runs = counts[counts[hue] == label]["run_id"]
+        k = len(set(runs) & failed)
+        handles.append(plt.Line2D([], [], color=palette[label], lw=1.5, label=f"{label}: {k} of {len(runs)} failed"))
+    handles.append(plt.Line2D([], [], color="grey", marker="x", lw=0, label="a failed run's last finite loss"))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="red", alpha=0.15, label="injected bad batches"))
+    fig.legend(handles=handles, fontsize=9, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 * (len(handles) + 1) / 2, 1, 1))
     return fig
 
 
