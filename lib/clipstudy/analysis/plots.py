@@ -154,10 +154,15 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
     return g.figure
 
 
-def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accuracy"):
+def final_metric_points(
+    summaries: pd.DataFrame, metric: str = "final_test_accuracy", metric_range: tuple[float, float] | None = None
+):
     """Final ``metric`` per method at each learning rate, one panel per optimizer (and training length, where
-    runs of several lengths exist), with 95% intervals over seeds where there are at least three."""
+    runs of several lengths exist), with 95% intervals over seeds where there are at least three. With
+    ``metric_range``, values beyond it are drawn at its edge (a diverged run's r2 of -1e37 would flatten the rest)."""
     hue, order = hue_and_order(summaries)
+    if metric_range is not None:
+        summaries = summaries.assign(**{metric: summaries[metric].clip(*metric_range)})
     summaries = summaries.assign(condition=_condition(summaries, ["optimizer"]))
     g = sns.catplot(
         data=summaries,
@@ -177,6 +182,9 @@ def final_metric_points(summaries: pd.DataFrame, metric: str = "final_test_accur
     )
     g.set_titles("{col_name}")
     g.set_axis_labels("learning rate", metric.replace("_", " "))
+    if metric_range is not None:
+        pad = 0.05 * (metric_range[1] - metric_range[0])
+        g.set(ylim=(metric_range[0] - pad, metric_range[1] + pad))
     g.figure.suptitle(
         f"{metric.replace('_', ' ')} per method (mean, 95% t interval from 3 seeds; {seeds_note(summaries)}; "
         "failed runs count as what they achieved)",
@@ -415,6 +423,9 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
         or f"{column.replace('_', ' ')} (mean, 95% t interval over the seeds that reached it; {seeds_note(data)})",
     )
     ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     fig.tight_layout()
     return fig
 

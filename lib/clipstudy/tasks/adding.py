@@ -221,6 +221,7 @@ SPEC = TaskSpec(
     params=PARAMS,
     check=_check,
     primary_metric="final_test_r2",
+    metric_range=(-1.0, 1.0),  # r2 = 1 - MSE/Var: 0 is the constant predictor; a diverged run reads about -1e37
     sample_figure=_sample_figure,
     curve_metrics=("train_loss", "test_mse", "test_r2"),
     summary_keys=AddingTask.summary_keys,
