@@ -153,7 +153,7 @@ if len(effects):
     effects["effect"] = [stats.classify_effect(r.ci_low, r.ci_high, r.mean_difference) for r in effects.itertuples()]
     effects = effects[["metric", "optimizer", "learning_rate", "label", "mean_difference", "ci_low", "ci_high",
                        "p_value", "pairs", "effect"]]
-    page.show_html(page.table(effects, "Paired differences, clipped − unclipped", digits=4, collapsed=True))
+    page.show_html(page.table(effects, "Paired differences, clipped − unclipped", collapsed=True))
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT

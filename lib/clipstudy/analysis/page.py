@@ -48,11 +48,20 @@ def _esc(value) -> str:
     return html.escape(str(value))
 
 
-def _number(value, digits: int = 4) -> str:
+SIGNIFICANT = 3  # every number on the page: three significant digits (whole numbers from 1,000 up)
+
+
+def _number(value, digits: int = SIGNIFICANT) -> str:
+    """A number as the page prints it: ``digits`` significant digits, whole numbers from 1,000 up with a
+    thousands separator; NaN and None as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{round(value, digits):g}"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        if abs(value) >= 1000 and abs(value) < 1e15:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}".replace("-", "−")
     return _esc(value)
 
 
@@ -104,6 +113,22 @@ def findings(audit: pd.DataFrame, profile: str, completeness: str) -> str:
     return f'<p class="cs-lead">{text}</p>'
 
 
+def plain_words(audit: pd.DataFrame) -> str:
+    """The findings in plain words, one line per claim: what the article says, and what the runs say about it,
+    in the words of the rule that decided it (and which stage decided it)."""
+    items = []
+    for r in audit.itertuples():
+        words = getattr(r, "words", "") or r.verdict
+        by = getattr(r, "decided_by", "")
+        where = getattr(r, "tested_where", "")
+        items.append(
+            f"<li><b>{_esc(r.text)}</b> {_esc(words[0].upper() + words[1:])}"
+            + (f" <small>(tested: {_esc(where)}; decided by {_esc(by)})</small>" if where else "")
+            + "</li>"
+        )
+    return '<div class="cs-findings"><b>In plain words</b><ul>' + "".join(items) + "</ul></div>"
+
+
 def claims_table(audit: pd.DataFrame) -> str:
     """The claims as an HTML table: text, verdict and kind, primary effect with interval, p, n, figure."""
     rows = []
@@ -114,7 +139,7 @@ def claims_table(audit: pd.DataFrame) -> str:
         rows.append(
             f'<tr id="claim-{_esc(r.claim)}"><td class="num">{_esc(r.claim)}</td><td>{_esc(r.text)}<br>'
             f"<small>primary: {_esc(r.primary)}</small>{where}</td><td>{_row_badge(r)}</td>"
-            f'<td class="num">{effect_text(r)}</td><td class="num">{_number(r.p_value, 3)}</td>'
+            f'<td class="num">{effect_text(r)}</td><td class="num">{_number(r.p_value, 2)}</td>'
             f'<td class="num">{_esc(r.n)}</td>'
             f'<td class="nowrap"><a href="#fig-{_esc(figure)}">{_esc(figure)}</a></td></tr>'
         )
@@ -137,6 +162,7 @@ def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dic
     return (
         f'{CSS}<div class="cs-page"><h1>{_esc(STUDY)}: profile <code>{_esc(profile)}</code></h1>'
         + findings(audit, profile, completeness)
+        + plain_words(audit)
         + claims_table(audit)
         + provenance_box(provenance)
         + "</div>"
@@ -157,7 +183,7 @@ def note(text: str) -> str:
     return f'<p class="cs-page"><i>{_esc(text)}</i></p>'
 
 
-def table(frame: pd.DataFrame, caption: str, digits: int = 3, collapsed: bool = False) -> str:
+def table(frame: pd.DataFrame, caption: str, digits: int = SIGNIFICANT, collapsed: bool = False) -> str:
     """``frame`` as an HTML table (numbers right-aligned and rounded); ``collapsed`` folds it away."""
     head = "".join(f"<th>{_esc(c).replace('_', ' ')}</th>" for c in frame.columns)
     body = []
