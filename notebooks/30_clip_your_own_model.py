@@ -27,6 +27,13 @@
 #   `keras.callbacks.TensorBoard` record them.
 #
 # The model and data are stand-ins for yours: a small CNN on a slice of MNIST.
+#
+# What is tested (`tests/clipping/`): the TensorFlow backend, on one device and under
+# `tf.distribute.MirroredStrategy` (two logical CPU devices: the wrapper clips the all-reduced gradient of the
+# global batch, so a step equals the one-device step); any of the nine methods (the study's seven, AdaGC and
+# quantile tracking), with norms in float32 whatever the gradients' dtype. Refused with a message that says
+# why: the JAX and PyTorch backends (the clippers are TensorFlow ops; not supported yet), other multi-replica
+# strategies, and an inner optimizer that clips by itself.
 
 # %% tags=["parameters"]
 train_images = 6000  # a slice of MNIST's training set
