@@ -153,13 +153,37 @@ def test_no_runs_says_to_run_the_sweep(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_report():
-    """The smoke profile's report, built from its real runs (``make test`` runs the smoke sweep first)."""
+def smoke_report(tmp_path_factory):
+    """The smoke profile's report, built from its real runs (``make test`` runs the smoke sweep first) in a
+    scratch reports folder beside a `make bench`-shaped measurement with hand-set ratios, so that the cost
+    figure is drawn whether or not this machine has run `make bench` (and a user's reports/bench.json is
+    never touched)."""
+    import json
+
     from clipstudy import paths
 
-    if not (paths.reports_dir() / "smoke" / "runs").is_dir():
+    runs = paths.reports_dir() / "smoke" / "runs"
+    if not runs.is_dir():
         pytest.fail("reports/smoke/runs is missing: run `make smoke-runs` (make test does it for you)")
-    return report.build_report("smoke")
+    scratch = tmp_path_factory.mktemp("reports")
+    (scratch / "smoke").mkdir()
+    (scratch / "smoke" / "runs").symlink_to(runs.resolve())
+    overhead = {m: {"ratio": r, "median_step_s": 0.05 * r, "steps": 165} for m, r in BENCH_RATIOS.items()}
+    bench = {"overhead": overhead, "platform": {"cpu_model_name": "test CPU"}, "date": "2026-01-01"}
+    (scratch / "bench.json").write_text(json.dumps(bench))
+    return report.build_report("smoke", scratch)
+
+
+#: The hand-set step-time ratios of the smoke report's bench measurement.
+BENCH_RATIOS = {
+    "none": 1.0,
+    "value": 1.01,
+    "norm": 1.02,
+    "global_norm": 1.03,
+    "agc": 1.04,
+    "autoclip": 1.06,
+    "zclip": 1.07,
+}
 
 
 def test_the_report_is_exported_to_html_without_code_and_saves_figures(smoke_report):
@@ -172,6 +196,8 @@ def test_the_report_is_exported_to_html_without_code_and_saves_figures(smoke_rep
     assert set(claims_csv["kind"]) <= {"data", "deterministic", "by construction"}
     assert {"effect", "ci_low", "ci_high", "p_value", "n", "primary", "secondary"} <= set(claims_csv.columns)
     assert "Claim 4:" in text and "Provenance" in text
+    assert "zclip 1.070" in claims_csv.set_index("claim").loc["4", "numbers"]  # claim 4 reads the bench file
+    assert "make bench, test CPU, 2026-01-01" in text  # and so does the cost figure's caption
     figures = smoke_report.parent / "figures"
     for name in [
         "learning_curves",
@@ -271,7 +297,7 @@ def test_a_failed_build_leaves_the_previous_report_whole(smoke_report, monkeypat
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     monkeypatch.setattr(report.claims, "audit", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        report.build_report("smoke")
+        report.build_report("smoke", out.parent)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     assert after == before and not list(out.glob(".report-build-*"))
 

@@ -296,7 +296,7 @@ def claim_4(ev: Evidence) -> Verdict:
         if "parameters" in s
         else "no parameter counts recorded"
     )
-    o = ev.overhead[ev.overhead["source"] == "make bench"] if len(ev.overhead) else ev.overhead
+    o = ev.overhead[ev.overhead["source"].str.startswith("make bench")] if len(ev.overhead) else ev.overhead
     timing = (
         (
             "measured step time relative to none ("
