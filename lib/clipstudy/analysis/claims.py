@@ -719,6 +719,27 @@ DESIGN_CHANGES = [
         "runs in the bundle, before any answer was computed from them",
         "bears on": "claims 3a, 7 and 8 once their questions are complete",
     },
+    {
+        "commit": "620f8c5",
+        "date": "2026-11-29",
+        "change": "verdict words matched to their rules ('no effect within ±m', 'no effect at the article's setting, "
+        "where its threshold is never reached', 'non-inferior within 0.005') and a 'tested where' line per claim",
+        "bears on": "wording only: no verdict, effect or rule changed",
+    },
+    {
+        "commit": "59fe962",
+        "date": "2026-11-29",
+        "change": "a secondary for claims 1 and 5: convergence from step 0 (each run's mean per-step training loss), "
+        "asked for by review because the test-accuracy area starts at the first evaluation",
+        "bears on": "secondary only: decides nothing",
+    },
+    {
+        "commit": "80b5865",
+        "date": "2026-11-29",
+        "change": "claim 4 reads make bench's measurement again (a bug: its source label had gained the machine and "
+        "date, and the filter compared the whole string)",
+        "bears on": "claim 4's numbers (its verdict is by construction)",
+    },
 ]
 
 
