@@ -85,3 +85,4 @@ tf = _Deferred("tensorflow")
 keras = _Deferred("keras")
 #: For ``clipstudy.clipping``: deferred, but imported as the user's own ``import tensorflow`` would be.
 plain_tf = _Deferred("tensorflow", quiet=False)
+plain_keras = _Deferred("keras", quiet=False)

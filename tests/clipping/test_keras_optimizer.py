@@ -308,8 +308,8 @@ def test_an_inner_optimizer_that_already_clips_is_refused_naming_its_setting(set
 
 
 def test_another_backend_is_refused_naming_the_supported_ones(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(ValueError, match="backends tensorflow; this Keras runs on 'jax'"):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ValueError, match="backends tensorflow, jax; this Keras runs on 'torch'"):
         ClippingOptimizer(keras.optimizers.SGD())
 
 

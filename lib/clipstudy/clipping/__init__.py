@@ -1,4 +1,4 @@
-"""Gradient clipping methods with one interface and per-step telemetry (TensorFlow).
+"""Gradient clipping methods with one interface and per-step telemetry (TensorFlow, and JAX through Keras).
 
     from clipstudy import clipping
     clipper = clipping.get("zclip", z_thresh=2.5)
@@ -20,7 +20,6 @@ from clipstudy.clipping.base import (
     Clipper,
     get,
     global_norm,
-    percentile_linear,
     scale_to_global_norm,
     unitwise_norm,
 )
@@ -35,6 +34,7 @@ from clipstudy.clipping.methods import (
     ValueClip,
     ZClip,
 )
+from clipstudy.clipping.ops import percentile_linear
 
 #: The registered methods, in the order they were defined (the order of every table and figure).
 METHODS = tuple(REGISTRY)

@@ -11,7 +11,7 @@ import inspect
 import math
 from typing import Any
 
-from clipstudy._quiet import plain_tf as tf
+from clipstudy.clipping.ops import TENSORFLOW, namespace_of
 
 _NAN = float("nan")
 
@@ -19,68 +19,64 @@ _NAN = float("nan")
 REGISTRY: dict[str, type[Clipper]] = {}
 
 
-def wide(g):
+def wide(g, xp=TENSORFLOW):
     """``g`` in a type wide enough for a norm: float16 and bfloat16 are cast to float32 (a float16
     norm of 300 would read inf); float32 and float64 come back as they are (the same tensor)."""
-    if g.dtype in (tf.float32, tf.float64):
+    if xp.is_wide(g):
         return g
-    return tf.cast(g, tf.float32)
+    return xp.cast(g, xp.float32)
 
 
-def global_norm(grads):
+def global_norm(grads, xp=None):
     """L2 norm over every non-None tensor, computed as Keras computes it, in float32 at least."""
-    squares = [tf.reduce_sum(tf.square(wide(g))) for g in grads if g is not None]
+    xp = xp or namespace_of(grads)
+    squares = [xp.sum(xp.square(wide(g, xp))) for g in grads if g is not None]
     if not squares:
-        return tf.constant(0.0)
-    return tf.sqrt(tf.reduce_sum(tf.stack(squares)))
+        return xp.constant(0.0)
+    return xp.sqrt(xp.sum(xp.stack(squares)))
 
 
-def scale_to_global_norm(grads, norm, threshold, trigger=None):
+def scale_to_global_norm(grads, norm, threshold, trigger=None, xp=None):
     """Rescale all gradients together to global norm ``threshold`` where ``trigger`` holds
     (default: ``norm > threshold``); elsewhere they come back bit for bit.
 
     The scale is Keras' ``threshold * min(1/norm, 1/threshold)``, so a triggered step gives
     exactly the gradients of Keras' ``global_clipnorm``.
     """
+    xp = xp or namespace_of(grads)
     if trigger is None:
         trigger = norm > threshold
-    scale = tf.where(trigger, threshold * tf.minimum(1.0 / norm, 1.0 / threshold), 1.0)
-    return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+    scale = xp.where(trigger, threshold * xp.minimum(1.0 / norm, 1.0 / threshold), 1.0)
+    return [None if g is None else g * xp.cast(scale, g.dtype) for g in grads]
 
 
-def unitwise_norm(x):
+def unitwise_norm(x, xp=None):
     """Norm of each output unit of a Keras weight: whole tensor for scalars and vectors,
     per column of a Dense kernel (IO), per output channel of a Conv2D kernel (HWIO)."""
-    rank = x.shape.rank
-    x = wide(x)
+    xp = xp or namespace_of([x])
+    rank = len(x.shape)
+    x = wide(x, xp)
     if rank <= 1:
-        return tf.sqrt(tf.reduce_sum(tf.square(x)))
+        return xp.sqrt(xp.sum(xp.square(x)))
     if rank in (2, 3):
-        return tf.sqrt(tf.reduce_sum(tf.square(x), axis=0, keepdims=True))
+        return xp.sqrt(xp.sum(xp.square(x), axis=0, keepdims=True))
     if rank == 4:
-        return tf.sqrt(tf.reduce_sum(tf.square(x), axis=[0, 1, 2], keepdims=True))
+        return xp.sqrt(xp.sum(xp.square(x), axis=(0, 1, 2), keepdims=True))
     raise ValueError(f"unitwise_norm: a tensor of rank {rank} (shape {x.shape}); AGC handles ranks 0 to 4")
 
 
-def percentile_linear(values, q: float):
-    """``numpy.percentile(values, q)`` with its default linear interpolation, for a 1-D tensor."""
-    ordered = tf.sort(values)
-    n = tf.shape(ordered)[0]
-    position = (q / 100.0) * tf.cast(n - 1, tf.float64)
-    below = tf.cast(tf.floor(position), tf.int32)
-    above = tf.minimum(below + 1, n - 1)
-    weight = tf.cast(position - tf.floor(position), ordered.dtype)
-    lo, hi = ordered[below], ordered[above]
-    return lo + (hi - lo) * weight
+def num_elements(x) -> int:
+    """The number of elements of a tensor of static shape."""
+    return math.prod(int(d) for d in x.shape)
 
 
-def make_stats(before, after, clipped, threshold) -> dict:
+def make_stats(before, after, clipped, threshold, xp=TENSORFLOW) -> dict:
     return {
         "norm_before": before,
         "norm_after": after,
-        "clipped": tf.cast(clipped, tf.float32),
-        "threshold": tf.cast(threshold, tf.float32),
-        "nonfinite": tf.logical_not(tf.math.is_finite(before)),
+        "clipped": xp.cast(clipped, xp.float32),
+        "threshold": xp.cast(threshold, xp.float32),
+        "nonfinite": xp.logical_not(xp.is_finite(before)),
     }
 
 
@@ -91,7 +87,7 @@ def check_positive(method: str, name: str, value) -> float:
 
 
 class Clipper:
-    """Base class: stateless, identity. Subclasses set ``name``, override ``_clip`` (and ``init`` if stateful).
+    """Base class: stateless, identity. Subclasses set ``name``, override ``_clip`` (and ``_init`` if stateful).
 
     Class attributes a method sets:
       name: its registry name.
@@ -124,16 +120,24 @@ class Clipper:
         return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
     def init(self, variables) -> dict:
+        """The method's initial state for ``variables``, as tensors of their backend (see ``_init``)."""
+        variables = list(variables)
+        return self._init(variables, namespace_of(variables))
+
+    def _init(self, variables, xp) -> dict:
         return {}
 
     def __call__(self, grads, variables, state):
-        grads = list(grads)
-        before = global_norm(grads)
-        clipped, state, n_clipped, threshold = self._clip(grads, list(variables), state, before)
-        after = before if clipped is grads else global_norm(clipped)
-        return clipped, state, make_stats(before, after, n_clipped, threshold)
+        grads, variables = list(grads), list(variables)
+        xp = namespace_of(grads, variables)
+        before = global_norm(grads, xp)
+        clipped, state, n_clipped, threshold = self._clip(xp, grads, variables, state, before)
+        after = before if clipped is grads else global_norm(clipped, xp)
+        return clipped, state, make_stats(before, after, n_clipped, threshold, xp)
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
+        """The rule, written once in the ops of ``xp`` (``clipping.ops``): returns the clipped gradients, the new
+        state, the share clipped and the threshold."""
         return grads, state, 0.0, _NAN
 
     def config(self) -> dict[str, Any]:

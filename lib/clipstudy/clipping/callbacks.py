@@ -15,6 +15,10 @@ Per epoch, over all of the epoch's steps (exact: the optimizer keeps running sum
 
 Put it before the callbacks that should see these values: ``callbacks=[ClipTelemetry(), TensorBoard(...)]``
 (``History`` and the progress bar always come last).
+
+On JAX, ``fit`` keeps the optimizer's variables in its own state during an epoch; the callback asks the model
+to write them back (``jax_state_sync``, the JAX trainer's public hook for callbacks) before it reads them, so
+the values are the same as on TensorFlow.
 """
 
 from __future__ import annotations
@@ -48,13 +52,20 @@ class ClipTelemetry(keras.callbacks.Callback):
         _ = self.optimizer  # fail at the start, not after the first epoch, when there is nothing to read
         self._steps = 0
 
+    def _sync(self):
+        sync = getattr(self.model, "jax_state_sync", None)  # only the JAX trainer has it
+        if sync is not None:
+            sync()
+
     def on_epoch_begin(self, epoch, logs=None):
+        self._sync()
         self.optimizer.reset_totals()
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         if logs is None or self._steps % self.every:
             return
+        self._sync()
         last = self.optimizer.last_stats()
         if last:
             p = self.prefix
@@ -70,6 +81,7 @@ class ClipTelemetry(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        self._sync()
         totals, last = self.optimizer.totals(), self.optimizer.last_stats()
         if not totals.get("steps"):
             return

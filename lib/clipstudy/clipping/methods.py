@@ -29,12 +29,11 @@ where it does not clip, the gradients come back bit for bit (Keras multiplies by
 
 from __future__ import annotations
 
-from clipstudy._quiet import plain_tf as tf
 from clipstudy.clipping.base import (
     _NAN,
     Clipper,
     check_positive,
-    percentile_linear,
+    num_elements,
     scale_to_global_norm,
     unitwise_norm,
     wide,
@@ -67,16 +66,16 @@ class ValueClip(Clipper):
         if not self.lower < self.upper:
             raise ValueError(f"value: lower={self.lower!r} must be below upper={self.upper!r}")
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         out, n_out, n_all = [], [], 0
         for g in grads:
             if g is None:
                 out.append(None)
                 continue
-            out.append(tf.clip_by_value(g, self.lower, self.upper))
-            n_out.append(tf.reduce_sum(tf.cast((g > self.upper) | (g < self.lower), tf.float32)))
-            n_all += g.shape.num_elements()
-        fraction = tf.add_n(n_out) / max(n_all, 1) if n_out else 0.0
+            out.append(xp.clip(g, self.lower, self.upper))
+            n_out.append(xp.sum(xp.cast((g > self.upper) | (g < self.lower), xp.float32)))
+            n_all += num_elements(g)
+        fraction = xp.add_n(n_out) / max(n_all, 1) if n_out else 0.0
         return out, state, fraction, self.upper
 
     def config(self):
@@ -92,21 +91,21 @@ class NormClip(Clipper):
     def __init__(self, threshold: float = 1.0):
         self.threshold = check_positive("norm", "threshold", threshold)
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         t = self.threshold
         out, hits = [], []
         for g in grads:
             if g is None:
                 out.append(None)
                 continue
-            gw = wide(g)  # the same tensor for float32 gradients (so Keras' bits); float32 for float16
-            l2sum = tf.reduce_sum(tf.square(gw))
+            gw = wide(g, xp)  # the same tensor for float32 gradients (so Keras' bits); float32 for float16
+            l2sum = xp.sum(xp.square(gw))
             # Keras' two-tap where: an all-zero gradient stays zero instead of 0/0.
-            l2norm = tf.where(l2sum > 0, tf.sqrt(tf.where(l2sum > 0, l2sum, tf.ones_like(l2sum))), l2sum)
+            l2norm = xp.where(l2sum > 0, xp.sqrt(xp.where(l2sum > 0, l2sum, xp.ones_like(l2sum))), l2sum)
             # Keras' expression where it clips; the gradient untouched where it does not.
-            out.append(tf.where(l2norm > t, tf.cast(gw * t / tf.maximum(l2norm, t), g.dtype), g))
-            hits.append(tf.cast(l2norm > t, tf.float32))
-        fraction = tf.reduce_mean(tf.stack(hits)) if hits else 0.0
+            out.append(xp.where(l2norm > t, xp.cast(gw * t / xp.maximum(l2norm, t), g.dtype), g))
+            hits.append(xp.cast(l2norm > t, xp.float32))
+        fraction = xp.mean(xp.stack(hits)) if hits else 0.0
         return out, state, fraction, t
 
     def config(self):
@@ -126,8 +125,8 @@ class GlobalNormClip(Clipper):
     def __init__(self, threshold: float = 1.0):
         self.threshold = check_positive("global_norm", "threshold", threshold)
 
-    def _clip(self, grads, variables, state, norm):
-        return scale_to_global_norm(grads, norm, self.threshold), state, norm > self.threshold, self.threshold
+    def _clip(self, xp, grads, variables, state, norm):
+        return scale_to_global_norm(grads, norm, self.threshold, xp=xp), state, norm > self.threshold, self.threshold
 
     def config(self):
         return {"threshold": self.threshold}
@@ -148,7 +147,7 @@ class AdaptiveGradClip(Clipper):
         self.clip_factor = check_positive("agc", "clip_factor", clip_factor)
         self.eps = check_positive("agc", "eps", eps)
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         if len(variables) != len(grads):
             raise ValueError(
                 f"agc: got {len(grads)} gradients but {len(variables)} variables; "
@@ -159,15 +158,15 @@ class AdaptiveGradClip(Clipper):
             if g is None:
                 out.append(None)
                 continue
-            max_norm = tf.maximum(unitwise_norm(tf.convert_to_tensor(w)), self.eps) * self.clip_factor
-            g_norm = unitwise_norm(g)
+            max_norm = xp.maximum(unitwise_norm(xp.convert(w), xp), self.eps) * self.clip_factor
+            g_norm = unitwise_norm(g, xp)
             trigger = g_norm < max_norm
             # The 1e-6 only guards 0/0; it cannot engage when clipping is triggered.
-            scaled = wide(g) * (max_norm / tf.maximum(g_norm, 1e-6))
-            out.append(tf.where(trigger, g, tf.cast(scaled, g.dtype)))
-            hits.append(tf.reduce_sum(tf.cast(tf.logical_not(trigger), tf.float32)))
-            units += max(g_norm.shape.num_elements(), 1)
-        fraction = tf.add_n(hits) / units if hits else 0.0
+            scaled = wide(g, xp) * (max_norm / xp.maximum(g_norm, 1e-6))
+            out.append(xp.where(trigger, g, xp.cast(scaled, g.dtype)))
+            hits.append(xp.sum(xp.cast(xp.logical_not(trigger), xp.float32)))
+            units += max(num_elements(g_norm), 1)
+        fraction = xp.add_n(hits) / units if hits else 0.0
         return out, state, fraction, self.clip_factor
 
     def config(self):
@@ -195,18 +194,18 @@ class AutoClip(Clipper):
         self.percentile = float(percentile)
         self.history = history
 
-    def init(self, variables):
-        return {"norms": tf.zeros([self.history], tf.float32), "count": tf.constant(0, tf.int64)}
+    def _init(self, variables, xp):
+        return {"norms": xp.zeros(self.history, xp.float32), "count": xp.constant(0, xp.count_dtype)}
 
-    def _clip(self, grads, variables, state, norm):
-        finite = tf.math.is_finite(norm)
-        slot = tf.cast(state["count"] % self.history, tf.int32)
-        norms = tf.where(finite, tf.tensor_scatter_nd_update(state["norms"], [[slot]], [norm]), state["norms"])
-        count = state["count"] + tf.cast(finite, tf.int64)
-        filled = tf.cast(tf.minimum(count, self.history), tf.int32)
-        threshold = percentile_linear(norms[: tf.maximum(filled, 1)], self.percentile)
-        threshold = tf.where(filled > 0, threshold, _NAN)
-        clipped = scale_to_global_norm(grads, norm, threshold)
+    def _clip(self, xp, grads, variables, state, norm):
+        finite = xp.is_finite(norm)
+        slot = state["count"] % self.history
+        norms = xp.where(finite, xp.set_item(state["norms"], slot, norm), state["norms"])
+        count = state["count"] + xp.cast(finite, state["count"].dtype)
+        filled = xp.minimum(count, self.history)
+        threshold = xp.percentile_of_first(norms, filled, self.percentile)
+        threshold = xp.where(filled > 0, threshold, _NAN)
+        clipped = scale_to_global_norm(grads, norm, threshold, xp=xp)
         return clipped, {"norms": norms, "count": count}, norm > threshold, threshold
 
     def config(self):
@@ -238,44 +237,42 @@ class ZClip(Clipper):
         self.warmup_steps = warmup_steps
         self.eps = check_positive("zclip", "eps", eps)
 
-    def init(self, variables):
+    def _init(self, variables, xp):
         return {
-            "warmup": tf.zeros([self.warmup_steps], tf.float32),
-            "count": tf.constant(0, tf.int64),
-            "mean": tf.constant(0.0),
-            "var": tf.constant(0.0),
+            "warmup": xp.zeros(self.warmup_steps, xp.float32),
+            "count": xp.constant(0, xp.count_dtype),
+            "mean": xp.constant(0.0),
+            "var": xp.constant(0.0),
         }
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         a, zt = self.alpha, self.z_thresh
-        finite = tf.math.is_finite(norm)
+        finite = xp.is_finite(norm)
         warming = state["count"] < self.warmup_steps
-        ready = tf.logical_and(tf.logical_not(warming), finite)
+        ready = xp.logical_not(warming) & finite
 
         # Warm-up: collect the norm; on the last warm-up step, start the EMA from the buffer.
-        slot = tf.cast(tf.minimum(state["count"], self.warmup_steps - 1), tf.int32)
-        buffer = tf.where(
-            warming & finite, tf.tensor_scatter_nd_update(state["warmup"], [[slot]], [norm]), state["warmup"]
-        )
-        count = state["count"] + tf.cast(finite, tf.int64)
-        starts = warming & finite & tf.equal(count, self.warmup_steps)
-        start_mean = tf.reduce_mean(buffer)
-        start_var = tf.reduce_mean(tf.square(buffer - start_mean))
+        slot = xp.minimum(state["count"], self.warmup_steps - 1)
+        buffer = xp.where(warming & finite, xp.set_item(state["warmup"], slot, norm), state["warmup"])
+        count = state["count"] + xp.cast(finite, state["count"].dtype)
+        starts = warming & finite & xp.equal(count, self.warmup_steps)
+        start_mean = xp.mean(buffer)
+        start_var = xp.mean(xp.square(buffer - start_mean))
 
         # After warm-up: z-score test against the EMA, clip, feed the (clipped) norm back.
-        std = tf.sqrt(state["var"])
+        std = xp.sqrt(state["var"])
         z = (norm - state["mean"]) / (std + self.eps)
         spike = ready & (z > zt)
         target = state["mean"] + zt * std / (z / zt)
         trigger_level = state["mean"] + zt * (std + self.eps)
-        fed = tf.where(spike, target, norm)
+        fed = xp.where(spike, target, norm)
         ema_mean = a * state["mean"] + (1 - a) * fed
-        ema_var = a * state["var"] + (1 - a) * tf.square(fed - ema_mean)
+        ema_var = a * state["var"] + (1 - a) * xp.square(fed - ema_mean)
 
-        mean = tf.where(starts, start_mean, tf.where(ready, ema_mean, state["mean"]))
-        var = tf.where(starts, start_var, tf.where(ready, ema_var, state["var"]))
-        clipped = scale_to_global_norm(grads, norm, target, trigger=spike)
-        threshold = tf.where(warming, _NAN, trigger_level)
+        mean = xp.where(starts, start_mean, xp.where(ready, ema_mean, state["mean"]))
+        var = xp.where(starts, start_var, xp.where(ready, ema_var, state["var"]))
+        clipped = scale_to_global_norm(grads, norm, target, trigger=spike, xp=xp)
+        threshold = xp.where(warming, _NAN, trigger_level)
         new_state = {"warmup": buffer, "count": count, "mean": mean, "var": var}
         return clipped, new_state, spike, threshold
 
@@ -323,24 +320,24 @@ class AdaGC(Clipper):
         self.warmup_steps = warmup_steps
         self.eps = check_positive("adagc", "eps", eps)
 
-    def init(self, variables):
+    def _init(self, variables, xp):
         # +inf: "no reference yet" (the warm-up minimum starts from it; a tensor still without one takes
         # its first norm).
-        return {"gamma": tf.fill([len(variables)], float("inf")), "count": tf.constant(0, tf.int64)}
+        return {"gamma": xp.fill(len(variables), float("inf")), "count": xp.constant(0, xp.count_dtype)}
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         if len(variables) != len(grads):
             raise ValueError(
                 f"adagc: got {len(grads)} gradients but {len(variables)} variables; keep one reference per tensor"
             )
-        finite = tf.math.is_finite(norm)
+        finite = xp.is_finite(norm)
         warming = state["count"] < self.warmup_steps
         gamma = state["gamma"]
 
         # Warm-up: global clipping with the release's coefficient, then the running minimum per tensor.
         coeff = self.lambda_abs / (norm + self.eps)
         global_hit = coeff < 1.0
-        warm_grads = [None if g is None else tf.where(global_hit, g * tf.cast(coeff, g.dtype), g) for g in grads]
+        warm_grads = [None if g is None else xp.where(global_hit, g * xp.cast(coeff, g.dtype), g) for g in grads]
 
         out, new_gamma, hits, present = [], [], [], 0
         for i, g in enumerate(grads):
@@ -349,28 +346,28 @@ class AdaGC(Clipper):
                 new_gamma.append(gamma[i])
                 continue
             present += 1
-            n_warm = tf.norm(wide(warm_grads[i]))
-            n = tf.norm(wide(g))
-            reference = tf.where(tf.math.is_inf(gamma[i]), n, gamma[i])
+            n_warm = xp.norm(wide(warm_grads[i], xp))
+            n = xp.norm(wide(g, xp))
+            reference = xp.where(xp.is_inf(gamma[i]), n, gamma[i])
             limit = self.lambda_rel * reference
             hit = n > limit
             factor = limit / (n + self.eps)
-            clipped_g = tf.where(hit, tf.cast(wide(g) * factor, g.dtype), g)
-            fed = tf.where(hit, limit, n)
-            gamma_after = tf.where(
+            clipped_g = xp.where(hit, xp.cast(wide(g, xp) * factor, g.dtype), g)
+            fed = xp.where(hit, limit, n)
+            gamma_after = xp.where(
                 warming,
-                tf.minimum(gamma[i], n_warm),
+                xp.minimum(gamma[i], n_warm),
                 reference * self.beta + fed * (1.0 - self.beta),
             )
-            new_gamma.append(tf.where(finite, gamma_after, gamma[i]))
-            out.append(tf.where(warming, warm_grads[i], clipped_g))
-            hits.append(tf.cast(hit, tf.float32))
-        new_gamma = tf.stack(new_gamma) if new_gamma else gamma
-        share = tf.add_n(hits) / present if hits else 0.0
-        clipped = tf.where(warming, tf.cast(global_hit, tf.float32), share)
-        limits = tf.where(tf.math.is_inf(gamma), 0.0, self.lambda_rel * gamma)
-        threshold = tf.where(warming, self.lambda_abs, tf.norm(limits))
-        count = state["count"] + tf.cast(finite, tf.int64)
+            new_gamma.append(xp.where(finite, gamma_after, gamma[i]))
+            out.append(xp.where(warming, warm_grads[i], clipped_g))
+            hits.append(xp.cast(hit, xp.float32))
+        new_gamma = xp.stack(new_gamma) if new_gamma else gamma
+        share = xp.add_n(hits) / present if hits else 0.0
+        clipped = xp.where(warming, xp.cast(global_hit, xp.float32), share)
+        limits = xp.where(xp.is_inf(gamma), 0.0, self.lambda_rel * gamma)
+        threshold = xp.where(warming, self.lambda_abs, xp.norm(limits))
+        count = state["count"] + xp.cast(finite, state["count"].dtype)
         return out, {"gamma": new_gamma, "count": count}, clipped, threshold
 
     def config(self):
@@ -408,15 +405,15 @@ class QuantileClip(Clipper):
         self.target_quantile = float(target_quantile)
         self.learning_rate = check_positive("quantile", "learning_rate", learning_rate)
 
-    def init(self, variables):
-        return {"threshold": tf.constant(self.initial_threshold, tf.float32)}
+    def _init(self, variables, xp):
+        return {"threshold": xp.constant(self.initial_threshold, xp.float32)}
 
-    def _clip(self, grads, variables, state, norm):
+    def _clip(self, xp, grads, variables, state, norm):
         c = state["threshold"]
-        below = tf.cast(norm <= c, tf.float32)
-        moved = c * tf.exp(-(self.learning_rate * (below - self.target_quantile)))
-        new_c = tf.where(tf.math.is_finite(norm), moved, c)
-        return scale_to_global_norm(grads, norm, c), {"threshold": new_c}, norm > c, c
+        below = xp.cast(norm <= c, xp.float32)
+        moved = c * xp.exp(-(self.learning_rate * (below - self.target_quantile)))
+        new_c = xp.where(xp.is_finite(norm), moved, c)
+        return scale_to_global_norm(grads, norm, c, xp=xp), {"threshold": new_c}, norm > c, c
 
     def config(self):
         return {

@@ -17,17 +17,19 @@ The loss-scale optimizer divides the scale out first and skips steps whose scale
 overflowed, so the clipper sees the true gradients. The other order would clip gradients that
 are still multiplied by the loss scale; the wrapper refuses it.
 
-TensorFlow backend (the clippers are TensorFlow ops); another backend is refused with a message that says
-so. Under ``tf.distribute.MirroredStrategy`` the wrapper all-reduces the gradient itself and clips the global
-batch's gradient, so a step equals the one-device step with the same global batch, and its telemetry reports
-the true norms; another multi-replica strategy is refused, never run silently wrong.
+Backends: TensorFlow and JAX (each rule is written once, ``clipping.ops``; on JAX ``fit`` steps through
+``stateless_apply``, which the wrapper inherits from Keras' base optimizer: its ``apply`` is written in
+``keras.ops`` there, and a skipped step selects the old values instead of branching). PyTorch is refused at
+construction. Under ``tf.distribute.MirroredStrategy`` the wrapper all-reduces the gradient itself and clips the
+global batch's gradient, so a step equals the one-device step with the same global batch, and its telemetry
+reports the true norms; another multi-replica strategy is refused, never run silently wrong.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
+from clipstudy._quiet import plain_tf as tf
 from clipstudy.clipping.base import Clipper, get
 
 #: The statistics of the last step the wrapper exposes (``ClippingOptimizer.last_stats``).
@@ -91,8 +93,11 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
     @_untracked
     def build(self, var_list):
         self.inner_optimizer.build(var_list)
-        with tf.init_scope():  # the clipper's initial state as constants, even when built inside a tf.function
-            initial = {k: tf.convert_to_tensor(v) for k, v in self.clipper.init(var_list).items()}
+        if _on_tensorflow():
+            with tf.init_scope():  # the clipper's initial state as constants, even when built inside a tf.function
+                initial = {k: tf.convert_to_tensor(v) for k, v in self.clipper.init(var_list).items()}
+        else:
+            initial = self.clipper.init(var_list)
         self._clip_state = {k: self._scalar_or_tensor(v, f"clip_{k}") for k, v in initial.items()}
         self._last = {k: self._float_variable(f"last_{k}") for k in STAT_NAMES}
         self._totals = {k: self._float_variable(f"total_{k}") for k in TOTAL_NAMES}
@@ -101,9 +106,9 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
     def _scalar_or_tensor(self, value, name):
         return self.add_variable(
             shape=tuple(value.shape),
-            dtype=value.dtype.name,
+            dtype=keras.backend.standardize_dtype(value.dtype),
             name=name,
-            initializer=lambda shape, dtype: tf.cast(value, dtype),
+            initializer=lambda shape, dtype: keras.ops.cast(value, dtype),
             aggregation=_AGGREGATION,
         )
 
@@ -116,6 +121,8 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
+        if not _on_tensorflow():
+            return self._apply_keras(list(grads), trainable_variables)
         replicas = _check_replicas()
         grads = list(grads)
         if not self.built:
@@ -166,27 +173,52 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
 
             context.merge_call(cross_replica, args=(stats["nonfinite"], clipped, new_state))
 
+    def _apply_keras(self, grads, trainable_variables):
+        """The step in ``keras.ops`` for the backends other than TensorFlow: eagerly, and inside the
+        ``StatelessScope`` of Keras' ``stateless_apply`` (how JAX's ``fit`` steps). A skipped step applies
+        nothing: the old values of the weights, the inner optimizer's variables and the clipper's state are
+        selected back (a select, not a branch, so it traces once)."""
+        ops = keras.ops
+        if not self.built:
+            self.build(trainable_variables)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        state = {k: v.value for k, v in self._clip_state.items()}
+        overwrite = [_overwrites(v) for v in variables]
+        clipped, new_state, stats = self.clipper(
+            [None if o else g for g, o in zip(grads, overwrite)], [v.value for v in variables], state
+        )
+        clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
+        self._record(stats)
+        if not self.skip_nonfinite:
+            for key, variable in self._clip_state.items():
+                variable.assign(new_state[key])
+            self.inner_optimizer.apply(clipped, trainable_variables)
+            return
+        skip = stats["nonfinite"]
+        kept = list(variables) + list(self.inner_optimizer.variables)
+        before = [v.value for v in kept]
+        self.inner_optimizer.apply(clipped, trainable_variables)
+        for variable, old in zip(kept, before):
+            variable.assign(ops.where(skip, old, variable.value))
+        for key, variable in self._clip_state.items():
+            variable.assign(ops.where(skip, state[key], ops.cast(new_state[key], variable.dtype)))
+
     def _record(self, stats):
-        values = {k: tf.cast(stats[k], tf.float32) for k in STAT_NAMES}
+        ops = keras.ops
+        values = {k: ops.cast(stats[k], "float32") for k in STAT_NAMES}
         for key, variable in self._last.items():
             variable.assign(values[key])
         totals, skipped = self._totals, stats["nonfinite"]
         totals["steps"].assign_add(1.0)
         totals["nonfinite"].assign_add(values["nonfinite"])
         for key in ("norm_before", "norm_after", "clipped"):  # sums over the steps that were applied
-            totals[key].assign_add(tf.where(skipped, 0.0, values[key]))
+            totals[key].assign_add(ops.where(skipped, 0.0, values[key]))
         totals["max_norm_before"].assign(
-            tf.where(
+            ops.where(
                 skipped,
                 totals["max_norm_before"].value,
-                tf.maximum(totals["max_norm_before"].value, values["norm_before"]),
+                ops.maximum(totals["max_norm_before"].value, values["norm_before"]),
             )
-        )
-
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        raise NotImplementedError(
-            f"ClippingOptimizer supports the Keras backends: {', '.join(SUPPORTED_BACKENDS)}; stateless_apply "
-            "(JAX's way of stepping) is not supported yet"
         )
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -251,8 +283,14 @@ def _overwrites(variable) -> bool:
     return bool(getattr(variable, "overwrite_with_gradient", False))
 
 
-#: The Keras backends the wrapper runs on.
-SUPPORTED_BACKENDS = ("tensorflow",)
+#: The Keras backends the wrapper runs on (both tested in ``make test``).
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
 #: Inner-optimizer settings that clip by themselves: the gradients would be clipped twice.
 INNER_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -262,7 +300,7 @@ def _check_backend() -> None:
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
             f"ClippingOptimizer runs on the Keras backends {', '.join(SUPPORTED_BACKENDS)}; this Keras runs on "
-            f"{backend!r} (KERAS_BACKEND). Use the TensorFlow backend, or clip with keras.optimizers' own "
+            f"{backend!r} (KERAS_BACKEND). Use one of those, or clip with keras.optimizers' own "
             "clipnorm / global_clipnorm there"
         )
 
@@ -274,7 +312,7 @@ SUPPORTED_STRATEGIES = ("MirroredStrategy", "OneDeviceStrategy", "_DefaultDistri
 def _check_replicas() -> int:
     """The number of replicas in sync (1 without a strategy); a strategy the wrapper is not tested under is
     refused, never run silently wrong."""
-    if not tf.distribute.has_strategy():
+    if not _on_tensorflow() or not tf.distribute.has_strategy():
         return 1
     strategy = tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync

@@ -106,6 +106,12 @@ def probe_threshold(
     """
     from clipstudy.clipping.optimizer import keras, tf
 
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"probe_threshold runs on the TensorFlow backend (it takes gradients with tf.GradientTape); this Keras "
+            f"runs on {keras.backend.backend()!r}. Probe under TensorFlow, or fit with ClippingOptimizer(inner, "
+            "'none') and ClipTelemetry, which record clip_norm_before on every backend"
+        )
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"probe_threshold: {name}={value!r} is invalid; it must be an integer ≥ 1")
