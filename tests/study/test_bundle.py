@@ -23,31 +23,48 @@ def test_long_step_tables_are_thinned_but_keep_their_start_end_and_spikes():
     pd.testing.assert_frame_equal(bundle.downsample_steps(short), short)
 
 
+PUBLISHED_PROFILE = {
+    "publish": True,
+    "experiments": [
+        {
+            "name": "t",
+            "task": "classifier",
+            "methods": ["none"],
+            "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
+            "optimizers": {"adam": [0.001]},
+            "seeds": [0],
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A one-run profile that publishes, swept once for the module (a sweep is mostly start-up time): its
+    folder (``pub.yaml``, ``results/``, ``reports/``) and the first sweep's result."""
+    root = tmp_path_factory.mktemp("swept")
+    (root / "pub.yaml").write_text(yaml.safe_dump(PUBLISHED_PROFILE))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPSTUDY_RESULTS_DIR", str(root / "results"))
+        first = sweep.run_sweep(root / "pub.yaml", root / "reports", workers=1, progress=False)
+    return root, first
+
+
 @pytest.fixture
-def published_profile(tmp_path, monkeypatch):
-    """A one-run profile that publishes, with its bundle in a temporary results folder."""
+def published_profile(swept, tmp_path, monkeypatch):
+    """The swept profile copied into this test's own folder, with its bundle in ``tmp_path/results``
+    (the run is already published there) and its sweep's outputs in ``tmp_path/reports``."""
+    root, _ = swept
+    for name in ("results", "reports"):
+        shutil.copytree(root / name, tmp_path / name)
+    shutil.copy(root / "pub.yaml", tmp_path / "pub.yaml")
     monkeypatch.setenv("CLIPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
-    doc = {
-        "publish": True,
-        "experiments": [
-            {
-                "name": "t",
-                "task": "classifier",
-                "methods": ["none"],
-                "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
-                "optimizers": {"adam": [0.001]},
-                "seeds": [0],
-            }
-        ],
-    }
-    path = tmp_path / "pub.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return tmp_path / "pub.yaml"
 
 
-def test_a_published_profile_copies_each_run_to_its_bundle_and_resumes_from_it(published_profile, tmp_path):
+def test_a_published_profile_copies_each_run_to_its_bundle_and_resumes_from_it(swept, published_profile, tmp_path):
     reports = tmp_path / "reports"
-    first = sweep.run_sweep(published_profile, reports, workers=1, progress=False)
+    first = swept[1]
     assert first.ok and len(first.done) == 1
     run_id = first.done[0]
     copy = paths.results_dir() / "pub" / "runs" / run_id
@@ -66,7 +83,6 @@ def test_the_report_of_a_published_profile_reads_the_bundle_alone(published_prof
     from clipstudy.analysis import report
 
     reports = tmp_path / "reports"
-    sweep.run_sweep(published_profile, reports, workers=1, progress=False)
     shutil.rmtree(reports)
     name, table, missing = report.load_profile_runs(published_profile, reports)
     assert name == "pub" and len(table.summaries) == 1 and missing == []
@@ -87,7 +103,6 @@ def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(publishe
     """Both sides computed on this machine: the platform matches, so the promise is bit for bit."""
     from clipstudy.analysis import verify
 
-    sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
     first = verify.verify_run(spec, published, tmp_path / "again")
@@ -105,7 +120,6 @@ def test_a_run_from_another_platform_is_held_to_the_study_level(published_profil
     checked against the cell's seed-to-seed spread instead, and a metric moved past it is caught."""
     from clipstudy.analysis import verify
 
-    sweep.run_sweep(published_profile, tmp_path / "reports", workers=1, progress=False)
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
     summary = json.loads((published / runfiles.SUMMARY).read_text())
