@@ -483,3 +483,42 @@ def test_norm_figures_draw_only_thresholds_that_are_global_norms():
     assert 5.0 not in levels["value"] and 0.01 not in levels["agc"]
     assert {2.0, 1.0} <= levels["value"]  # the norms before and after still are
     plt.close(fig)
+
+
+def test_the_training_loss_figure_starts_at_the_first_step_one_panel_per_condition():
+    """Runs of 3 and 10 epochs get their own panels; each line starts at step 1 (before any evaluation) and is
+    the median over seeds there; past step 50 it is smoothed; a diverged run's non-finite steps are left out."""
+    import matplotlib.pyplot as plt
+
+    from clipstudy.analysis import plots
+
+    rows = []
+    for epochs, run_len in ((3, 120), (10, 200)):
+        for seed, offset in ((0, 0.0), (1, 1.0), (2, 2.0)):
+            for step in range(1, run_len + 1):
+                loss = 2.0 + offset if step <= 50 else 1.0
+                if epochs == 3 and seed == 2 and step > 100:
+                    loss = float("inf")  # diverged late
+                rows.append(
+                    {
+                        "run_id": f"r{epochs}-{seed}",
+                        "step": step,
+                        "loss": loss,
+                        "method": "none",
+                        "label": "none",
+                        "optimizer": "sgd",
+                        "learning_rate": 0.1,
+                        "seed": seed,
+                        "settings_key": f'{{"epochs": {epochs}}}',
+                    }
+                )
+    fig = plots.training_loss_from_the_first_step(pd.DataFrame(rows))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert sorted(ax.get_title() for ax in panels) == ["sgd, lr=0.1, 10 epochs", "sgd, lr=0.1, 3 epochs"]
+    for ax in panels:
+        (line,) = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]  # legend handles aside
+        x, y = line.get_xdata(), line.get_ydata()
+        assert x[0] == 1 and y[0] == 3.0  # the median of 2, 3 and 4 at step 1
+        assert np.all(np.isfinite(y)) and ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert y[-1] == pytest.approx(1.0)  # past step 50, the smoothed plateau
+    plt.close(fig)

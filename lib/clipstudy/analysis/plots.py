@@ -154,6 +154,45 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
     return g.figure
 
 
+def training_loss_from_the_first_step(steps: pd.DataFrame, title: str | None = None):
+    """The training loss of every recorded step from the first, median over seeds per method setting, one
+    panel per condition (optimizer, learning rate and, where runs of several lengths exist, epochs), on log
+    axes: the first few hundred steps, which evaluations start too late to see, take half of each panel.
+    Past step 50 each run's loss is a centred mean over 15 recorded steps. Steps that were not finite
+    (diverged runs) are left out; the number of seeds is in the title."""
+    data = steps[np.isfinite(steps["loss"])].sort_values(["run_id", "step"]).copy()
+    # Past step 50 (where the bundle thins the steps), a centred mean over 15 recorded steps of the run: one
+    # batch's loss is noisy enough to hide which line is on top; the first 50 steps are drawn as they were.
+    smooth = data.groupby("run_id")["loss"].transform(lambda x: x.rolling(15, center=True, min_periods=1).mean())
+    data["loss"] = data["loss"].where(data["step"] <= 50, smooth)
+    data["setting"] = _condition(data, ["optimizer", "learning_rate"])
+    hue, order = hue_and_order(data)
+    g = sns.relplot(
+        data=data,
+        x="step",
+        y="loss",
+        hue=hue,
+        hue_order=order,
+        col="setting",
+        col_order=_sorted_conditions(data, "setting", ["optimizer", "learning_rate"]),
+        col_wrap=min(3, data["setting"].nunique()),
+        kind="line",
+        estimator="median",
+        errorbar=None,
+        linewidth=1.0,
+        height=3.0,
+        aspect=1.3,
+        facet_kws={"sharey": False, "sharex": False},
+    )
+    g.set(xscale="log", yscale="log")
+    g.set_titles("{col_name}")
+    g.set_axis_labels("optimizer step (log)", "training loss (log)")
+    g.figure.suptitle(
+        f"{title or 'Training loss from the first step'} (median over seeds; {seeds_note(steps)})", y=1.02
+    )
+    return g.figure
+
+
 def final_metric_points(
     summaries: pd.DataFrame, metric: str = "final_test_accuracy", metric_range: tuple[float, float] | None = None
 ):
