@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from clipstudy import paths
 from clipstudy.study import bundle, runfiles, sweep
@@ -21,33 +20,6 @@ def test_long_step_tables_are_thinned_but_keep_their_start_end_and_spikes():
     pd.testing.assert_frame_equal(thin.set_index("step"), steps.set_index("step").loc[sorted(kept)])
     short = steps.iloc[:300]
     pd.testing.assert_frame_equal(bundle.downsample_steps(short), short)
-
-
-PUBLISHED_PROFILE = {
-    "publish": True,
-    "experiments": [
-        {
-            "name": "t",
-            "task": "classifier",
-            "methods": ["none"],
-            "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
-            "optimizers": {"adam": [0.001]},
-            "seeds": [0],
-        }
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """A one-run profile that publishes, swept once for the module (a sweep is mostly start-up time): its
-    folder (``pub.yaml``, ``results/``, ``reports/``) and the first sweep's result."""
-    root = tmp_path_factory.mktemp("swept")
-    (root / "pub.yaml").write_text(yaml.safe_dump(PUBLISHED_PROFILE))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CLIPSTUDY_RESULTS_DIR", str(root / "results"))
-        first = sweep.run_sweep(root / "pub.yaml", root / "reports", workers=1, progress=False)
-    return root, first
 
 
 @pytest.fixture

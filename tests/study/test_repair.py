@@ -6,7 +6,6 @@ One sweep trains the run once (a few seconds); every test starts from a copy of 
 
 import errno
 import json
-import os
 import shutil
 import threading
 import time
@@ -19,38 +18,12 @@ from clipstudy.analysis import report
 from clipstudy.study import bundle, lock, probes, profiles, runfiles, sweep
 from clipstudy.training import RunConfig
 
-PROFILE = {
-    "publish": True,
-    "experiments": [
-        {
-            "name": "t",
-            "task": "classifier",
-            "methods": ["none"],
-            "settings": {"epochs": 1, "train_subset": 256, "test_subset": 100},
-            "optimizers": {"adam": [0.001]},
-            "seeds": [0],
-        }
-    ],
-}
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The profile file, and a folder holding ``results/`` and ``reports/`` after one sweep."""
-    base = tmp_path_factory.mktemp("trained")
-    path = base / "pub.yaml"
-    path.write_text(yaml.safe_dump(PROFILE))
-    saved = os.environ.get("CLIPSTUDY_RESULTS_DIR")
-    os.environ["CLIPSTUDY_RESULTS_DIR"] = str(base / "results")
-    try:
-        result = sweep.run_sweep(path, base / "reports", workers=1, progress=False)
-    finally:
-        if saved is None:
-            del os.environ["CLIPSTUDY_RESULTS_DIR"]
-        else:
-            os.environ["CLIPSTUDY_RESULTS_DIR"] = saved
-    assert result.ok and len(result.done) == 1
-    return path, base, result.done[0]
+def trained(swept):
+    """The profile file, a folder holding ``results/`` and ``reports/`` after one sweep, and the run's id."""
+    root, first = swept
+    return root / "pub.yaml", root, first.done[0]
 
 
 @pytest.fixture
@@ -172,9 +145,9 @@ def test_a_relative_reports_path_is_resolved_before_the_notebooks_see_it(state, 
     assert missing == [] and len(table.summaries) == 1
 
 
-def test_a_profile_whose_name_would_climb_out_of_the_reports_folder_is_refused(tmp_path):
+def test_a_profile_whose_name_would_climb_out_of_the_reports_folder_is_refused(tmp_path, one_run_profile):
     path = tmp_path / "...yaml"
-    path.write_text(yaml.safe_dump(PROFILE))
+    path.write_text(yaml.safe_dump(one_run_profile))
     with pytest.raises(profiles.ProfileError, match="name '..' .* letters, digits"):
         profiles.load_profile(path)
 
