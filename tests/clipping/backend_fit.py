@@ -1,6 +1,7 @@
 """One small ``fit`` per clipping method through ``ClippingOptimizer``, on the Keras backend this process runs on
 (``KERAS_BACKEND``): weights and ``ClipTelemetry``'s epoch logs are saved to the ``.npz`` named on the command
-line. ``test_backends`` runs it under TensorFlow and under JAX and compares the two files.
+line, with a save / load / continue round trip. ``test_backends`` runs it under TensorFlow and under JAX and
+compares the two files.
 
 The data: a regression whose targets jump 50-fold for one batch of every epoch after the adaptive methods' warm-ups
 (a spike every method should meet) and one batch with a NaN input (a step every backend must skip).
@@ -60,7 +61,33 @@ def fit_all() -> dict[str, np.ndarray]:
     return out
 
 
+def save_load_and_continue(folder) -> dict[str, np.ndarray]:
+    """ZClip through ``fit`` for an epoch, saved with ``model.save`` and loaded; another epoch on the original and
+    on the loaded copy: their weights and the clipper's state (``clip_*`` variables) afterwards."""
+    x, y, weights = data()
+    x = np.nan_to_num(x)  # a clean epoch: the skip is tested above
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    model.set_weights(weights)
+    model.compile(optimizer=ClippingOptimizer(keras.optimizers.Adam(0.01), "zclip", PARAMS["zclip"]), loss="mse")
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    model.save(f"{folder}/zclip.keras")
+    loaded = keras.models.load_model(f"{folder}/zclip.keras")
+    out = {}
+    for name, m in (("original", model), ("loaded", loaded)):
+        m.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        for i, w in enumerate(m.get_weights()):
+            out[f"resume/{name}/weight{i}"] = w
+        for v in m.optimizer.variables:
+            if "clip_" in v.path:
+                out[f"resume/{name}/{v.path.split('/')[-1]}"] = np.asarray(v.numpy())
+    return out
+
+
 if __name__ == "__main__":
+    import tempfile
+
     result = fit_all()
+    with tempfile.TemporaryDirectory() as folder:
+        result.update(save_load_and_continue(folder))
     result["backend"] = np.asarray(keras.backend.backend())
     np.savez(sys.argv[1], **result)
