@@ -740,6 +740,14 @@ DESIGN_CHANGES = [
         "date, and the filter compared the whole string)",
         "bears on": "claim 4's numbers (its verdict is by construction)",
     },
+    {
+        "commit": "d28679b",
+        "date": "2026-12-02",
+        "change": "AdaGC and quantile tracking, at their published defaults, added to the adding task's cells "
+        "(experiment adding_newer: SGD 0.01, 0.03, 0.1, seeds 5-9, 30 runs), with 132 of the 156 confirmatory "
+        "runs in; the library had gained both methods after stage 2 was registered",
+        "bears on": "exploratory secondaries only (the other tasks' table): no question reads them",
+    },
 ]
 
 
