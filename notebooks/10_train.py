@@ -29,6 +29,7 @@
 config = dict(task="classifier", method="global_norm", clip_params={"threshold": 1.0}, optimizer="adam",
               learning_rate=0.001, epochs=2, train_subset=4096, test_subset=2000, eval_every=16, seed=0)
 output_dir = None  # where the run's files go; None: keep them in memory only
+stop_after = None  # train only the run's first this many steps (make reproduce's prefix check); None: all
 
 # %%
 from clipstudy.analysis import runplots as plots
@@ -45,7 +46,7 @@ print(f"{run.task}: {run.spec.summary}")
 # step's gradient telemetry is kept; the test (and validation) examples are scored at every evaluation.
 
 # %%
-result = run_one(run, output_dir)
+result = run_one(run, output_dir, stop_after=stop_after)
 
 # %% [markdown]
 # ## Result

@@ -134,3 +134,66 @@ def test_every_published_run_keeps_its_id_under_the_current_run_configuration():
     for run in runs:
         params = runfiles.load_summary(run)["params"]
         assert runfiles.run_id(RunConfig.from_params(params)) == run.name
+
+
+def _copy_run(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_prefix_reproduces_bit_for_bit_here_and_each_study_level_rule_catches_its_deviation(
+    published_profile, tmp_path
+):
+    """make reproduce's check of a long run: its first steps retrained. Both sides computed on this machine:
+    bits. Then the rules applied where the platform differs, each against a deviation made by hand."""
+    from clipstudy.analysis import verify
+
+    (spec,) = verify.cheapest_runs(published_profile, 5)
+    published = paths.results_dir() / "pub" / "runs" / spec.run_id
+    v = verify.verify_prefix(spec, published, tmp_path / "again", steps=1)
+    assert v.promise == verify.BITS and v.identical and v.ok and v.prefix == 1
+    assert runfiles.load_summary(v.out_dir)["stopped_after"] == 1
+
+    def moved(name, step, factor, **summary):
+        run = _copy_run(published, tmp_path / name)
+        steps = pd.read_parquet(run / runfiles.STEPS)
+        steps.loc[steps["step"] == step, "loss"] *= factor
+        steps.to_parquet(run / runfiles.STEPS)
+        (run / runfiles.SUMMARY).write_text(json.dumps({**runfiles.load_summary(run), **summary}))
+        return run
+
+    # Bits: only the prefix's steps are compared.
+    assert verify.prefix_bit_differences(moved("late", 2, 1.5), v.out_dir, 1) == []
+    assert verify.prefix_bit_differences(moved("early", 1, 1 + 1e-7), v.out_dir, 1)
+
+    def rules(run, cell):
+        return {d["metric"]: d["within"] for d in verify.prefix_deviations(run, v.out_dir, cell, 1)}
+
+    # Step 1 moved by 1e-3 relative: outside FIRST_STEP_RTOL (1e-4); by 1e-6, inside it.
+    far, near = moved("far", 1, 1 + 1e-3), moved("near", 1, 1 + 1e-6)
+    assert not rules(far, [far])["step-1 loss"] and rules(near, [near])["step-1 loss"]
+    # The mean loss of the prefix against the cell's spread: a one-seed cell has none, a second seed gives some.
+    assert not rules(near, [near])["mean loss, steps 1-1"]
+    other_seed = moved("seed1", 1, 1.5)
+    assert rules(near, [near, other_seed])["mean loss, steps 1-1"]
+    # Divergence within the prefix must match: a run that diverged after it does not count.
+    assert rules(moved("diverged_later", 1, 1.0, diverged=True), [published])["diverged within 1 steps"]
+    diverged = moved("diverged", 1, 1.0, diverged=True)
+    steps = pd.read_parquet(diverged / runfiles.STEPS)
+    steps[steps["step"] <= 1].to_parquet(diverged / runfiles.STEPS)
+    assert not rules(diverged, [published])["diverged within 1 steps"]
+
+
+def test_a_published_paper_runs_prefix_reproduces_at_the_level_its_platform_promises(tmp_path):
+    """What make reproduce checks of the paper runs too long to retrain in its minutes: one classifier run's
+    first 50 steps, retrained here (bits where the recorded platform is this one, else the study level)."""
+    from clipstudy.analysis import verify
+
+    chosen = [s for s in verify.sample_runs("paper", 0, 1000, prefix_long=True) if s.experiment == "spikes"]
+    if not chosen:
+        pytest.skip("results/paper/ holds no spike run yet")
+    published = bundle.bundle_dir("paper") / "runs" / chosen[0].run_id
+    v = verify.verify_prefix(chosen[0], published, tmp_path)
+    print("\n".join(v.lines()))
+    assert v.ok and v.prefix == verify.PREFIX_STEPS, "\n".join(v.lines())
+    assert len(pd.read_parquet(v.out_dir / runfiles.STEPS)) == verify.PREFIX_STEPS

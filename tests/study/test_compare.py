@@ -39,3 +39,18 @@ def test_make_reproduces_sample_is_one_short_run_per_experiment_drawn_reproducib
     assert "article" in skipped and not set(skipped) & set(experiments)
     everything = verify.sample_runs("paper", 0, 1300)  # without only_short: the cheapest of the long ones too
     assert {s.experiment for s in everything} == set(experiments) | set(skipped)
+
+
+def test_make_reproduces_draw_covers_every_experiment_whole_where_short_else_by_its_prefix():
+    """`make reproduce`'s draw (SAMPLE_STEPS=1000, --prefix-long): one run of every experiment with published
+    runs, the same for the same seed, another seed draws others; a whole run only where it is that short."""
+    from clipstudy.analysis import verify
+
+    drawn = verify.sample_runs("paper", 0, 1000, prefix_long=True)
+    assert [s.run_id for s in drawn] == [s.run_id for s in verify.sample_runs("paper", 0, 1000, prefix_long=True)]
+    assert verify.skipped_experiments("paper", drawn) == []
+    experiments = [s.experiment for s in drawn]
+    assert len(experiments) == len(set(experiments)) >= 10
+    short = {s.experiment for s in verify.sample_runs("paper", 0, 1000, only_short=True)}
+    assert short and short < set(experiments)  # the rest are long: checked on their first steps
+    assert [s.run_id for s in verify.sample_runs("paper", 1, 1000, prefix_long=True)] != [s.run_id for s in drawn]

@@ -252,3 +252,25 @@ def test_a_clipper_that_never_engages_leaves_the_outcome_digest_unchanged(mnist_
     assert idle.summary["steps_clipped"] == 0
     assert idle.summary["outcome_sha256"] == plain.summary["outcome_sha256"]
     assert idle.summary["trajectory_sha256"] != plain.summary["trajectory_sha256"]  # its threshold column differs
+
+
+def test_a_prefix_is_the_whole_runs_first_steps_bit_for_bit(mnist_splits):
+    """``stop_after``: the first steps of a run, identical to the whole run's (what make reproduce checks of
+    the runs too long to retrain), scored where it stopped and marked as a prefix."""
+    params = dict(method="global_norm", clip_params={"threshold": 1.0}, seed=4)
+    whole = train(mnist_splits, **params)
+    prefix = training.train(
+        RunConfig(**{**SMALL, **params}), ClassificationTask(), mnist_splits, progress=False, stop_after=5
+    )
+    assert len(whole.steps) == whole.summary["steps_planned"] == 12 and len(prefix.steps) == 5
+    timing = ["step_time_s"]
+    pd.testing.assert_frame_equal(prefix.steps.drop(columns=timing), whole.steps.drop(columns=timing).iloc[:5])
+    assert prefix.summary["stopped_after"] == 5 and "stopped_after" not in whole.summary
+    assert prefix.summary["steps_run"] == 5 and not prefix.summary["diverged"]
+    assert prefix.epochs["step"].tolist() == [5] and 0 <= prefix.summary["final_test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_a_bad_prefix_length_names_the_value(mnist_splits, bad):
+    with pytest.raises(ValueError, match=f"stop_after={bad!r} is invalid"):
+        training.train(RunConfig(**SMALL), ClassificationTask(), mnist_splits, progress=False, stop_after=bad)

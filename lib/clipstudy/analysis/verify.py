@@ -22,6 +22,15 @@ run recorded (``clipstudy.hardware``: CPU, oneDNN's instruction set, TensorFlow'
      replace the published ones in the profile's audit.
 
 Every deviation found is printed, whether or not it is within the promise.
+
+A run too long to retrain whole in ``make reproduce``'s minutes can be checked on its **first steps** instead
+(``--prefix-long``: the first ``PREFIX_STEPS``, which every published run keeps whole in its bundle): the run
+is trained again from its own parameters and stopped there. Bits: those steps' every column identical. Study
+level, elsewhere: (1) step 1's loss and gradient norm, one forward and backward pass from the same weights
+and batch summed in another order, within ``FIRST_STEP_RTOL`` of the published values; (2) the mean
+training loss over those steps within the cell's seed-to-seed spread of the same mean; (3) the prefix
+diverges if and only if the published run diverged within it. A prefix enters no verdict: it shows that the
+data, the model, its initialisation, the clipper and the step reproduce, not that the run's end does.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clipstudy import hardware, paths, tasks
@@ -43,6 +53,8 @@ from clipstudy.study.profiles import load_profile, publishes
 
 BITS = "bits"
 STUDY_LEVEL = "study level"
+PREFIX_STEPS = bundle.KEEP_FIRST  # every published run keeps its first steps whole
+FIRST_STEP_RTOL = 1e-4  # step 1 on another CPU: the same sums in another order (float32: ~1e-7 relative)
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Verification:
     bit_differences: list[str]  # every field, column or file that is not identical
     deviations: list[dict] = field(default_factory=list)  # metric, published, retrained, difference, spread, within
     out_dir: Path | None = None  # the retrained run's folder
+    prefix: int | None = None  # checked on its first this many steps only (None: the whole run)
 
     @property
     def identical(self) -> bool:
@@ -74,7 +87,8 @@ class Verification:
             if self.promise == BITS
             else ("within the study's tolerance" if self.ok else "OUTSIDE the study's tolerance")
         )
-        out = [f"{head}: {self.run_id} (checked: {self.promise})"]
+        checked = self.promise + (f", first {self.prefix} steps" if self.prefix else ", whole run")
+        out = [f"{head}: {self.run_id} (checked: {checked})"]
         if self.promise == STUDY_LEVEL:
             why = (
                 "; ".join(self.platform)
@@ -83,13 +97,19 @@ class Verification:
             )
             out.append(f"  recorded platform differs from this one: {why}")
             out.append(
-                f"  {len(self.bit_differences)} fields/columns differ in their bits; metrics against the "
-                "cell's seed-to-seed spread:"
+                f"  {len(self.bit_differences)} fields/columns differ in their bits; "
+                + (
+                    f"step 1 against a relative {FIRST_STEP_RTOL:g}, the mean loss against the cell's "
+                    "seed-to-seed spread:"
+                    if self.prefix
+                    else "metrics against the cell's seed-to-seed spread:"
+                )
             )
             for d in self.deviations:
                 out.append(
                     f"    {d['metric']}: published {_fmt(d['published'])}, retrained {_fmt(d['retrained'])}, "
-                    f"|diff| {_fmt(d['difference'])} vs spread {_fmt(d['spread'])}"
+                    f"|diff| {_fmt(d['difference'])} vs {'tolerance' if d.get('tolerance') else 'spread'} "
+                    f"{_fmt(d['spread'])}"
                     f"{'' if d['within'] else '  <-- OUTSIDE'}"
                 )
         else:
@@ -115,10 +135,17 @@ def cheapest_runs(profile: str | Path, count: int) -> list:
     return sorted(whole, key=lambda s: (summaries[s.run_id]["wall_time_s"], s.run_id))[:count]
 
 
-def sample_runs(profile: str | Path, seed: int = 0, max_steps: int | None = None, only_short: bool = False) -> list:
+def sample_runs(
+    profile: str | Path,
+    seed: int = 0,
+    max_steps: int | None = None,
+    only_short: bool = False,
+    prefix_long: bool = False,
+) -> list:
     """One published run of each experiment, drawn reproducibly (``seed``) among its runs of at most
     ``max_steps`` planned steps (the cheapest run of the experiment when none is that short, or, with
-    ``only_short``, none: ``skipped_experiments`` names those)."""
+    ``only_short``, none: ``skipped_experiments`` names those; with ``prefix_long``, one drawn from all its
+    runs, for ``verify_prefix``)."""
     done, steps = _published(profile)
     by_experiment: dict[str, list] = {}
     for s in sorted(done, key=lambda s: s.run_id):
@@ -130,6 +157,8 @@ def sample_runs(profile: str | Path, seed: int = 0, max_steps: int | None = None
         short = [s for s in runs if max_steps is None or steps[s.run_id] <= max_steps]
         if short:
             chosen.append(rng.choice(short))
+        elif prefix_long:
+            chosen.append(rng.choice(runs))
         elif not only_short:
             chosen.append(min(runs, key=lambda s: (steps[s.run_id], s.run_id)))
     return chosen
@@ -166,15 +195,20 @@ def bit_differences(published: Path, out: Path) -> list[str]:
     return problems
 
 
-def cell_of(summary: dict, runs_root: Path) -> list[dict]:
-    """The published summaries of every run with ``summary``'s parameters but the seed (itself included)."""
+def cell_dirs(summary: dict, runs_root: Path) -> list[Path]:
+    """The published folders of every run with ``summary``'s parameters but the seed (itself included)."""
     key = {k: v for k, v in summary["params"].items() if k != "seed"}
     cell = []
     for run_dir in sorted(p for p in runs_root.iterdir() if p.is_dir() and runfiles.is_finished(p)):
         other = runfiles.load_summary(run_dir)
         if {k: v for k, v in other.get("params", {}).items() if k != "seed"} == key:
-            cell.append(other)
+            cell.append(run_dir)
     return cell
+
+
+def cell_of(summary: dict, runs_root: Path) -> list[dict]:
+    """The published summaries of every run with ``summary``'s parameters but the seed (itself included)."""
+    return [runfiles.load_summary(d) for d in cell_dirs(summary, runs_root)]
 
 
 def _number(v) -> float:
@@ -242,6 +276,99 @@ def verify_run(spec, published: Path, scratch: Path, current: dict | None = None
     return result
 
 
+def prefix_mean_loss(steps: pd.DataFrame, n: int) -> float:
+    """The mean training loss over a run's steps 1 to ``n`` (those with a finite loss: a diverged step's is
+    not)."""
+    loss = steps.loc[steps["step"] <= n, "loss"].to_numpy(dtype=float)
+    loss = loss[np.isfinite(loss)]
+    return float(loss.mean()) if len(loss) else math.nan
+
+
+def _diverged_within(summary: dict, steps: pd.DataFrame, n: int) -> bool:
+    return bool(summary.get("diverged")) and int(steps["step"].max()) <= n
+
+
+def prefix_deviations(published: Path, out: Path, cell: list[Path], n: int) -> list[dict]:
+    """The study level of a prefix (see the module's text): step 1 against ``FIRST_STEP_RTOL``, the mean loss
+    over steps 1 to ``n`` against the cell's seed-to-seed spread, divergence within the prefix."""
+    old, new = pd.read_parquet(published / runfiles.STEPS), pd.read_parquet(out / runfiles.STEPS)
+    rows = []
+    first_old, first_new = old[old["step"] == 1].iloc[0], new[new["step"] == 1].iloc[0]
+    for column, name in (("loss", "step-1 loss"), ("norm_before", "step-1 gradient norm")):
+        a, b = float(first_old[column]), float(first_new[column])
+        tol = FIRST_STEP_RTOL * abs(a)
+        rows.append(
+            {
+                "metric": name,
+                "published": a,
+                "retrained": b,
+                "difference": abs(a - b),
+                "spread": tol,
+                "within": bool(abs(a - b) <= tol),
+                "tolerance": True,
+            }
+        )
+    means = [prefix_mean_loss(pd.read_parquet(d / runfiles.STEPS), n) for d in cell]
+    finite = [m for m in means if math.isfinite(m)]
+    spread = (max(finite) - min(finite)) if finite else math.nan
+    a, b = prefix_mean_loss(old, n), prefix_mean_loss(new, n)
+    diff = abs(a - b)
+    rows.append(
+        {
+            "metric": f"mean loss, steps 1-{n}",
+            "published": a,
+            "retrained": b,
+            "difference": diff,
+            "spread": spread,
+            "within": bool(diff <= spread or diff == 0),
+        }
+    )
+    was = _diverged_within(runfiles.load_summary(published), old, n)
+    now = bool(runfiles.load_summary(out).get("diverged"))
+    rows.append(
+        {
+            "metric": f"diverged within {n} steps",
+            "published": was,
+            "retrained": now,
+            "difference": 0.0 if was == now else math.inf,
+            "spread": "-",
+            "within": was == now,
+        }
+    )
+    return rows
+
+
+def prefix_bit_differences(published: Path, out: Path, n: int) -> list[str]:
+    """Every column of steps 1 to ``n`` that is not identical to the published run's."""
+    kept, rerun = pd.read_parquet(published / runfiles.STEPS), pd.read_parquet(out / runfiles.STEPS)
+    kept = kept[kept["step"] <= n].reset_index(drop=True)
+    rerun = rerun[rerun["step"] <= n].reset_index(drop=True)
+    return compare.table_differences(kept, rerun, f"{runfiles.STEPS} (steps 1-{n})")
+
+
+def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEPS) -> Verification:
+    """Retrain the first ``steps`` steps of ``spec`` into ``scratch`` and check them against its published
+    copy at the level the recorded platform allows (see the module's text)."""
+    out = scratch / spec.run_id
+    out.mkdir(parents=True)
+    notebooks.execute(
+        paths.notebook(spec.notebook),
+        out / "notebook.ipynb",
+        {"config": spec.params, "output_dir": str(out), "stop_after": steps},
+    )
+    old, new = runfiles.load_summary(published), runfiles.load_summary(out)
+    differ, unknown = hardware.differences(hardware.recorded(old), hardware.recorded(new))
+    bits = prefix_bit_differences(published, out, steps)
+    promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
+    legacy_match = not differ and bool(unknown)
+    result = Verification(
+        spec.run_id, promise, differ, unknown if legacy_match or differ else [], bits, out_dir=out, prefix=steps
+    )
+    if promise == STUDY_LEVEL:
+        result.deviations = prefix_deviations(published, out, cell_dirs(old, published.parent), steps)
+    return result
+
+
 def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFrame:
     """Rule 3: the profile's audit from its bundle, and again with the runs of ``replaced`` (run id ->
     retrained folder) in place of the published ones; one row per claim with both verdicts."""
@@ -277,6 +404,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="--draw sample: leave out (and name) experiments with no run of at most --max-steps steps",
     )
+    parser.add_argument(
+        "--prefix-long",
+        action="store_true",
+        help=f"--draw sample: an experiment with no run of at most --max-steps steps is checked on the first "
+        f"{PREFIX_STEPS} steps of one of its runs, drawn like the rest",
+    )
     args = parser.parse_args(argv)
     if not publishes(args.profile):
         print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
@@ -285,8 +418,14 @@ def main(argv=None) -> int:
     chosen = (
         cheapest_runs(args.profile, args.runs)
         if args.draw == "cheapest"
-        else sample_runs(args.profile, args.seed, args.max_steps, args.only_short)
+        else sample_runs(args.profile, args.seed, args.max_steps, args.only_short, args.prefix_long)
     )
+    planned = _published(args.profile)[1]
+    prefixed = {
+        s.run_id
+        for s in chosen
+        if args.draw == "sample" and args.prefix_long and args.max_steps and planned[s.run_id] > args.max_steps
+    }
     if args.draw == "sample" and args.only_short:
         left_out = skipped_experiments(args.profile, chosen)
         if left_out:
@@ -299,18 +438,25 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for i, spec in enumerate(chosen, 1):
-            print(f"[{i}/{len(chosen)}] {spec.run_id} ...", flush=True)
-            v = verify_run(spec, bundle.bundle_dir(name) / "runs" / spec.run_id, Path(scratch))
+            part = f"its first {PREFIX_STEPS} steps" if spec.run_id in prefixed else "whole"
+            print(f"[{i}/{len(chosen)}] {spec.run_id} ({part}) ...", flush=True)
+            published = bundle.bundle_dir(name) / "runs" / spec.run_id
+            if spec.run_id in prefixed:
+                v = verify_prefix(spec, published, Path(scratch))
+            else:
+                v = verify_run(spec, published, Path(scratch))
             results.append(v)
             print("\n".join(v.lines()), flush=True)
-        verdicts = verdicts_with(args.profile, {v.run_id: v.out_dir for v in results})
+        verdicts = verdicts_with(args.profile, {v.run_id: v.out_dir for v in results if not v.prefix})
     changed = verdicts[verdicts["published"] != verdicts["retrained"]]
     bits = [v for v in results if v.promise == BITS]
     level = [v for v in results if v.promise == STUDY_LEVEL]
     print(
         f"bit for bit: {sum(v.ok for v in bits)} of {len(bits)} identical; "
         f"study level: {sum(v.ok for v in level)} of {len(level)} within their cell's seed-to-seed spread; "
-        f"verdicts: {len(verdicts) - len(changed)} of {len(verdicts)} unchanged with the retrained runs in place"
+        f"verdicts: {len(verdicts) - len(changed)} of {len(verdicts)} unchanged with the "
+        f"{sum(not v.prefix for v in results)} whole retrained runs in place"
+        + (f"; {len(prefixed)} of the runs were checked on their first {PREFIX_STEPS} steps" if prefixed else "")
     )
     for row in changed.itertuples():
         print(f"  claim {row.claim}: {row.published} -> {row.retrained}")

@@ -13,8 +13,11 @@ from clipstudy.study import runfiles
 from clipstudy.training import RunConfig, RunResult, set_threads, train
 
 
-def run_one(config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True) -> RunResult:
+def run_one(
+    config: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True, stop_after: int | None = None
+) -> RunResult:
     """Train the run ``config`` describes; with ``out_dir``, write its files there (summary last).
+    ``stop_after``: only its first that many steps (``train``'s prefix), or None for the whole run.
 
     The task (classifier or detector) loads its own local data; nothing is downloaded. TensorFlow's
     thread counts are set from ``config.threads`` first, whatever process executes the run.
@@ -27,7 +30,7 @@ def run_one(config: RunConfig, out_dir: str | Path | None = None, *, progress: b
     t0 = time.perf_counter()
     data = task.load_data()
     load_s = time.perf_counter() - t0
-    result = train(config, task, data, progress=progress)
+    result = train(config, task, data, progress=progress, stop_after=stop_after)
     result.summary["timings"] = {"import_tensorflow_s": imported_s, "load_data_s": load_s, **result.summary["timings"]}
     if out_dir is not None:
         t0 = time.perf_counter()

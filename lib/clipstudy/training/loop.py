@@ -105,7 +105,15 @@ class _Evaluations:
         return pd.DataFrame(self.rows)
 
 
-def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, progress: bool = True) -> RunResult:
+def train(
+    config: RunConfig,
+    task,
+    data: tuple[Split, Split],
+    *,
+    model=None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> RunResult:
     """Train ``task``'s model as ``config`` says and record what clipping did.
 
     Args:
@@ -115,6 +123,8 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
       model: a zero-argument builder or a built model instead of ``task.build_model`` (built after
         seeding, so the initial weights follow the seed).
       progress: show a progress bar.
+      stop_after: stop after this many optimizer steps (and score the model there), or None for the whole
+        run. Its first steps are the whole run's first steps, bit for bit (``make reproduce``'s prefix check).
 
     Returns:
       ``RunResult`` with ``steps`` (one row per optimizer step: ``loss``, ``norm_before``,
@@ -139,7 +149,9 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar)
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after={stop_after!r} is invalid: a number of steps >= 1, or None for the whole run")
+    divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar, stop_after)
     wall = time.perf_counter() - evaluations.start
     bar.close()
 
@@ -160,6 +172,8 @@ def train(config: RunConfig, task, data: tuple[Split, Split], *, model=None, pro
         parameters=net.count_params(),
     )
     summary["timings"] = phase_timings(setup_s, steps, epochs, wall)
+    if stop_after is not None:
+        summary["stopped_after"] = stop_after  # a prefix of the run: its metrics are the prefix's
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
 
 
@@ -182,14 +196,17 @@ def phase_timings(setup_s: float, steps: pd.DataFrame, epochs: pd.DataFrame, wal
     }
 
 
-def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evaluations: _Evaluations, bar):
-    """The optimizer steps of every epoch, with the evaluations; stops at divergence.
+def _run_epochs(
+    config: RunConfig, train_step, n_train: int, log: StepLog, evaluations: _Evaluations, bar, stop_after=None
+):
+    """The optimizer steps of every epoch, with the evaluations; stops at divergence (or after ``stop_after``
+    steps).
     Returns ``(divergence reason or None, images seen)``."""
     spikes = spike_plan(config.spikes)
     monitor = DivergenceMonitor()
     shuffler = np.random.default_rng([config.seed, 2])
     steps_per_epoch = math.ceil(n_train / config.batch_size)
-    divergence, images_seen = None, 0
+    divergence, images_seen, stopped = None, 0, False
     for epoch in range(1, config.epochs + 1):
         order = shuffler.permutation(n_train).astype(np.int32)
         totals = [0.0, 0.0, 0.0]  # loss × images, summed score, images
@@ -203,13 +220,14 @@ def _run_epochs(config: RunConfig, train_step, n_train: int, log: StepLog, evalu
             images_seen += len(batch)
             bar.update(1)
             divergence = monitor.check(row)
-            if divergence:
+            stopped = stop_after is not None and log.steps >= stop_after
+            if divergence or stopped:
                 break
             if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < steps_per_epoch:
                 evaluations.add(epoch, log.steps, totals, epoch_end=False)
         # A stopped run's last update was not applied: its weights are finite and it is scored as it stands.
         evaluations.add(epoch, log.steps, totals, epoch_end=True)
-        if divergence:
+        if divergence or stopped:
             break
     return divergence, images_seen
 
