@@ -54,3 +54,23 @@ def test_make_reproduces_draw_covers_every_experiment_whole_where_short_else_by_
     short = {s.experiment for s in verify.sample_runs("paper", 0, 1000, only_short=True)}
     assert short and short < set(experiments)  # the rest are long: checked on their first steps
     assert [s.run_id for s in verify.sample_runs("paper", 1, 1000, prefix_long=True)] != [s.run_id for s in drawn]
+
+
+def test_a_flipped_failure_is_within_the_cell_only_where_its_seeds_both_fail_and_train():
+    """Rule 2 of the study level: a retrained run that fails where the published one trained (or the reverse)
+    is outside the promise, unless the cell's published seeds show both outcomes."""
+    from clipstudy.analysis import verify
+
+    trained = {"final_test_accuracy": 0.97, "failure": None}
+    collapsed = {"final_test_accuracy": 0.11, "failure": "collapsed: test accuracy 0.11 < 0.2"}
+
+    def failure_row(published, retrained, cell):
+        rows = verify.deviations(published, retrained, cell, ["final_test_accuracy"])
+        return {d["metric"]: d for d in rows}
+
+    uniform = failure_row(collapsed, trained, [collapsed, {**collapsed, "final_test_accuracy": 0.10}])
+    assert not uniform["failure"]["within"] and not uniform["final_test_accuracy"]["within"]
+    mixed = failure_row(collapsed, trained, [collapsed, trained])
+    assert mixed["failure"]["within"] and mixed["failure"]["spread"] == "seeds differ"
+    assert mixed["final_test_accuracy"]["within"]  # 0.86 apart, the cell's seeds 0.86 apart
+    assert failure_row(trained, trained, [trained])["failure"]["within"]
