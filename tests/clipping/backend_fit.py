@@ -1,7 +1,8 @@
 """One small ``fit`` per clipping method through ``ClippingOptimizer``, on the Keras backend this process runs on
 (``KERAS_BACKEND``): weights and ``ClipTelemetry``'s epoch logs are saved to the ``.npz`` named on the command
-line, with a save / load / continue round trip. ``test_backends`` runs it under TensorFlow and under JAX and
-compares the two files.
+line, with a save / load / continue round trip, ``train_on_batch`` and a training loop of one's own (each beside a
+``fit`` of the same batches, its reference). ``test_backends`` runs it under TensorFlow and under JAX and compares
+the two files.
 
 The data: a regression whose targets jump 50-fold for one batch of every epoch after the adaptive methods' warm-ups
 (a spike every method should meet) and one batch with a NaN input (a step every backend must skip).
@@ -83,10 +84,93 @@ def save_load_and_continue(folder) -> dict[str, np.ndarray]:
     return out
 
 
+def _model(weights):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    model.set_weights(weights)
+    return model
+
+
+def _record(prefix: str, model, optimizer) -> dict[str, np.ndarray]:
+    out = {f"{prefix}/weight{i}": w for i, w in enumerate(model.get_weights())}
+    out[f"{prefix}/iterations"] = np.asarray(int(keras.ops.convert_to_numpy(optimizer.iterations)))
+    for v in optimizer.variables:
+        if "clip_" in v.path:
+            out[f"{prefix}/{v.path.split('/')[-1]}"] = np.asarray(keras.ops.convert_to_numpy(v))
+    return out
+
+
+def train_on_batch_twice() -> dict[str, np.ndarray]:
+    """ZClip through ``model.train_on_batch``, batch by batch over two epochs (the NaN batch among them)."""
+    x, y, weights = data()
+    model = _model(weights)
+    model.compile(optimizer=ClippingOptimizer(keras.optimizers.Adam(0.01), "zclip", PARAMS["zclip"]), loss="mse")
+    for _ in range(2):
+        for b in range(len(x) // BATCH):
+            model.train_on_batch(x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH])
+    return _record("train_on_batch", model, model.optimizer)
+
+
+def fit_reference(prefix: str, method: str, epochs: int) -> dict[str, np.ndarray]:
+    """``fit`` over the same batches in the same order: what ``train_on_batch`` and one's own loop must give."""
+    x, y, weights = data()
+    model = _model(weights)
+    model.compile(optimizer=ClippingOptimizer(keras.optimizers.Adam(0.01), method, PARAMS[method]), loss="mse")
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0)
+    return _record(prefix, model, model.optimizer)
+
+
+def own_loop() -> dict[str, np.ndarray]:
+    """Global norm 1 in a training loop of one's own, one epoch (the spike and the NaN batch among it): on
+    TensorFlow a ``GradientTape`` and ``optimizer.apply``; on JAX ``jax.value_and_grad`` of the model's
+    ``stateless_call`` and ``optimizer.stateless_apply`` under ``jax.jit``."""
+    x, y, weights = data()
+    model = _model(weights)
+    optimizer = ClippingOptimizer(keras.optimizers.Adam(0.01), "global_norm", PARAMS["global_norm"])
+    optimizer.build(model.trainable_variables)
+    batches = [(x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH]) for b in range(len(x) // BATCH)]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def loss_of(trainable, non_trainable, xb, yb):
+            pred, non_trainable = model.stateless_call(trainable, non_trainable, xb)
+            return keras.ops.mean((pred - yb) ** 2), non_trainable
+
+        @jax.jit
+        def step(trainable, non_trainable, opt_vars, xb, yb):
+            (_, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable, non_trainable, xb, yb)
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return trainable, non_trainable, opt_vars
+
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in optimizer.variables],
+        )
+        for xb, yb in batches:
+            state = step(*state, xb, yb)
+        for variables, values in zip(
+            (model.trainable_variables, model.non_trainable_variables, optimizer.variables), state
+        ):
+            for v, value in zip(variables, values):
+                v.assign(value)
+    else:
+        import tensorflow as tf
+
+        for xb, yb in batches:
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((model(xb) - yb) ** 2)
+            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    return _record("own_loop", model, optimizer)
+
+
 if __name__ == "__main__":
     import tempfile
 
     result = fit_all()
+    result.update(train_on_batch_twice())
+    result.update(own_loop())
+    result.update(fit_reference("train_on_batch_reference", "zclip", 2))
+    result.update(fit_reference("own_loop_reference", "global_norm", 1))
     with tempfile.TemporaryDirectory() as folder:
         result.update(save_load_and_continue(folder))
     result["backend"] = np.asarray(keras.backend.backend())
