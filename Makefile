@@ -61,7 +61,8 @@ smoke-runs: $(STAMP) data
 CHROMIUM := $(firstword $(wildcard /usr/bin/chromium /usr/bin/chromium-browser))
 browser:
 ifeq ($(CHROMIUM),)
-	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null; \
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
 	else echo "the report's browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi
 endif
 

@@ -203,6 +203,7 @@ def final_metric_points(
     if metric_range is not None:
         summaries = summaries.assign(**{metric: summaries[metric].clip(*metric_range)})
     summaries = summaries.assign(condition=_condition(summaries, ["optimizer"]))
+    panels = summaries["condition"].nunique()
     g = sns.catplot(
         data=summaries,
         x="learning_rate",
@@ -211,15 +212,18 @@ def final_metric_points(
         hue_order=order,
         col="condition",
         col_order=_sorted_conditions(summaries, "condition", ["optimizer"]),
-        col_wrap=min(3, summaries["condition"].nunique()),
+        col_wrap=min(3, panels),
         kind="point",
         errorbar=t_interval,
         dodge=_dodge(order, 0.4),
         height=3.4,
-        aspect=1.3,
+        aspect=2.4 if panels == 1 else 1.3,  # one panel: as wide as the page, the legend below it
         sharex=False,
     )
     g.set_titles("{col_name}")
+    if panels == 1 and g.legend is not None:  # long method labels beside one panel would squeeze it to a strip
+        sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, title=None, frameon=False)
+        g.figure.subplots_adjust(right=0.97)  # the room catplot kept for the legend on the right
     g.set_axis_labels("learning rate", metric.replace("_", " "))
     if metric_range is not None:
         pad = 0.05 * (metric_range[1] - metric_range[0])
