@@ -197,3 +197,15 @@ def test_a_published_paper_runs_prefix_reproduces_at_the_level_its_platform_prom
     print("\n".join(v.lines()))
     assert v.ok and v.prefix == verify.PREFIX_STEPS, "\n".join(v.lines())
     assert len(pd.read_parquet(v.out_dir / runfiles.STEPS)) == verify.PREFIX_STEPS
+
+
+def test_verify_from_the_command_line_checks_a_sampled_run_by_its_first_steps(published_profile, capsys):
+    """`python -m clipstudy.analysis.verify` as `make reproduce` calls it: a run longer than --max-steps is
+    checked by its first steps, the output names the promise, and it exits 0 when everything holds."""
+    from clipstudy.analysis import verify
+
+    code = verify.main(["--profile", str(published_profile), "--draw", "sample", "--max-steps", "1", "--prefix-long"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"(its first {verify.PREFIX_STEPS} steps) ..." in out and "(checked: bits, first 50 steps)" in out
+    assert "1 of the runs were checked on their first 50 steps" in out and "REPRODUCED" in out

@@ -393,7 +393,7 @@ def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFram
     return pd.DataFrame({"claim": before["claim"], "published": before["verdict"], "retrained": after["verdict"]})
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipstudy.analysis.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--runs", type=int, default=2, help="how many published runs to re-run (--draw cheapest)")
@@ -416,50 +416,31 @@ def main(argv=None) -> int:
         help=f"--draw sample: an experiment with no run of at most --max-steps steps is checked on the first "
         f"{PREFIX_STEPS} steps of one of its runs, drawn like the rest",
     )
-    args = parser.parse_args(argv)
-    if not publishes(args.profile):
-        print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
-        return 2
-    name, _ = load_profile(args.profile)
-    chosen = (
-        cheapest_runs(args.profile, args.runs)
-        if args.draw == "cheapest"
-        else sample_runs(args.profile, args.seed, args.max_steps, args.only_short, args.prefix_long)
-    )
+    return parser
+
+
+def _draw(args) -> tuple[list, set[str]]:
+    """The runs ``args`` asks for, and the ids of those to check by their first steps only."""
+    if args.draw == "cheapest":
+        return cheapest_runs(args.profile, args.runs), set()
+    chosen = sample_runs(args.profile, args.seed, args.max_steps, args.only_short, args.prefix_long)
     planned = _published(args.profile)[1]
-    prefixed = {
-        s.run_id
-        for s in chosen
-        if args.draw == "sample" and args.prefix_long and args.max_steps and planned[s.run_id] > args.max_steps
-    }
-    if args.draw == "sample" and args.only_short:
+    long = {s.run_id for s in chosen if args.max_steps and planned[s.run_id] > args.max_steps}
+    if args.only_short:
         left_out = skipped_experiments(args.profile, chosen)
         if left_out:
             print(f"not sampled (no run of at most {args.max_steps} steps): {', '.join(left_out)}")
-    if not chosen:
-        print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
-        return 2
-    here = hardware.fingerprint()
-    print(f"this machine: {hardware.describe(here)}; retraining {len(chosen)} published run(s) of {name}")
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for i, spec in enumerate(chosen, 1):
-            part = f"its first {PREFIX_STEPS} steps" if spec.run_id in prefixed else "whole"
-            print(f"[{i}/{len(chosen)}] {spec.run_id} ({part}) ...", flush=True)
-            published = bundle.bundle_dir(name) / "runs" / spec.run_id
-            if spec.run_id in prefixed:
-                v = verify_prefix(spec, published, Path(scratch))
-            else:
-                v = verify_run(spec, published, Path(scratch))
-            results.append(v)
-            print("\n".join(v.lines()), flush=True)
-        verdicts = verdicts_with(args.profile, {v.run_id: v.out_dir for v in results if not v.prefix})
+    return chosen, long if args.prefix_long else set()
+
+
+def _conclude(results: list[Verification], prefixed: set[str], verdicts: pd.DataFrame) -> int:
+    """Print what was checked and found; 0 where everything held."""
     changed = verdicts[verdicts["published"] != verdicts["retrained"]]
     bits = [v for v in results if v.promise == BITS]
     level = [v for v in results if v.promise == STUDY_LEVEL]
     print(
         f"bit for bit: {sum(v.ok for v in bits)} of {len(bits)} identical; "
-        f"study level: {sum(v.ok for v in level)} of {len(level)} within their cell's seed-to-seed spread; "
+        f"study level: {sum(v.ok for v in level)} of {len(level)} within the study's tolerance; "
         f"verdicts: {len(verdicts) - len(changed)} of {len(verdicts)} unchanged with the "
         f"{sum(not v.prefix for v in results)} whole retrained runs in place"
         + (f"; {len(prefixed)} of the runs were checked on their first {PREFIX_STEPS} steps" if prefixed else "")
@@ -469,6 +450,31 @@ def main(argv=None) -> int:
     ok = all(v.ok for v in results) and changed.empty
     print("REPRODUCED" if ok else "NOT REPRODUCED", "at the level this machine can promise")
     return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not publishes(args.profile):
+        print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
+        return 2
+    name, _ = load_profile(args.profile)
+    chosen, prefixed = _draw(args)
+    if not chosen:
+        print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
+        return 2
+    here = hardware.describe(hardware.fingerprint())
+    print(f"this machine: {here}; retraining {len(chosen)} published run(s) of {name}")
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, spec in enumerate(chosen, 1):
+            part = f"its first {PREFIX_STEPS} steps" if spec.run_id in prefixed else "whole"
+            print(f"[{i}/{len(chosen)}] {spec.run_id} ({part}) ...", flush=True)
+            published = bundle.bundle_dir(name) / "runs" / spec.run_id
+            check = verify_prefix if spec.run_id in prefixed else verify_run
+            results.append(check(spec, published, Path(scratch)))
+            print("\n".join(results[-1].lines()), flush=True)
+        verdicts = verdicts_with(args.profile, {v.run_id: v.out_dir for v in results if not v.prefix})
+    return _conclude(results, prefixed, verdicts)
 
 
 if __name__ == "__main__":

@@ -106,13 +106,7 @@ class _Evaluations:
 
 
 def train(
-    config: RunConfig,
-    task,
-    data: tuple[Split, Split],
-    *,
-    model=None,
-    progress: bool = True,
-    stop_after: int | None = None,
+    config: RunConfig, task, data: tuple[Split, Split], *, model=None, progress=True, stop_after=None
 ) -> RunResult:
     """Train ``task``'s model as ``config`` says and record what clipping did.
 
@@ -120,11 +114,9 @@ def train(
       config: the run's parameters (its method, optimizer, schedule, seed and subsets).
       task: what is learned and measured (``clipstudy.tasks``: the ``Task`` protocol).
       data: ``(train, test)`` splits; ``config``'s subsets are drawn from them by its seed.
-      model: a zero-argument builder or a built model instead of ``task.build_model`` (built after
-        seeding, so the initial weights follow the seed).
+      model: a zero-argument builder or a built model instead of ``task.build_model`` (built after seeding).
       progress: show a progress bar.
-      stop_after: stop after this many optimizer steps (and score the model there), or None for the whole
-        run. Its first steps are the whole run's first steps, bit for bit (``make reproduce``'s prefix check).
+      stop_after: stop after this many steps, scored there (the whole run's first steps: a prefix), or None.
 
     Returns:
       ``RunResult`` with ``steps`` (one row per optimizer step: ``loss``, ``norm_before``,
@@ -149,8 +141,7 @@ def train(
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
-        raise ValueError(f"stop_after={stop_after!r} is invalid: a number of steps >= 1, or None for the whole run")
+    _check_stop_after(stop_after)
     divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar, stop_after)
     wall = time.perf_counter() - evaluations.start
     bar.close()
@@ -172,9 +163,13 @@ def train(
         parameters=net.count_params(),
     )
     summary["timings"] = phase_timings(setup_s, steps, epochs, wall)
-    if stop_after is not None:
-        summary["stopped_after"] = stop_after  # a prefix of the run: its metrics are the prefix's
+    summary.update({} if stop_after is None else {"stopped_after": stop_after})  # a prefix: its metrics are its own
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
+
+
+def _check_stop_after(stop_after) -> None:
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after={stop_after!r} is invalid: a number of steps >= 1, or None for the whole run")
 
 
 def phase_timings(setup_s: float, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float) -> dict[str, float]:
