@@ -123,6 +123,7 @@ def train(
       ``norm_after``, ``clipped``, ``threshold``, ``nonfinite``, ``step_time_s``), ``epochs``
       (one row per evaluation; ``epoch_end`` marks the ends of epochs), ``summary`` and ``model``.
     """
+    _check_stop_after(stop_after)  # before any model is built
     started = time.perf_counter()
     clip = config.clipper()
     set_determinism(config.seed)
@@ -141,7 +142,6 @@ def train(
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    _check_stop_after(stop_after)
     divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar, stop_after)
     wall = time.perf_counter() - evaluations.start
     bar.close()
