@@ -163,6 +163,54 @@ def own_loop() -> dict[str, np.ndarray]:
     return _record("own_loop", model, optimizer)
 
 
+def mixed_precision_fit() -> dict[str, np.ndarray]:
+    """Global norm 1 under the ``mixed_float16`` policy with Keras' ``LossScaleOptimizer`` outside the wrapper, three
+    epochs of ``fit``: the weights and the telemetry, which must read true-scale norms on both backends (the spike
+    batch overflows float16 once scaled, and the loss scaler skips it before the clipper sees it)."""
+    x, y, weights = data()
+    x = np.nan_to_num(x)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1, dtype="float32")]
+        )
+        model.set_weights(weights)
+        inner = ClippingOptimizer(keras.optimizers.Adam(0.01), "global_norm", PARAMS["global_norm"])
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(inner), loss="mse")
+        history = model.fit(
+            x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[ClipTelemetry()]
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    out = {f"mixed/weight{i}": w.astype("float32") for i, w in enumerate(model.get_weights())}
+    out.update({f"mixed/{key}": np.asarray(values, np.float64) for key, values in history.history.items()})
+    return out
+
+
+def data_parallel_fit() -> dict[str, np.ndarray]:
+    """JAX only: global norm 1 through ``fit`` on one device and under ``keras.distribution.DataParallel`` over two
+    CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``), the same batches: both runs' weights and
+    telemetry, which must agree (the wrapper sees the gradient of the whole batch)."""
+    x, y, weights = data()
+    x = np.nan_to_num(x)
+    devices = keras.distribution.list_devices("cpu")
+    out = {"data_parallel/devices": np.asarray(len(devices))}
+    for name in ("one_device", "two_devices"):
+        if name == "two_devices":
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        try:
+            model = _model(weights)
+            model.compile(ClippingOptimizer(keras.optimizers.Adam(0.01), "global_norm", PARAMS["global_norm"]), "mse")
+            history = model.fit(
+                x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[ClipTelemetry()]
+            )
+        finally:
+            keras.distribution.set_distribution(None)
+        out.update({f"data_parallel/{name}/weight{i}": w for i, w in enumerate(model.get_weights())})
+        out.update({f"data_parallel/{name}/{k}": np.asarray(v, np.float64) for k, v in history.history.items()})
+    return out
+
+
 if __name__ == "__main__":
     import tempfile
 
@@ -171,6 +219,9 @@ if __name__ == "__main__":
     result.update(own_loop())
     result.update(fit_reference("train_on_batch_reference", "zclip", 2))
     result.update(fit_reference("own_loop_reference", "global_norm", 1))
+    result.update(mixed_precision_fit())
+    if keras.backend.backend() == "jax":
+        result.update(data_parallel_fit())
     with tempfile.TemporaryDirectory() as folder:
         result.update(save_load_and_continue(folder))
     result["backend"] = np.asarray(keras.backend.backend())
