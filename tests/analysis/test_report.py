@@ -2,6 +2,7 @@
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -521,4 +522,28 @@ def test_the_training_loss_figure_starts_at_the_first_step_one_panel_per_conditi
         assert x[0] == 1 and y[0] == 3.0  # the median of 2, 3 and 4 at step 1
         assert np.all(np.isfinite(y)) and ax.get_xscale() == "log" and ax.get_yscale() == "log"
         assert y[-1] == pytest.approx(1.0)  # past step 50, the smoothed plateau
+    plt.close(fig)
+
+
+def test_final_points_draw_every_run_mark_failures_and_keep_intervals_in_bounds():
+    """Seeds that both collapse (AP50 0) and train (0.9) give a t interval wider than [0, 1]: drawn cut at the
+    bounds; every run is a point, each failed one a red ×, and n = 2 gets no interval."""
+    from clipstudy.analysis import plots
+
+    rows = [("none", 0.01, s, v, "collapsed" if v < 0.01 else None) for s, v in enumerate([0.0, 0.0, 0.9, 0.92, 0.95])]
+    rows += [("none", 0.003, s, v, None) for s, v in enumerate([0.97, 0.96])]
+    frame = pd.DataFrame(rows, columns=["label", "learning_rate", "seed", "final_AP50", "failure"])
+    frame = frame.assign(method="none", optimizer="adam")
+    fig = plots.final_metric_points(frame, "final_AP50", (0.0, 1.0))
+    ax = fig.axes[0]
+    intervals = [line for line in ax.lines if line.get_gid() == "interval"]
+    assert len(intervals) == 1  # the five-seed cell only
+    low, high = intervals[0].get_ydata()
+    expected = plots.t_interval([0.0, 0.0, 0.9, 0.92, 0.95])
+    assert expected[0] < 0 < 1 < expected[1] and (low, high) == (0.0, 1.0)
+    assert sum(c.get_offsets().shape[0] for c in ax.collections) == len(frame)  # every run a point
+    failed = [c for c in ax.collections if tuple(np.round(c.get_edgecolor()[0][:3], 3)) == (0.839, 0.153, 0.157)]
+    assert sum(c.get_offsets().shape[0] for c in failed) == 2
+    (means,) = [line for line in ax.lines if line.get_gid() == "mean"]
+    np.testing.assert_allclose(sorted(means.get_ydata()), [0.554, 0.965])
     plt.close(fig)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from clipstudy.analysis.runplots import norm_trace, run_curves  # noqa: F401 - one run's figures
 from clipstudy.analysis.stats import paired_effect
@@ -194,46 +195,86 @@ def training_loss_from_the_first_step(steps: pd.DataFrame, title: str | None = N
 
 
 def final_metric_points(
-    summaries: pd.DataFrame, metric: str = "final_test_accuracy", metric_range: tuple[float, float] | None = None
+    summaries: pd.DataFrame,
+    metric: str = "final_test_accuracy",
+    metric_range: tuple[float, float] | None = None,
+    bounds: tuple[float, float] | None = None,
 ):
     """Final ``metric`` per method at each learning rate, one panel per optimizer (and training length, where
-    runs of several lengths exist), with 95% intervals over seeds where there are at least three. With
-    ``metric_range``, values beyond it are drawn at its edge (a diverged run's r2 of -1e37 would flatten the rest)."""
+    runs of several lengths exist): every run as a small dot (a failed run as a red ×), the mean over seeds as a
+    large marker joined across rates, and its 95% interval where there are at least three seeds. With
+    ``metric_range``, values beyond it are drawn at its edge (a diverged run's r2 of -1e37 would flatten the rest)
+    and so is an interval (seeds that both collapse and train give one wider than the metric's range); ``bounds``
+    cuts the intervals alone (an accuracy's [0, 1]) and leaves the axes to the data."""
     hue, order = hue_and_order(summaries)
     if metric_range is not None:
         summaries = summaries.assign(**{metric: summaries[metric].clip(*metric_range)})
-    summaries = summaries.assign(condition=_condition(summaries, ["optimizer"]))
-    panels = summaries["condition"].nunique()
-    g = sns.catplot(
-        data=summaries,
-        x="learning_rate",
-        y=metric,
-        hue=hue,
-        hue_order=order,
-        col="condition",
-        col_order=_sorted_conditions(summaries, "condition", ["optimizer"]),
-        col_wrap=min(3, panels),
-        kind="point",
-        errorbar=t_interval,
-        dodge=_dodge(order, 0.4),
-        height=3.4,
-        aspect=2.4 if panels == 1 else 1.3,  # one panel: as wide as the page, the legend below it
-        sharex=False,
+    failed = summaries["failure"].notna() if "failure" in summaries else pd.Series(False, index=summaries.index)
+    summaries = summaries.assign(condition=_condition(summaries, ["optimizer"]), _failed=failed)
+    conditions = _sorted_conditions(summaries, "condition", ["optimizer"])
+    cols = min(3, len(conditions))
+    rows = math.ceil(len(conditions) / cols)
+    width = 10.0 if cols == 1 else 4.4 * cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.6 * rows + 0.9), squeeze=False)
+    colors = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    for ax, condition in zip(axes.flat, conditions):
+        panel = summaries[summaries["condition"] == condition]
+        _points_panel(ax, panel, metric, hue, order, colors, metric_range, bounds or metric_range)
+        ax.set_title(condition, fontsize=10)
+    for ax in list(axes.flat)[len(conditions) :]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", lw=2, label=m) for m in order] + [
+        plt.Line2D([], [], color="#d62728", marker="x", lw=0, label="a failed run"),
+        plt.Line2D([], [], color="gray", marker="o", ms=3.5, lw=0, alpha=0.6, label="one run"),
+    ]
+    ncol = min(2 if max(len(m) for m in order) > 45 else 4, len(handles))  # long labels: fewer, wider columns
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    legend_rows = math.ceil(len(handles) / ncol)
+    fig.suptitle(
+        f"{metric.replace('_', ' ')} per method: every run, the mean over seeds and its 95% t interval from 3 "
+        f"seeds ({seeds_note(summaries)}; failed runs count as what they achieved)",
+        fontsize=11,
     )
-    g.set_titles("{col_name}")
-    if panels == 1 and g.legend is not None:  # long method labels beside one panel would squeeze it to a strip
-        sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, title=None, frameon=False)
-        g.figure.subplots_adjust(right=0.97)  # the room catplot kept for the legend on the right
-    g.set_axis_labels("learning rate", metric.replace("_", " "))
+    fig.tight_layout(rect=(0, 0.07 * legend_rows / rows, 1, 0.95))
+    return fig
+
+
+def _points_panel(ax, sub: pd.DataFrame, metric: str, hue: str, order: list, colors: dict, metric_range, bounds):
+    """One panel of ``final_metric_points``: the rates as categories, the method settings dodged within each."""
+    rates = sorted(sub["learning_rate"].unique())
+    present = [m for m in order if m in set(sub[hue])]
+    step = 0.6 / max(len(present), 1)
+    for i, method in enumerate(present):
+        offset = (i - (len(present) - 1) / 2) * step
+        runs = sub[sub[hue] == method]
+        xs, means = [], []
+        for j, rate in enumerate(rates):
+            cell = runs[runs["learning_rate"] == rate]
+            values = cell[metric].dropna().to_numpy(float)
+            if not len(values):
+                continue
+            x = j + offset
+            spread = (np.arange(len(values)) - (len(values) - 1) / 2) * min(step / 6, 0.03)
+            ok = ~cell.loc[cell[metric].notna(), "_failed"].to_numpy(bool)
+            ax.scatter((x + spread)[ok], values[ok], s=12, color=colors[method], alpha=0.55, lw=0, zorder=2)
+            ax.scatter((x + spread)[~ok], values[~ok], s=28, color="#d62728", marker="x", lw=1.2, zorder=4)
+            low, high = t_interval(values)
+            if bounds is not None:
+                low, high = max(low, bounds[0]), min(high, bounds[1])
+            if high > low:
+                ax.plot([x, x], [low, high], color=colors[method], lw=2.2, zorder=3, gid="interval")
+            xs.append(x)
+            means.append(values.mean())
+        ax.plot(xs, means, color=colors[method], marker="o", ms=7, lw=2, zorder=3, gid="mean")
+    ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
+    ax.set_xlim(-0.6, len(rates) - 0.4)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(metric.replace("_", " "))
     if metric_range is not None:
         pad = 0.05 * (metric_range[1] - metric_range[0])
-        g.set(ylim=(metric_range[0] - pad, metric_range[1] + pad))
-    g.figure.suptitle(
-        f"{metric.replace('_', ' ')} per method (mean, 95% t interval from 3 seeds; {seeds_note(summaries)}; "
-        "failed runs count as what they achieved)",
-        y=1.03,
-    )
-    return g.figure
+        ax.set_ylim(metric_range[0] - pad, metric_range[1] + pad)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 #: Methods whose ``threshold`` is a global norm, and so belongs on a global-norm axis. The others' is a bound
@@ -590,6 +631,7 @@ def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, clipp
         p_text = "p n/a" if not np.isfinite(r.p) else f"p={r.p:.2g}"
         ax.text(1.01, 0.5, f"{r.verdict}\nn={r.n}, {p_text}", transform=ax.transAxes, fontsize=9, va="center")
         ax.tick_params(axis="x", labelsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
         ax.set_xlabel(r.metric, fontsize=9, labelpad=1)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)

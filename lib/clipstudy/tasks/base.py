@@ -111,10 +111,10 @@ class TaskSpec:
     sample_figure: Callable[[Any, Any], Any] | None = None
     """``(result, config) -> figure``: what a trained model of this task does on a few test examples."""
     primary_metric: str = "final_train_loss"
+    """The summary field a report compares first (higher is better), e.g. ``final_test_accuracy``."""
     metric_range: tuple[float, float] | None = None
     """The range the primary metric's figures show (a diverged run's value beyond it is drawn at its edge and
     marked failed); None: the data's own range."""
-    """The summary field a report compares first (higher is better), e.g. ``final_test_accuracy``."""
     summary_keys: tuple[str, ...] = ()
     """The summary fields a run's notebook prints and ``verify`` checks (its ``Task.summary_keys``)."""
 

@@ -164,6 +164,7 @@ SPEC = TaskSpec(
     defaults={"batch_size": 32, "dataset": "smoke"},
     check=_check,
     primary_metric="final_AP50",
+    metric_range=(0.0, 1.0),  # COCO AP50; seeds that both collapse (0) and train (0.9) give t intervals beyond it
     summary_keys=DetectionTask.summary_keys,
     prepare=_prepare,
     sample_figure=_sample_figure,
