@@ -207,4 +207,8 @@ def test_the_study_audit_lets_a_complete_q1_decide_claim_7_and_keeps_stage_1_bes
     assert audited.loc["7", "verdict"] == "supported"
     assert audited.loc["7", "stage1_verdict"] == "inconclusive"  # stage 1 has no runs in this table
     assert audited.loc["1", "decided_by"] == "stage 1"
-    assert audited.loc["7", "tested_where"].startswith("classifier, 3 epochs")
+    # where the deciding test ran comes first, each optimizer's arms at their own rates; then stage 1's
+    where = audited.loc["7", "tested_where"]
+    assert where.startswith("stage 2: classifier, sgd: global_norm (threshold=1) at lr=")
+    assert "; stage 1: classifier, 3 epochs" in where and where.count("classifier, ") == 5
+    assert not audited.loc["1", "tested_where"].startswith("stage")

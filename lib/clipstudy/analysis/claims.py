@@ -837,25 +837,31 @@ def study_audit(
     s = gather_evidence(summaries, epochs, overhead).summaries
     answers = {a.question: a for a in confirmatory_answers(s)} if (s["seed"].isin(CONFIRM_SEEDS)).any() else {}
     decided = {cid: rule(answers) for cid, rule in DECIDED_BY.items()} if answers else {}
-    conf_v, conf_w, conf_n, by = [], [], [], []
+    conf_v, conf_w, conf_n, conf_where, by = [], [], [], [], []
     for c in table["claim"]:
         d = decided.get(c)
         if d is None:
             conf_v.append("")
             conf_w.append("")
             conf_n.append("")
+            conf_where.append("")
             by.append("stage 1")
             continue
         verdict, words, question = d
+        deciding = [a for q, a in answers.items() if q.split()[0] == question]
         conf_v.append(verdict)
         conf_w.append(words)
-        conf_n.append("; ".join(a.numbers for q, a in answers.items() if q.split()[0] == question))
+        conf_n.append("; ".join(a.numbers for a in deciding))
+        conf_where.append("; ".join(dict.fromkeys(a.tested_where for a in deciding)))
         by.append(f"stage 2 ({question})")
     table["confirmatory_verdict"], table["confirmatory_words"] = conf_v, conf_w
     table["confirmatory_numbers"], table["decided_by"] = conf_n, by
     stage2 = table["decided_by"] != "stage 1"
     table.loc[stage2, "verdict"] = table.loc[stage2, "confirmatory_verdict"]
     table.loc[stage2, "words"] = table.loc[stage2, "confirmatory_words"]
+    # where the deciding test ran, then stage 1's (the effect columns stay stage 1's: the headline reads them)
+    where = pd.Series(conf_where, index=table.index)
+    table.loc[stage2, "tested_where"] = "stage 2: " + where[stage2] + "; stage 1: " + table.loc[stage2, "tested_where"]
     return table
 
 

@@ -136,10 +136,14 @@ def claims_table(audit: pd.DataFrame) -> str:
         figure = r.figure.rsplit("/", 1)[-1].removesuffix(".png")
         tested = getattr(r, "tested_where", "")
         where = f"<br><small>tested where: {_esc(tested)}</small>" if tested else ""
+        by = getattr(r, "decided_by", "stage 1")
+        if by != "stage 1":  # the effect columns are stage 1's; the deciding numbers are written out beside them
+            where += f"<br><small>decided by {_esc(by)}: {_esc(r.confirmatory_numbers)}</small>"
+        stage1 = "stage 1: " if by != "stage 1" and effect_text(r) != "—" else ""
         rows.append(
             f'<tr id="claim-{_esc(r.claim)}"><td class="num">{_esc(r.claim)}</td><td>{_esc(r.text)}<br>'
             f"<small>primary: {_esc(r.primary)}</small>{where}</td><td>{_row_badge(r)}</td>"
-            f'<td class="num">{effect_text(r)}</td><td class="num">{_number(r.p_value, 2)}</td>'
+            f'<td class="num">{stage1}{effect_text(r)}</td><td class="num">{_number(r.p_value, 2)}</td>'
             f'<td class="num">{_esc(r.n)}</td>'
             f'<td class="nowrap"><a href="#fig-{_esc(figure)}">{_esc(figure)}</a></td></tr>'
         )
