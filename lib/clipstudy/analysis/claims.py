@@ -748,6 +748,13 @@ DESIGN_CHANGES = [
         "runs in; the library had gained both methods after stage 2 was registered",
         "bears on": "exploratory secondaries only (the other tasks' table): no question reads them",
     },
+    {
+        "commit": "5f5fd0c",
+        "date": "2026-12-02",
+        "change": "a claim decided by stage 2 names where that test ran ('tested where') and its numbers in the "
+        "claims table, stage 1's effect columns marked as stage 1's; made with stage 2 complete",
+        "bears on": "wording only: no verdict, effect or rule changed",
+    },
 ]
 
 
