@@ -81,7 +81,8 @@ if len(cls):
 
 # %%
 if len(cls):
-    page.show(plots.curves_with_ci(cls_epochs, "test_accuracy"), rep.figures, "learning_curves",
+    curves = plots.curves_with_ci(cls_epochs, "test_accuracy", bounds=(0.0, 1.0))
+    page.show(curves, rep.figures, "learning_curves",
               "Test accuracy at every evaluation against optimizer steps, one panel per optimizer and learning "
               "rate, one line per method setting with its 95% interval over seeds. Where the lines lie on top "
               "of each other, clipping changed nothing the test set can see (claims 1 and 2).",
@@ -196,9 +197,11 @@ if len(det):
               "validation (3e-3); the confirmatory question 3 compares the probe's median threshold with none at "
               "1e-2, where unclipped runs collapse.",
               "Point plot of detector AP50 per clipping method and learning rate.")
-    page.show(plots.curves_with_ci(det_epochs, "AP50", title="Detector AP50 over training"), rep.figures,
+    page.show(plots.curves_with_ci(det_epochs, "AP50", "Detector AP50 over training", (0.0, 1.0)), rep.figures,
               "detector_curves", "AP50 at every evaluation against optimizer steps, per method setting (mean, 95% "
-              "interval over seeds).", "Line charts of detector AP50 against optimizer steps.")
+              "interval over seeds, cut at 0 and 1). Where seeds either collapse near 0 or train to about 0.9, "
+              "the mean lies between the two and the band spans both (the every-run figure above shows which).",
+              "Line charts of detector AP50 against optimizer steps.")
 else:
     page.show_html(page.note("This profile has no detector runs."))
 

@@ -547,3 +547,21 @@ def test_final_points_draw_every_run_mark_failures_and_keep_intervals_in_bounds(
     (means,) = [line for line in ax.lines if line.get_gid() == "mean"]
     np.testing.assert_allclose(sorted(means.get_ydata()), [0.554, 0.965])
     plt.close(fig)
+
+
+def test_curve_bands_stay_within_the_metrics_bounds():
+    """Five seeds at each evaluation, three near 0 and two near 0.9: the t band runs below 0 (checked), and is
+    drawn cut at the bounds."""
+    from clipstudy.analysis import plots
+
+    values = [0.0, 0.01, 0.0, 0.9, 0.92]
+    assert plots.t_interval(values)[0] < -0.2
+    rows = [(step, seed, v) for step in (100, 200, 300) for seed, v in enumerate(values)]
+    epochs = pd.DataFrame(rows, columns=["step", "seed", "AP50"]).assign(
+        label="none", method="none", optimizer="adam", learning_rate=0.01
+    )
+    fig = plots.curves_with_ci(epochs, "AP50", bounds=(0.0, 1.0))
+    bands = [c for ax in fig.axes for c in ax.collections if len(c.get_paths())]
+    ys = np.concatenate([p.vertices[:, 1] for c in bands for p in c.get_paths()])
+    assert len(ys) and ys.min() >= 0.0 and ys.max() <= 1.0 and ys.min() == 0.0
+    plt.close(fig)

@@ -122,10 +122,21 @@ def _sorted_conditions(frame: pd.DataFrame, column: str, keys: list[str]) -> lis
     return list(dict.fromkeys(ordered[column]))
 
 
-def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: str | None = None):
+def curves_with_ci(
+    epochs: pd.DataFrame,
+    metric: str = "test_accuracy",
+    title: str | None = None,
+    bounds: tuple[float, float] | None = None,
+):
     """Mean ``metric`` per method against steps, one panel per condition (optimizer, learning rate and, where
     runs of several lengths exist, epochs), in that order, each with its own step axis, with the 95% Student-t
-    interval over seeds where there are at least three."""
+    interval over seeds where there are at least three, cut at ``bounds`` (a metric's range: an accuracy's or an
+    AP's [0, 1], which seeds that both collapse and train overrun)."""
+
+    def interval(values):
+        low, high = t_interval(values)
+        return (low, high) if bounds is None else (max(low, bounds[0]), min(high, bounds[1]))
+
     data = epochs.copy()
     data["setting"] = _condition(data, ["optimizer", "learning_rate"])
     hue, order = hue_and_order(data)
@@ -139,7 +150,7 @@ def curves_with_ci(epochs: pd.DataFrame, metric: str = "test_accuracy", title: s
         col_order=_sorted_conditions(data, "setting", ["optimizer", "learning_rate"]),
         col_wrap=min(3, data["setting"].nunique()),
         kind="line",
-        errorbar=t_interval,
+        errorbar=interval,
         marker="o",
         height=3.0,
         aspect=1.3,
