@@ -195,6 +195,11 @@ def test_a_threshold_from_data_comes_from_a_probe_and_is_part_of_the_run_id(tmp_
     assert summary["params"]["threshold_rule"] == f"probe_percentile 50 of {probe.stem}"
     # The resolved number is in the run's parameters, hence in its id.
     assert result.done[0] == runs.run_id(RunConfig.from_params(summary["params"])) != pending.run_id
+    # and the report's provenance counts it as its experiment's finished run (the planned id is not the run's)
+    from clipstudy.analysis import report
+
+    rep = report.ProfileReport.load(path, reports)
+    assert rep.missing == [] and report.provenance(rep, path)["runs by experiment"] == f"{exp['name']} 1/1"
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):

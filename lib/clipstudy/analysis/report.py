@@ -420,8 +420,10 @@ def provenance(rep: ProfileReport, profile: str | Path) -> dict[str, str]:
     finished = set(rep.table.summaries["run_id"])
     by_experiment = {}
     for spec in specs:
+        # a threshold from data is part of the run's id: the planned spec names the run once its probe has run
+        resolved = probes.resolve(spec, rep.runs_root.parent / "probes")
         done, planned = by_experiment.get(spec.experiment, (0, 0))
-        by_experiment[spec.experiment] = (done + (spec.run_id in finished), planned + 1)
+        by_experiment[spec.experiment] = (done + (resolved is not None and resolved.run_id in finished), planned + 1)
     s = rep.table.summaries
     failed = s[s["failure"].notna()] if "failure" in s else s.iloc[:0]
     hours = float(s["wall_time_s"].sum()) / 3600 if "wall_time_s" in s else math.nan
