@@ -284,8 +284,9 @@ for task in other_tasks:
     page.show_html(page.table(report.method_table(sub, metric), f"{task}: {spec.summary}. Mean over seeds per "
                               "setting; failed: diverged or collapsed (the task's own rule)"))
     page.show(plots.final_metric_points(sub, metric, spec.metric_range), rep.figures, f"{task}_{metric}",
-              f"{task}: {metric.replace('_', ' ')} per method setting and learning rate, per optimizer (mean over "
-              "seeds; a failed run counts as what it achieved"
+              f"{task}: {metric.replace('_', ' ')} per method setting and learning rate, per optimizer: every run "
+              "(a failed one as a red ×), the mean over seeds and its 95% interval (a failed run counts as what it "
+              "achieved"
               + (f", drawn at the edge of {spec.metric_range} when beyond it" if spec.metric_range else "") + ").",
               f"Point plot of {metric} per clipping method and learning rate for the {task} task.")
 if not other_tasks:
