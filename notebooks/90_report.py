@@ -190,14 +190,15 @@ elif len(cls):
 # %%
 if len(det):
     page.show_html(page.table(report.method_table(det, "final_AP50"), "Detector: mean over seeds per setting"))
-    page.show(plots.final_metric_points(det, "final_AP50", (0.0, 1.0)), rep.figures, "detector_ap50",
+    ap50_range = tasks.spec("detector").metric_range  # AP50's [0, 1]
+    page.show(plots.final_metric_points(det, "final_AP50", ap50_range), rep.figures, "detector_ap50",
               "Final COCO AP50 on the test canvases per method setting and learning rate: every run (a failed, "
               "collapsed run as a red ×), the mean and its 95% interval over seeds, cut at AP50's range [0, 1]. "
               "Claim 8 compares YOLO's global-norm threshold 10 with no clipping at the better rate chosen on "
               "validation (3e-3); the confirmatory question 3 compares the probe's median threshold with none at "
               "1e-2, where unclipped runs collapse.",
               "Point plot of detector AP50 per clipping method and learning rate.")
-    page.show(plots.curves_with_ci(det_epochs, "AP50", "Detector AP50 over training", (0.0, 1.0)), rep.figures,
+    page.show(plots.curves_with_ci(det_epochs, "AP50", "Detector AP50 over training", ap50_range), rep.figures,
               "detector_curves", "AP50 at every evaluation against optimizer steps, per method setting (mean, 95% "
               "interval over seeds, cut at 0 and 1). Where seeds either collapse near 0 or train to about 0.9, "
               "the mean lies between the two and the band spans both (the every-run figure above shows which).",
