@@ -69,7 +69,8 @@ def test_a_run_killed_midway_is_redone_with_the_same_numbers(smoke_sweep):
     stale = root / f".{victim}.partial-deadbeef"
     stale.mkdir()
     (stale / "steps.parquet").write_bytes(b"half")
-    again = sweep.run_sweep("smoke", reports, workers=1, progress=False)
+    # Redone in a kernel of its own: the same numbers as the warm kernel of the sweep that made it.
+    again = sweep.run_sweep("smoke", reports, workers=1, progress=False, fresh_kernels=True)
     assert again.done == [victim]
     assert runs.is_finished(root / victim)
     assert not stale.exists()
@@ -249,7 +250,8 @@ def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_
     data = (root / victim / victim_file).read_bytes()
     (root / victim / victim_file).write_bytes(data[: len(data) // 2])
     assert runs.is_damaged(root / victim) and not runs.is_finished(root / victim)
-    again = sweep.run_sweep("smoke", reports, workers=1, progress=False)
+    # Redone in a kernel of its own: the same numbers as the warm kernel of the sweep that made it.
+    again = sweep.run_sweep("smoke", reports, workers=1, progress=False, fresh_kernels=True)
     assert again.done == [victim]
     set_aside = list((root / ".damaged").glob(f"{victim}-*"))
     assert len(set_aside) == 1 and (set_aside[0] / victim_file).read_bytes() == data[: len(data) // 2]

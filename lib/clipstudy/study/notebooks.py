@@ -55,6 +55,7 @@ def execute(
     keep_papermill: bool = False,
     log_output: bool = False,
     log: str | Path | None = None,
+    kernel=None,
 ) -> Path:
     """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
 
@@ -62,7 +63,12 @@ def execute(
     (default: ``.<target>.kernel.log`` beside ``target``, removed after a success), not the terminal,
     unless ``CLIPSTUDY_VERBOSE`` is set. A failing cell raises papermill's ``PapermillExecutionError``;
     the notebook executed up to the failure is still written to ``target`` (whole, never half a file).
+
+    ``kernel``: a ``kernels.WarmKernel`` to execute in (reset first) instead of a kernel started for this
+    notebook; its standard error since the reset goes to ``log``. A failure discards that kernel.
     """
+    if kernel is not None:
+        return _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log)
     import papermill as pm  # deferred: only executions need it
 
     source, target = Path(source), Path(target)
@@ -101,6 +107,70 @@ def execute(
                 nbformat.write(nb, str(tmp))
             running.unlink()
     return target
+
+
+def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log) -> Path:
+    """``execute`` in the warm ``kernel``: its reset, then the notebook; this process's standard error and
+    what the kernel wrote to its own meanwhile go to ``log``, as in a kernel started for the notebook."""
+    import papermill as pm
+
+    from clipstudy.study import kernels
+
+    source, target = Path(source), Path(target)
+    running = target.with_name(f".{target.stem}.running{target.suffix}")
+    kept = log is not None
+    log = Path(log) if kept else target.with_name(f".{target.stem}.kernel.log")
+    since = kernel.log_size()
+    try:
+        with stderr_to(None if verbose() else log):
+            kernel.reset()
+            pm.execute_notebook(
+                str(source),
+                str(running),
+                parameters=parameters or {},
+                kernel_name=KERNEL,
+                engine_name=_warm_engine(),
+                progress_bar=False,
+                log_output=log_output,
+                warm_kernel=kernel,
+            )
+        kernel.runs += 1
+        if not kept:
+            log.unlink(missing_ok=True)
+    except BaseException:
+        kernels.discard(kernel)  # whatever state the failure left, no later run sees it
+        raise
+    finally:
+        if log.exists():
+            kernel.copy_log(since, log)
+        if running.exists():
+            nb = clean(nbformat.read(running, as_version=4), keep_papermill)
+            with atomic_target(target) as tmp:
+                nbformat.write(nb, str(tmp))
+            running.unlink()
+    return target
+
+
+WARM_ENGINE = "clipstudy-warm"
+
+
+def _warm_engine() -> str:
+    """Register (once) papermill's nbclient engine that executes in a given, already started kernel."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+
+    class WarmEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, warm_kernel=None, **kwargs):
+            client = PapermillNotebookClient(
+                nb_man, km=warm_kernel.km, kernel_name=kernel_name, log=logger, log_output=log_output
+            )
+            client.kc = warm_kernel.kc  # the kernel's own client: nbclient neither starts nor stops one
+            return client.execute()
+
+    papermill_engines.register(WARM_ENGINE, WarmEngine)
+    return WARM_ENGINE
 
 
 class stderr_to:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from clipstudy import paths
 from clipstudy._quiet import quiet_dask
 from clipstudy.fileio import write_json_atomic
-from clipstudy.study import bundle, notebooks, probes, runfiles
+from clipstudy.study import bundle, kernels, notebooks, probes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
@@ -54,9 +54,11 @@ def estimated_seconds(config) -> float:
     return RUN_OVERHEAD_S + config.spec.seconds_per_example * images
 
 
-def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
+def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
     """Run one notebook into ``root/<run_id>``; a Dask task. Returns a status record, never raises.
-    The run sets TensorFlow's threads itself (``RunConfig.threads``), whoever executes it."""
+    The run sets TensorFlow's threads itself (``RunConfig.threads``), whoever executes it. ``warm``: in this
+    worker's warm kernel (``kernels``: reset before the run, replaced after a failure), else in a kernel
+    started for this run."""
     root_path = Path(root)
     final = root_path / spec.run_id
     if runfiles.is_finished(final):
@@ -64,13 +66,16 @@ def execute_run(spec: RunSpec, root: str) -> dict[str, Any]:
     partial = root_path / f".{spec.run_id}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir(parents=True)
     status = {"run_id": spec.run_id, "status": "done"}
+    source = paths.notebook(spec.notebook)
     try:  # the kernel's chatter goes to the run's kernel.log, not the terminal
+        key = kernels.KernelKey(str(source.parent), spec.config.threads, notebooks.KERNEL)
         notebooks.execute(
-            paths.notebook(spec.notebook),
+            source,
             partial / "notebook.ipynb",
             {"config": spec.params, "output_dir": str(partial)},
             keep_papermill=True,
             log=partial / "kernel.log",
+            kernel=kernels.kernel_for(key) if warm else None,
         )
         if not runfiles.is_finished(partial):
             raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
@@ -215,20 +220,24 @@ def run_sweep(
     progress: bool = True,
     plan: list[RunSpec] | None = None,
     wait: bool = False,
+    fresh_kernels: bool = False,
 ) -> SweepResult:
     """Run every run of ``profile`` (or of ``plan``, its runs) not yet finished; return what was done,
     skipped and failed. Probes for thresholds read from data run first. One sweep per output folder:
-    a second one refuses (``lock.FolderBusy``) or, with ``wait``, waits."""
+    a second one refuses (``lock.FolderBusy``) or, with ``wait``, waits. Each worker executes its runs in
+    one warm kernel (``kernels``), or with ``fresh_kernels`` each run in a kernel of its own."""
     name, specs = load_profile(profile)
     specs = plan if plan is not None else specs
     # Resolved before anything sees it: the notebooks run with notebooks/ as their working directory.
     root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
     root.mkdir(parents=True, exist_ok=True)
     with SweepLock(root, wait=wait):
-        return _sweep_locked(profile, name, specs, root, scheduler, workers, progress)
+        return _sweep_locked(profile, name, specs, root, scheduler, workers, progress, not fresh_kernels)
 
 
-def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, scheduler, workers, progress) -> SweepResult:
+def _sweep_locked(
+    profile, name: str, specs: list[RunSpec], root: Path, scheduler, workers, progress, warm: bool
+) -> SweepResult:
     remove_stale_partials(root)  # under the lock, whatever is half-done was abandoned by a dead sweep
     for line in set_aside_damaged(root):
         print(f"damaged run set aside, redoing it: {line}", file=sys.stderr)
@@ -248,8 +257,9 @@ def _sweep_locked(profile, name: str, specs: list[RunSpec], root: Path, schedule
             for s in specs:
                 if s.config.threshold_from_data is not None and probes.probe_id(s.config) == probe:
                     result.failed[s.run_id] = f"threshold probe {probe} failed: {error}"
-        _run_all(client, _resolved(specs, places.probes), places, result, progress)
+        _run_all(client, _resolved(specs, places.probes), places, result, progress, warm)
     finally:
+        _close_kernels(client)
         client.close()
         if cluster is not None:
             cluster.close()
@@ -302,7 +312,17 @@ def _resolved(specs: list[RunSpec], probes_dir: Path) -> list[RunSpec]:
     return [s for s in resolved if s is not None]
 
 
-def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool) -> None:
+def _close_kernels(client) -> None:
+    """Shut down the workers' warm kernels (a worker that is gone took its kernel with it)."""
+    try:
+        client.run(kernels.close_all)
+    except Exception as exc:  # the sweep's result stands whatever state the workers are in
+        print(f"warning: could not close the workers' kernels ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def _run_all(
+    client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool, warm: bool = True
+) -> None:
     from dask.distributed import as_completed  # deferred with the client
 
     root = places.root
@@ -324,7 +344,9 @@ def _run_all(client, specs: list[RunSpec], places: _Places, result: SweepResult,
         # Dask does not keep submission order by itself: the explicit priority does (higher runs first).
         futures = as_completed(
             [
-                client.submit(execute_run, s, str(root), key=f"run-{s.run_id}", pure=False, priority=len(todo) - i)
+                client.submit(
+                    execute_run, s, str(root), warm, key=f"run-{s.run_id}", pure=False, priority=len(todo) - i
+                )
                 for i, s in enumerate(todo)
             ]
         )
@@ -355,6 +377,12 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     parser.add_argument("--wait", action="store_true", help="wait for another sweep on the same folder to finish")
     parser.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="execute each run in a kernel of its own (slower: every run pays the kernel's start and "
+        "TensorFlow's import) instead of one warm kernel per worker; the runs' numbers are the same",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -373,7 +401,14 @@ def main(argv=None) -> int:
             print(s.run_id, json.dumps(s.params, sort_keys=True))
         return 0
     try:
-        result = run_sweep(args.profile, args.reports, scheduler=args.scheduler, workers=args.workers, wait=args.wait)
+        result = run_sweep(
+            args.profile,
+            args.reports,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            wait=args.wait,
+            fresh_kernels=args.fresh_kernels,
+        )
     except (FolderBusy, OSError, probes.ProbeError, bundle.UnindexedBundle) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
