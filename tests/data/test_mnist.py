@@ -41,6 +41,34 @@ def test_verify_arrays_names_a_wrong_dtype(mnist):
         data.verify_arrays(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test.astype(np.int64)))
 
 
+def small_file(path, fill: int):
+    np.savez(
+        path,
+        x_train=np.full((5, 28, 28), fill, np.uint8),
+        y_train=np.zeros(5, np.uint8),
+        x_test=np.zeros((5, 28, 28), np.uint8),
+        y_test=np.zeros(5, np.uint8),
+    )
+    return path
+
+
+def test_the_same_file_read_again_gives_the_same_read_only_arrays_and_a_changed_file_is_read_anew(tmp_path):
+    import os
+
+    path = small_file(tmp_path / "mnist.npz", 1)
+    (x, _), _ = data.load_mnist(path, verify=False)
+    (again, _), _ = data.load_mnist(path, verify=False)
+    assert again is x and not x.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        x[0, 0, 0] = 2
+    with pytest.raises(data.DataError, match="failed verification"):
+        data.load_mnist(path)  # read without verification: verified now, not taken from memory
+    small_file(path, 7)
+    os.utime(path, ns=(1, 1))  # another modification time, whatever the clock's resolution
+    (changed, _), _ = data.load_mnist(path, verify=False)
+    assert int(changed[0, 0, 0]) == 7
+
+
 def test_missing_file_says_to_run_make_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="make data"):
         data.load_mnist(tmp_path / "mnist.npz")

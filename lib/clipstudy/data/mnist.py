@@ -261,8 +261,16 @@ def read_provenance(path: str | Path | None = None) -> dict:
     return json.loads(record.read_text()) if record.is_file() else {}
 
 
+#: The arrays of the last data file read, read-only, keyed by what identifies the file's contents (path, size,
+#: modification time): a warm kernel's runs (``clipstudy.study.kernels``) read the file once.
+_LOADED: dict = {}
+
+
 def load_mnist(path: str | Path | None = None, verify: bool = True):
     """Return ``(x_train, y_train), (x_test, y_test)`` as uint8 arrays, like ``keras.datasets.mnist``.
+
+    The arrays are read-only: the same file read again in this process (same path, size and modification
+    time) gives the same arrays without reading or verifying it again.
 
     Raises:
       FileNotFoundError: no data file; the message says to run ``make data``.
@@ -271,6 +279,18 @@ def load_mnist(path: str | Path | None = None, verify: bool = True):
     path = Path(path) if path is not None else default_mnist_path()
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `make data` (or `python -m clipstudy.data`) to fetch MNIST")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _LOADED.get("key") == key and (_LOADED["verified"] or not verify):
+        arrays = _LOADED["arrays"]
+    else:
+        arrays = _read_arrays(path, verify)
+        _LOADED.update(key=key, verified=verify, arrays=arrays)
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _read_arrays(path: Path, verify: bool) -> dict[str, np.ndarray]:
+    _LOADED.clear()  # never a stale entry beside a failed read
     try:
         with np.load(path) as npz:
             arrays = {name: npz[name] for name in ARRAY_SHA256}
@@ -281,7 +301,9 @@ def load_mnist(path: str | Path | None = None, verify: bool = True):
             verify_arrays(arrays)
         except DataError as exc:
             raise DataError(f"{path}: {exc}; delete it and run `make data`") from exc
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every later call: nobody may change them in place
+    return arrays
 
 
 def data_provenance(path: str | Path | None = None) -> dict:

@@ -2,11 +2,14 @@
 
     python -m clipstudy.study.breakdown [--tasks classifier adding detector] [--json FILE]
 
-Each run executes the run notebook through ``notebooks.execute``, exactly as the sweep does, and the
-phases come from three independent clocks: the wall time around the execution, papermill's duration of
-each cell, and the run's own ``timings`` (``training.loop.phase_timings`` and ``study.run.run_one``):
+Each run executes the run notebook through ``notebooks.execute``, as the sweep does: in a warm kernel
+after two other runs of the same task (other seeds), the sweep's default, and in a kernel of its own
+(``--fresh-kernels``). The phases come from three independent clocks: the wall time around the execution,
+papermill's duration of each cell, and the run's own ``timings`` (``training.loop.phase_timings`` and
+``study.run.run_one``):
 
-* ``kernel_start``: the execution's wall time less the time of its cells (starting the kernel, papermill);
+* ``kernel``: the execution's wall time less the time of its cells: starting the kernel (fresh) or
+  resetting it (warm), and papermill's own work;
 * ``imports``: the cell that imports the package, and TensorFlow (imported on first use, in the run cell);
 * ``load_data``, ``setup`` (model, data arrays, step function), ``trace`` (the first step less a median one:
   tracing the compiled step), ``steps`` (every optimizer step, the first at median cost), ``evaluations``
@@ -14,7 +17,7 @@ each cell, and the run's own ``timings`` (``training.loop.phase_timings`` and ``
   run's files and the rest of the run cell);
 * ``notebook_rest``: every other cell (the printed numbers and the figures).
 
-``overhead_ratio`` is the whole notebook, kernel start included, over its training steps.
+``overhead_ratio`` is the whole notebook, kernel included, over its training steps.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import nbformat
 
 from clipstudy import hardware, paths
 from clipstudy.fileio import write_json_atomic
-from clipstudy.study import notebooks, runfiles
+from clipstudy.study import kernels, notebooks, runfiles
 from clipstudy.study.profiles import RUN_NOTEBOOK
 
 #: One run of each task, sized as the ``quick`` profile sizes them (the detector at one epoch of its four).
@@ -64,16 +67,18 @@ def _cell_durations(executed: Path) -> tuple[float, float, float]:
     return imports, run, rest
 
 
-def measure(task: str, scratch: Path) -> dict:
-    """Execute one run of ``task`` (``RUNS``) and split its wall time into phases (see the module's text)."""
-    out = scratch / task
+def measure(task: str, out: Path, kernel=None, config: dict | None = None) -> dict:
+    """Execute one run of ``task`` (``RUNS``, or ``config``), in ``kernel`` if given, and split its wall time
+    into phases (see the module's text)."""
+    config = config or RUNS[task]
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     executed = notebooks.execute(
         paths.notebook(RUN_NOTEBOOK),
         out / "notebook.ipynb",
-        {"config": RUNS[task], "output_dir": str(out)},
+        {"config": config, "output_dir": str(out)},
         keep_papermill=True,
+        kernel=kernel,
     )
     total = time.perf_counter() - t0
     imports, run_cell, rest = _cell_durations(executed)
@@ -83,7 +88,7 @@ def measure(task: str, scratch: Path) -> dict:
     loop = t["setup_s"] + t["first_step_s"] + t["steps_s"] + t["evaluations_s"] + t["other_s"]
     steps = t["steps_s"] + median
     phases = {
-        "kernel_start": max(0.0, total - imports - run_cell - rest),
+        "kernel": max(0.0, total - imports - run_cell - rest),
         "imports": imports + t.get("import_tensorflow_s", 0.0),
         "load_data": t["load_data_s"],
         "setup": t["setup_s"],
@@ -94,7 +99,7 @@ def measure(task: str, scratch: Path) -> dict:
         "notebook_rest": rest,
     }
     return {
-        "config": RUNS[task],
+        "config": config,
         "steps_run": summary["steps_run"],
         "evaluations": t["evaluations"],
         "median_step_s": median,
@@ -105,22 +110,36 @@ def measure(task: str, scratch: Path) -> dict:
 
 
 def breakdown(task_names=tuple(RUNS)) -> dict:
+    """Per task: the run in a warm kernel after two other runs (``warm``, the sweep's way once a worker's
+    kernel has run a few runs) and in a kernel of its own (``fresh``)."""
+    results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        results = {}
         for task in task_names:
-            print(f"breakdown: one {task} run ...", flush=True)
-            results[task] = measure(task, Path(scratch))
+            print(f"breakdown: a {task} run in a warm kernel after two others, then in a fresh one ...", flush=True)
+            key = kernels.KernelKey(str(paths.notebook(RUN_NOTEBOOK).parent), 1, notebooks.KERNEL)
+            try:
+                kernel = kernels.kernel_for(key)
+                for i in (1, 2):  # the first run imports, the second's reset freezes what they left
+                    before = dict(RUNS[task], seed=RUNS[task]["seed"] + i)
+                    measure(task, Path(scratch) / task / f"before{i}", kernel, before)
+                warm = measure(task, Path(scratch) / task / "warm", kernel)
+            finally:
+                kernels.close_all()
+            results[task] = {"warm": warm, "fresh": measure(task, Path(scratch) / task / "fresh")}
     return results
 
 
 def print_breakdown(results: dict) -> None:
-    names = list(next(iter(results.values()))["phases_s"])
+    columns = {f"{task} {way}": r[way] for task, r in results.items() for way in ("warm", "fresh")}
+    names = list(next(iter(columns.values()))["phases_s"])
+    width = max(len(c) for c in columns) + 2
     print(f"\nwhere a run's time goes (seconds; {hardware.describe(hardware.fingerprint())})")
-    print(f"{'phase':14s}" + "".join(f"{t:>12s}" for t in results))
+    print("warm: in the sweep's warm kernel, after two other runs; fresh: in a kernel of its own")
+    print(f"{'phase':14s}" + "".join(f"{c:>{width}s}" for c in columns))
     for name in names:
-        print(f"{name:14s}" + "".join(f"{r['phases_s'][name]:12.2f}" for r in results.values()))
-    print(f"{'total':14s}" + "".join(f"{r['total_s']:12.2f}" for r in results.values()))
-    print(f"{'total / steps':14s}" + "".join(f"{r['overhead_ratio']:12.2f}" for r in results.values()))
+        print(f"{name:14s}" + "".join(f"{r['phases_s'][name]:{width}.2f}" for r in columns.values()))
+    print(f"{'total':14s}" + "".join(f"{r['total_s']:{width}.2f}" for r in columns.values()))
+    print(f"{'total / steps':14s}" + "".join(f"{r['overhead_ratio']:{width}.2f}" for r in columns.values()))
 
 
 def main(argv=None) -> int:
