@@ -20,13 +20,14 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test lint unit nbtest smoke-runs bench reproduce sweep report verify platforms notebooks lab kernel clean browser
+.PHONY: help env data test lint unit nbtest smoke-runs bench workers reproduce sweep report verify platforms notebooks lab kernel clean browser
 
 help:
 	@echo "make reproduce   env, data, the published study: its report from results/paper/ and a sample of its runs retrained"
 	@echo "                 (PROFILE=quick|smoke|full: sweep that profile here and report it)"
 	@echo "make test        ruff, unit tests and nbval regression tests of the notebooks"
-	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead"
+	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead, where a run's time goes"
+	@echo "make workers     runs per hour under each worker x thread setting on this machine (about 5 minutes)"
 	@echo "make verify      retrain published runs of results/paper/: bit for bit where the CPU matches, else at the study's level"
 	@echo "make platforms   one short run under each oneDNN setting: which settings give the same bits on every CPU"
 	@echo "make data        fetch and verify MNIST into data/mnist.npz, build the detection canvases"
@@ -131,6 +132,10 @@ reports/bench.json: $(BENCH_SOURCES) | $(STAMP) data/mnist.npz
 
 bench: $(STAMP) data/mnist.npz
 	$(BIN)/python -m clipstudy.study.bench --json reports/bench.json
+
+# Eight quick-sized classifier runs swept under each workers x threads setting (README, "Choosing workers").
+workers: $(STAMP) data/mnist.npz
+	$(BIN)/python -m clipstudy.study.workers --json reports/workers.json
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/

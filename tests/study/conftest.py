@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from clipstudy.study import sweep
+from clipstudy.study import kernels, sweep
 
 #: A one-run profile that publishes its run to a bundle.
 PUBLISHED_PROFILE = {
@@ -22,6 +22,13 @@ PUBLISHED_PROFILE = {
         }
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def no_warm_kernel_outlives_its_test():
+    """Warm kernels a test started in this process (``verify``, ``kernels``) are shut down after it."""
+    yield
+    kernels.close_all()
 
 
 @pytest.fixture

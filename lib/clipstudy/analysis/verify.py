@@ -38,6 +38,7 @@ data, the model, its initialisation, the clipper and the step reproduce, not tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
 import sys
@@ -50,7 +51,7 @@ import pandas as pd
 
 from clipstudy import hardware, paths, tasks
 from clipstudy.analysis import claims, report
-from clipstudy.study import bundle, compare, notebooks, probes, runfiles
+from clipstudy.study import bundle, compare, kernels, notebooks, probes, runfiles
 from clipstudy.study.profiles import load_profile, publishes
 
 BITS = "bits"
@@ -260,14 +261,19 @@ def deviations(published: dict, retrained: dict, cell: list[dict], metrics) -> l
     return rows
 
 
+def _retrain(spec, out: Path, parameters: dict) -> None:
+    """Execute ``spec``'s notebook into ``out`` as the sweep does: in this process's warm kernel for its threads."""
+    source = paths.notebook(spec.notebook)
+    key = kernels.KernelKey(str(source.parent), spec.config.threads, notebooks.KERNEL)
+    notebooks.execute(source, out / "notebook.ipynb", parameters, kernel=kernels.kernel_for(key))
+
+
 def verify_run(spec, published: Path, scratch: Path, current: dict | None = None) -> Verification:
     """Retrain ``spec`` into ``scratch`` and check it against its published copy at the level the recorded
     platform allows (see the module's text)."""
     out = scratch / spec.run_id
     out.mkdir(parents=True)
-    notebooks.execute(
-        paths.notebook(spec.notebook), out / "notebook.ipynb", {"config": spec.params, "output_dir": str(out)}
-    )
+    _retrain(spec, out, {"config": spec.params, "output_dir": str(out)})
     old = runfiles.load_summary(published)
     new = runfiles.load_summary(out)
     current = current or hardware.recorded(new)  # the platform this machine just recorded
@@ -357,11 +363,7 @@ def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEP
     copy at the level the recorded platform allows (see the module's text)."""
     out = scratch / spec.run_id
     out.mkdir(parents=True)
-    notebooks.execute(
-        paths.notebook(spec.notebook),
-        out / "notebook.ipynb",
-        {"config": spec.params, "output_dir": str(out), "stop_after": steps},
-    )
+    _retrain(spec, out, {"config": spec.params, "output_dir": str(out), "stop_after": steps})
     old, new = runfiles.load_summary(published), runfiles.load_summary(out)
     differ, unknown = hardware.differences(hardware.recorded(old), hardware.recorded(new))
     bits = prefix_bit_differences(published, out, steps)
@@ -452,6 +454,14 @@ def _conclude(results: list[Verification], prefixed: set[str], verdicts: pd.Data
     return 0 if ok else 1
 
 
+@contextlib.contextmanager
+def _kernels_closed():
+    try:
+        yield
+    finally:
+        kernels.close_all()
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if not publishes(args.profile):
@@ -465,7 +475,7 @@ def main(argv=None) -> int:
     here = hardware.describe(hardware.fingerprint())
     print(f"this machine: {here}; retraining {len(chosen)} published run(s) of {name}")
     results = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _kernels_closed():
         for i, spec in enumerate(chosen, 1):
             part = f"its first {PREFIX_STEPS} steps" if spec.run_id in prefixed else "whole"
             print(f"[{i}/{len(chosen)}] {spec.run_id} ({part}) ...", flush=True)

@@ -17,8 +17,9 @@ What makes a run in a warm kernel the run it would be in a kernel of its own:
 * a run that fails, a kernel that died, or one that has executed ``MAX_RUNS`` runs is replaced by a
   fresh kernel, so one bad run cannot change another and memory cannot creep.
 
-The study's modules keep no state between calls (no module-level caches), so what stays warm is code:
-imported modules, compiled autograph conversions. Tested (``tests/study/test_kernels.py``): runs
+The study's modules keep no state between calls but one read-only cache, the MNIST arrays
+(``data.mnist.load_mnist``: keyed by the file's path, size and modification time), so what stays warm is
+code: imported modules, autograph's conversions, the data file read once. Tested (``tests/study/test_kernels.py``): runs
 executed after other runs in one kernel write the same files, bit for bit, and the same notebook
 (every output, figures included) as the same runs executed each in a fresh kernel.
 

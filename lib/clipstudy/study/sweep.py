@@ -42,8 +42,9 @@ from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publis
 DEFAULT_WORKERS = 2
 #: A run's cost model, for ordering and for the progress bar's estimate: each task's spec gives its seconds per
 #: training example (measured on the 2-core machine with two workers); evaluation examples cost a third of that,
-#: plus the notebook's own start-up. Only ratios matter: the bar's rate comes from the runs that finished.
-RUN_OVERHEAD_S = 15.0
+#: plus what a run costs around its training in a warm kernel (reset, tracing, figures, writing; ``make bench``'s
+#: breakdown). Only ratios matter: the bar's rate comes from the runs that finished.
+RUN_OVERHEAD_S = 3.0
 
 
 def estimated_seconds(config) -> float:
