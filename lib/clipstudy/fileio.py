@@ -63,3 +63,11 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_identity(path: str | Path) -> tuple[str, int, int]:
+    """What identifies a file's contents without reading it: its resolved path, size and modification time
+    (nanoseconds). The per-process caches of data files (``data.mnist``, ``data.tfds_builder``) key on it."""
+    path = Path(path)
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns

@@ -115,3 +115,24 @@ def test_the_decoded_copy_of_a_split_gives_the_tfds_arrays_exactly(tmp_path):
         for a, b in zip(copy.y, via_tfds.y):
             assert a.boxes.dtype == b.boxes.dtype and np.array_equal(a.boxes, b.boxes)
             assert a.classes.dtype == b.classes.dtype and np.array_equal(a.classes, b.classes)
+
+
+def test_a_decoded_split_is_read_once_per_process_and_again_when_its_file_changes(tmp_path):
+    """A warm kernel's runs get the same read-only ``Split`` from one read; a rewritten file is read anew."""
+    import os
+    import shutil
+
+    from clipstudy import paths
+
+    name = f"smoke-test-{tfds_builder.MnistDetection.VERSION}.npz"
+    (tmp_path / "decoded").mkdir()
+    shutil.copy(paths.tfds_dir() / "decoded" / name, tmp_path / "decoded" / name)
+    first = tfds_builder.load_split("smoke", "test", tmp_path)
+    assert tfds_builder.load_split("smoke", "test", tmp_path) is first
+    assert not first.x.flags.writeable and not first.y[0].boxes.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        first.x[0, 0, 0] = 1
+    stat = (tmp_path / "decoded" / name).stat()
+    os.utime(tmp_path / "decoded" / name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = tfds_builder.load_split("smoke", "test", tmp_path)
+    assert again is not first and np.array_equal(again.x, first.x)

@@ -16,6 +16,9 @@ TINY = dict(task="classifier", method="none", optimizer="adam", learning_rate=0.
             test_subset=100, eval_every=1, seed=0)  # fmt: skip
 ADDING = dict(task="adding", method="global_norm", clip_params={"threshold": 1.0}, optimizer="sgd", learning_rate=0.1,
               task_params={"length": 10, "units": 8}, epochs=1, train_subset=256, test_subset=100, seed=0)  # fmt: skip
+DETECTOR = dict(task="detector", method="global_norm", clip_params={"threshold": 10.0}, optimizer="adam",
+                learning_rate=0.003, dataset="smoke", epochs=1, batch_size=32, train_subset=128, test_subset=64,
+                eval_every=2, seed=0)  # fmt: skip
 
 
 def notebook_of(path: Path, *cells: str) -> Path:
@@ -73,6 +76,26 @@ def test_runs_after_other_runs_in_a_warm_kernel_equal_the_same_runs_in_fresh_ker
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
     counts = [n for n, _ in outputs(warm / "nb.ipynb")]
     assert counts == list(range(1, len(counts) + 1))
+
+
+def test_a_detector_run_from_the_kept_canvases_and_targets_equals_it_in_a_fresh_kernel(tmp_path):
+    """The second detector run of a warm kernel reads no canvases and encodes no targets (the first left them,
+    read-only): the same files, bit for bit, and the same notebook as in a kernel of its own."""
+    key = kernels.KernelKey(str(RUN.parent), 1, notebooks.KERNEL)
+    plan = {"first": DETECTOR, "last": dict(DETECTOR, seed=2, learning_rate=0.01)}
+    try:
+        kernel = kernels.kernel_for(key)
+        for name, config in plan.items():
+            out = tmp_path / "warm" / name
+            out.mkdir(parents=True)
+            notebooks.execute(RUN, out / "nb.ipynb", {"config": config, "output_dir": str(out)}, kernel=kernel)
+    finally:
+        kernels.close_all()
+    fresh, warm = tmp_path / "fresh", tmp_path / "warm" / "last"
+    fresh.mkdir()
+    notebooks.execute(RUN, fresh / "nb.ipynb", {"config": plan["last"], "output_dir": str(fresh)})
+    assert compare.run_differences(warm, fresh) == []
+    assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
 
 
 def test_a_run_in_a_warm_kernel_sees_nothing_the_previous_run_defined(tmp_path, kernel_key):

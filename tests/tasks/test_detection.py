@@ -144,3 +144,32 @@ def test_the_detector_trains_through_the_shared_loop_with_telemetry_and_coco_met
         ]
     )
     assert json.loads((tmp_path / "ground_truth.json").read_text()) == gt
+
+
+def test_targets_of_read_only_annotations_are_encoded_once_and_of_writable_ones_every_time():
+    from clipstudy.tasks.detection import task as detection_task
+
+    boxes, classes = np.array([[5, 6, 21, 30], [40, 38, 60, 62]], np.float32), np.array([4, 9])
+    reference = detector.encode_targets(boxes, classes)
+    boxes.flags.writeable = classes.flags.writeable = False
+    frozen = Annotations(boxes, classes)
+    first = detection_task.encoded_targets(frozen, 64)
+    assert np.array_equal(first, reference) and detection_task.encoded_targets(frozen, 64) is first
+    assert not first.flags.writeable
+    assert detection_task.encoded_targets(frozen, 32).shape == (8, 8, 15)  # the input size is part of the key
+    writable = Annotations(np.array(boxes), np.array(classes))
+    assert np.array_equal(detection_task.encoded_targets(writable, 64), reference)
+    writable.boxes[0] = [0, 0, 10, 10]  # changed after encoding: encoded again, not read from a cache
+    moved = detection_task.encoded_targets(writable, 64)
+    assert np.array_equal(moved, detector.encode_targets(writable.boxes, writable.classes))
+    assert not np.array_equal(moved, reference)
+
+
+def test_prepare_gives_the_targets_encode_targets_gives_for_the_loaded_canvases():
+    task = DetectionTask("smoke")
+    train = task.load_data()[0]
+    for _ in range(2):  # the second time from the kept encodings
+        images, targets = task.prepare(train.take(np.arange(0, len(train), 3)))
+        expected = [detector.encode_targets(np.array(a.boxes), np.array(a.classes)) for a in train.y[::3]]
+        assert targets.dtype == np.float32 and np.array_equal(targets, np.stack(expected))
+        assert targets.flags.writeable  # a new array for the run

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import paths
-from clipstudy.fileio import atomic_target, sha256_file
+from clipstudy.fileio import atomic_target, file_identity, sha256_file
 
 CANONICAL_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 CANONICAL_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -279,8 +279,7 @@ def load_mnist(path: str | Path | None = None, verify: bool = True):
     path = Path(path) if path is not None else default_mnist_path()
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `make data` (or `python -m clipstudy.data`) to fetch MNIST")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = file_identity(path)
     if _LOADED.get("key") == key and (_LOADED["verified"] or not verify):
         arrays = _LOADED["arrays"]
     else:

@@ -19,7 +19,7 @@ from clipstudy.data import boxes as box_formats
 from clipstudy.data import mnist
 from clipstudy.data.canvases import SPLIT_SEEDS, SPLIT_SIZES, CanvasSpec, split_canvases
 from clipstudy.data.split import Split
-from clipstudy.fileio import atomic_target
+from clipstudy.fileio import atomic_target, file_identity
 
 import_tensorflow_quietly()
 import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow's quiet import)
@@ -84,18 +84,38 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
             )
 
 
+#: The splits read from their decoded copies in this process, read-only, by path: ``path -> (file_identity,
+#: Split)``. A warm kernel's runs (``clipstudy.study.kernels``) read each file once, and get the same
+#: ``Annotations`` objects every time, whose encoded targets the detector keeps (``DetectionTask.prepare``).
+_DECODED: dict[str, tuple[tuple, Split]] = {}
+
+
 def load_split(config: str, split: str, data_dir: str | Path | None = None) -> Split:
     """A split as a ``Split`` of ``Annotations``: read through TFDS (building it on first use) once, then from
     a decoded copy beside it (``decoded/<config>-<split>-<version>.npz``), which gives the same arrays in a
-    fraction of the time; every run of a sweep reads its canvases, so they are decoded once per machine."""
+    fraction of the time; every run of a sweep reads its canvases, so they are decoded once per machine.
+
+    What is read from the decoded copy is read-only and kept for this process: the same file again (same
+    path, size and modification time) gives the same ``Split`` without reading it."""
     root = Path(data_dir or paths.tfds_dir())
     cache = root / "decoded" / f"{config}-{split}-{MnistDetection.VERSION}.npz"
     try:
-        return _read_decoded(cache)
+        return _read_decoded_once(cache)
     except (OSError, KeyError, ValueError):
         pass
     decoded = _load_through_tfds(config, split, root)
     _write_decoded(decoded, cache)
+    return _read_decoded_once(cache)
+
+
+def _read_decoded_once(cache: Path) -> Split:
+    identity = file_identity(cache)
+    kept = _DECODED.get(identity[0])
+    if kept is not None and kept[0] == identity:
+        return kept[1]
+    _DECODED.pop(identity[0], None)  # never a stale entry beside a failed read
+    decoded = _read_decoded(cache)
+    _DECODED[identity[0]] = (identity, decoded)
     return decoded
 
 
@@ -127,6 +147,8 @@ def _read_decoded(cache: Path) -> Split:
         images, counts, boxes, classes = z["images"], z["counts"], z["boxes"], z["classes"]
     if len(counts) != len(images) or counts.sum() != len(boxes) or len(boxes) != len(classes):
         raise ValueError(f"{cache} is inconsistent")
+    for array in (images, boxes, classes):
+        array.flags.writeable = False  # shared by every later read in this process
     ends = np.cumsum(counts)
     starts = ends - counts
     return Split(images, [box_formats.Annotations(boxes[a:b], classes[a:b]) for a, b in zip(starts, ends)])

@@ -17,9 +17,11 @@ What makes a run in a warm kernel the run it would be in a kernel of its own:
 * a run that fails, a kernel that died, or one that has executed ``MAX_RUNS`` runs is replaced by a
   fresh kernel, so one bad run cannot change another and memory cannot creep.
 
-The study's modules keep no state between calls but one read-only cache, the MNIST arrays
-(``data.mnist.load_mnist``: keyed by the file's path, size and modification time), so what stays warm is
-code: imported modules, autograph's conversions, the data file read once. Tested (``tests/study/test_kernels.py``): runs
+The study's modules keep no state between calls but read-only caches of data: the MNIST arrays
+(``data.mnist.load_mnist``) and the detection canvases (``data.tfds_builder.load_split``), each keyed by
+its file's path, size and modification time, and the detector's encoded targets of those canvases
+(``tasks.detection.task.encoded_targets``). So what stays warm is code (imported modules, autograph's
+conversions) and input read and encoded once per worker. Tested (``tests/study/test_kernels.py``): runs
 executed after other runs in one kernel write the same files, bit for bit, and the same notebook
 (every output, figures included) as the same runs executed each in a fresh kernel.
 
