@@ -339,7 +339,7 @@ def _run_all(
         unit="s",
         unit_scale=False,
         disable=not progress,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left, {postfix}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left{postfix}",
     )
     try:
         # Dask does not keep submission order by itself: the explicit priority does (higher runs first).
