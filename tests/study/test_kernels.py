@@ -46,6 +46,25 @@ def printed(path: Path) -> str:
     return "".join(o.get("text", "") for _, outs in outputs(path) for o in outs)
 
 
+def warm_then_fresh(tmp_path: Path, plan: dict) -> tuple[Path, Path]:
+    """Execute ``plan``'s runs (name -> config) one after another in one warm kernel, then its last run in a
+    kernel of its own; the last run's two folders (warm, fresh)."""
+    key = kernels.KernelKey(str(RUN.parent), 1, notebooks.KERNEL)
+    try:
+        kernel = kernels.kernel_for(key)
+        for name, config in plan.items():
+            out = tmp_path / "warm" / name
+            out.mkdir(parents=True)
+            notebooks.execute(RUN, out / "nb.ipynb", {"config": config, "output_dir": str(out)}, kernel=kernel)
+        assert kernels.kernel_for(key) is kernel and kernel.runs == len(plan)
+    finally:
+        kernels.close_all()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    notebooks.execute(RUN, fresh / "nb.ipynb", {"config": list(plan.values())[-1], "output_dir": str(fresh)})
+    return tmp_path / "warm" / list(plan)[-1], fresh
+
+
 @pytest.fixture
 def kernel_key(tmp_path):
     key = kernels.KernelKey(str(tmp_path), None, "python3")
@@ -57,20 +76,8 @@ def test_runs_after_other_runs_in_a_warm_kernel_equal_the_same_runs_in_fresh_ker
     """A classifier run, a recurrent run, then another classifier run (another seed and rate) in one warm
     kernel; the last again in a kernel of its own: the same files, bit for bit, and the same notebook
     (every printed line and figure, execution counts from 1)."""
-    key = kernels.KernelKey(str(RUN.parent), 1, notebooks.KERNEL)
     plan = {"first": TINY, "adding": ADDING, "last": dict(TINY, seed=3, learning_rate=0.01)}
-    try:
-        kernel = kernels.kernel_for(key)
-        for name, config in plan.items():
-            out = tmp_path / "warm" / name
-            out.mkdir(parents=True)
-            notebooks.execute(RUN, out / "nb.ipynb", {"config": config, "output_dir": str(out)}, kernel=kernel)
-        assert kernels.kernel_for(key) is kernel and kernel.runs == 3
-    finally:
-        kernels.close_all()
-    fresh, warm = tmp_path / "fresh", tmp_path / "warm" / "last"
-    fresh.mkdir()
-    notebooks.execute(RUN, fresh / "nb.ipynb", {"config": plan["last"], "output_dir": str(fresh)})
+    warm, fresh = warm_then_fresh(tmp_path, plan)
     assert compare.run_differences(warm, fresh) == []
     assert compare.run_differences(warm, tmp_path / "warm" / "first") != []  # the comparison can tell runs apart
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
@@ -81,19 +88,7 @@ def test_runs_after_other_runs_in_a_warm_kernel_equal_the_same_runs_in_fresh_ker
 def test_a_detector_run_from_the_kept_canvases_and_targets_equals_it_in_a_fresh_kernel(tmp_path):
     """The second detector run of a warm kernel reads no canvases and encodes no targets (the first left them,
     read-only): the same files, bit for bit, and the same notebook as in a kernel of its own."""
-    key = kernels.KernelKey(str(RUN.parent), 1, notebooks.KERNEL)
-    plan = {"first": DETECTOR, "last": dict(DETECTOR, seed=2, learning_rate=0.01)}
-    try:
-        kernel = kernels.kernel_for(key)
-        for name, config in plan.items():
-            out = tmp_path / "warm" / name
-            out.mkdir(parents=True)
-            notebooks.execute(RUN, out / "nb.ipynb", {"config": config, "output_dir": str(out)}, kernel=kernel)
-    finally:
-        kernels.close_all()
-    fresh, warm = tmp_path / "fresh", tmp_path / "warm" / "last"
-    fresh.mkdir()
-    notebooks.execute(RUN, fresh / "nb.ipynb", {"config": plan["last"], "output_dir": str(fresh)})
+    warm, fresh = warm_then_fresh(tmp_path, {"first": DETECTOR, "last": dict(DETECTOR, seed=2, learning_rate=0.01)})
     assert compare.run_differences(warm, fresh) == []
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
 

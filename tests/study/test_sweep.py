@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -308,3 +309,27 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
             )
             == []
         )
+
+
+def _malloc_trim_before_and_after_a_run_would_start():
+    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    sweep.without_dask_malloc_trim()
+    return before, os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_kernels_started_by_a_sweep_worker_do_without_the_nannys_malloc_trim_setting():
+    """Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536; what a worker starts (kernels, probes)
+    must not inherit it (it halves TensorFlow's step speed). Asked of a real worker of the sweep's cluster."""
+    client, cluster = sweep._start_client(None, 1, 1)
+    try:
+        before, after = client.submit(_malloc_trim_before_and_after_a_run_would_start, pure=False).result()
+    finally:
+        client.close()
+        cluster.close()
+    assert before == "65536" and after is None
+
+
+def test_a_malloc_trim_setting_of_the_users_own_is_kept(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    sweep.without_dask_malloc_trim()
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "131072"

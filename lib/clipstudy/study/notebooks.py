@@ -101,12 +101,17 @@ def execute(
         if not kept:
             log.unlink(missing_ok=True)
     finally:
-        if running.exists():
-            nb = clean(nbformat.read(running, as_version=4), keep_papermill)
-            with atomic_target(target) as tmp:
-                nbformat.write(nb, str(tmp))
-            running.unlink()
+        _publish_executed(running, target, keep_papermill)
     return target
+
+
+def _publish_executed(running: Path, target: Path, keep_papermill: bool) -> None:
+    """The executed notebook papermill left at ``running`` (whole or up to a failed cell), cleaned, to ``target``."""
+    if running.exists():
+        nb = clean(nbformat.read(running, as_version=4), keep_papermill)
+        with atomic_target(target) as tmp:
+            nbformat.write(nb, str(tmp))
+        running.unlink()
 
 
 def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log) -> Path:
@@ -143,11 +148,7 @@ def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output
     finally:
         if log.exists():
             kernel.copy_log(since, log)
-        if running.exists():
-            nb = clean(nbformat.read(running, as_version=4), keep_papermill)
-            with atomic_target(target) as tmp:
-                nbformat.write(nb, str(tmp))
-            running.unlink()
+        _publish_executed(running, target, keep_papermill)
     return target
 
 
