@@ -28,8 +28,12 @@ DEFERRED = {
     "tensorboard",
     "clipstudy.data.tfds_builder",
     "matplotlib",
-    "clipstudy.clipping.optimizer",
-}  # the last: Keras classes, defined when first asked for
+    "clipstudy.clipping.optimizer",  # Keras classes, defined when first asked for
+    "IPython",  # in a kernel only
+    "jupyter_client",
+    "clipstudy.study.kernels",  # kernels and notebooks use each other: the calls defer the import
+    "clipstudy.study.notebooks",
+}
 
 
 def modules():

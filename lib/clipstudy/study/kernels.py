@@ -32,7 +32,9 @@ receives the part written while it ran.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -49,9 +51,6 @@ RESET_TIMEOUT_S = 120
 
 def reset_kernel_state() -> None:
     """Run in the kernel before each run: forget everything the previous run left (see the module's text)."""
-    import gc
-    import sys
-
     from IPython import get_ipython
 
     shell = get_ipython()

@@ -119,7 +119,7 @@ def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output
     what the kernel wrote to its own meanwhile go to ``log``, as in a kernel started for the notebook."""
     import papermill as pm
 
-    from clipstudy.study import kernels
+    import clipstudy.study.kernels as kernels
 
     source, target = Path(source), Path(target)
     running = target.with_name(f".{target.stem}.running{target.suffix}")
