@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -47,6 +48,32 @@ def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
         assert summary["params_hash"] == spec.run_id.rsplit("-", 1)[1]
         assert summary["method"] == spec.params["method"]
         assert summary["learning_rate"] == spec.params["learning_rate"]
+
+
+@pytest.mark.parametrize("finished", [0, 3])
+def test_the_progress_bar_ends_at_100_percent_in_any_finishing_order(finished):
+    """The smoke profile's estimated costs, cheapest first as the sweep runs them: as float seconds their
+    running sum overshoots their total by a last bit (tqdm then printed "-00:00 left" and a TqdmWarning);
+    the bar's whole milliseconds end exactly at its total, from no runs or from some finished."""
+    import io
+
+    from tqdm import TqdmWarning
+
+    _, specs = profiles.load_profile("smoke")
+    cost = {s.run_id: sweep.estimated_seconds(s.config) for s in specs}
+    order = sorted(cost, key=lambda r: (cost[r], r))
+    done, todo = order[:finished], order[finished:]
+    for way in (todo, todo[::-1]):
+        bar, work = sweep.progress_bar(cost, done, "smoke")
+        bar.fp = io.StringIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TqdmWarning)
+            for run_id in way:
+                bar.update(work[run_id])
+            line = str(bar)
+        bar.close()
+        assert bar.n == bar.total and line.startswith("sweep smoke: 100%") and "-00:00" not in line
+        assert sorted(work) == sorted(cost) and all(abs(work[r] / 1000 - cost[r]) <= 0.0005 + 1e-9 for r in cost)
 
 
 def test_a_second_invocation_runs_nothing(smoke_sweep):

@@ -338,6 +338,24 @@ def _close_kernels(client) -> None:
         print(f"warning: could not close the workers' kernels ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
+def progress_bar(cost: dict[str, float], finished: list[str], profile: str, progress: bool = True):
+    """The sweep's bar and what each run adds to it: ``cost``'s estimated seconds of each run as whole
+    milliseconds, so that its time left weighs each run by what it costs and its count ends exactly at its
+    total whatever order the runs finish in (a sum of floats in another order can overshoot it by a last bit,
+    which tqdm shows as "-00:00 left" with a warning). It starts at the ``finished`` runs' work."""
+    work = {run_id: max(1, round(1000 * seconds)) for run_id, seconds in cost.items()}
+    bar = tqdm(
+        total=sum(work.values()),
+        initial=sum(work[r] for r in finished),
+        desc=f"sweep {profile}",
+        unit="ms",
+        unit_scale=False,
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left{postfix}",
+    )
+    return bar, work
+
+
 def _run_all(
     client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool, warm: bool = True
 ) -> None:
@@ -348,16 +366,7 @@ def _run_all(
     cost = {s.run_id: estimated_seconds(s.config) for s in specs}
     todo = sorted((s for s in specs if not places.finished(s.run_id)), key=lambda s: (cost[s.run_id], s.run_id))
     result.skipped = [s.run_id for s in specs if s not in todo]
-    # The bar counts estimated seconds of work, so its time left weighs each run by what it costs.
-    bar = tqdm(
-        total=sum(cost.values()),
-        initial=sum(cost[r] for r in result.skipped),
-        desc=f"sweep {result.profile}",
-        unit="s",
-        unit_scale=False,
-        disable=not progress,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} left{postfix}",
-    )
+    bar, work = progress_bar(cost, result.skipped, result.profile, progress)
     try:
         # Dask does not keep submission order by itself: the explicit priority does (higher runs first).
         futures = as_completed(
@@ -375,7 +384,7 @@ def _run_all(
             else:
                 places.publish(status["run_id"])
                 (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
-            bar.update(cost[status["run_id"]])
+            bar.update(work[status["run_id"]])
             bar.set_postfix_str(
                 f"{len(result.done)} run, {len(result.failed)} failed, "
                 f"{len(todo) - len(result.done) - len(result.failed)} to go"
