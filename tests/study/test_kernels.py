@@ -93,6 +93,14 @@ def test_a_detector_run_from_the_kept_canvases_and_targets_equals_it_in_a_fresh_
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
 
 
+def test_a_recurrent_run_from_the_kept_sequences_equals_it_in_a_fresh_kernel(tmp_path):
+    """The second recurrent run of a warm kernel generates no sequences (the first left them, read-only): the
+    same files, bit for bit, and the same notebook as in a kernel of its own."""
+    warm, fresh = warm_then_fresh(tmp_path, {"first": ADDING, "last": dict(ADDING, seed=2, learning_rate=0.01)})
+    assert compare.run_differences(warm, fresh) == []
+    assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
+
+
 def test_a_run_in_a_warm_kernel_sees_nothing_the_previous_run_defined(tmp_path, kernel_key):
     first = notebook_of(tmp_path / "a.ipynb", "leftover = 41", "import os\nprint(os.getpid())")
     second = notebook_of(tmp_path / "b.ipynb", "print('leftover' in dir(), tag)", "import os\nprint(os.getpid())")

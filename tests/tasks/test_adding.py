@@ -36,6 +36,24 @@ def test_generated_sequences_have_one_marker_in_each_half_and_their_sum_as_targe
     assert abs(big.var() - adding.TARGET_VARIANCE) < 0.005 and abs(big.mean() - 1.0) < 0.01
 
 
+def test_a_process_generates_each_split_once_read_only_and_equal_to_a_fresh_generation(monkeypatch):
+    monkeypatch.setattr(adding, "_GENERATED", {})
+    monkeypatch.setattr(adding, "MAX_GENERATED", 2)
+    first = adding.generated(300, 7, 1)
+    again = adding.generated(300, 7, 1)
+    assert again[0] is first[0] and again[1] is first[1]  # reused, not generated again
+    fresh = adding.make_adding(300, 7, 1)
+    assert all(np.array_equal(p, q) and p.dtype == q.dtype for p, q in zip(first, fresh))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0, 0, 0] = 5.0
+    assert fresh[0].flags.writeable  # make_adding's own arrays stay the caller's
+    task_split = adding.AddingTask(length=7).load_data()[0]
+    assert not task_split.x.flags.writeable  # the task reads through the cache
+    adding.generated(300, 7, 2)
+    assert list(adding._GENERATED) == [(2000, 7, 3), (300, 7, 2)]  # bounded: the oldest went first
+    assert adding.generated(300, 7, 1)[0] is not first[0]
+
+
 def test_generation_is_deterministic_and_the_splits_are_disjoint_by_seed():
     a = adding.make_adding(100, 12, seed=1)
     b = adding.make_adding(100, 12, seed=1)
