@@ -32,6 +32,8 @@ output_dir = None  # where the run's files go; None: keep them in memory only
 stop_after = None  # train only the run's first this many steps (make reproduce's prefix check); None: all
 
 # %%
+# The run's figures lay themselves out (clipstudy.analysis.runplots): shown uncropped, each is drawn once.
+# %config InlineBackend.print_figure_kwargs = {"bbox_inches": None}
 from clipstudy.analysis import runplots as plots
 from clipstudy.study.run import facts_text, run_one, summary_text
 from clipstudy.study.runfiles import format_params

@@ -224,6 +224,7 @@ def _sample_figure(result, config, count: int = 500):
     )
     ax.legend(fontsize="small")
     fig.tight_layout()
+    fig.draw_without_rendering()  # laid out now: a notebook's inline backend then renders it once, not twice
     return fig
 
 

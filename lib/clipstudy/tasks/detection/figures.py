@@ -43,4 +43,5 @@ def draw_detections(
     legend = "green: ground truth" + ("; red dashed: detections (class:score)" if boxes is not None else "")
     fig.suptitle(f"{title} ({legend})")
     fig.tight_layout()
+    fig.draw_without_rendering()  # laid out now: a notebook's inline backend then renders it once, not twice
     return fig
