@@ -274,3 +274,97 @@ def test_a_prefix_is_the_whole_runs_first_steps_bit_for_bit(mnist_splits):
 def test_a_bad_prefix_length_names_the_value(mnist_splits, bad):
     with pytest.raises(ValueError, match=f"stop_after={bad!r} is invalid"):
         training.train(RunConfig(**SMALL), ClassificationTask(), mnist_splits, progress=False, stop_after=bad)
+
+
+def _numbers(run):
+    """A run's steps and evaluations without their timings, and its trained weights."""
+    steps = run.steps.drop(columns=["step_time_s"])
+    epochs = run.epochs.drop(columns=["wall_time_s", "eval_time_s"])
+    return steps, epochs, run.model.get_weights()
+
+
+def _assert_same(a, b):
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    for x, y in zip(a[2], b[2], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(method="zclip", clip_params={"warmup_steps": 3}, optimizer="adam", learning_rate=0.003),
+        dict(method="global_norm", clip_params={"threshold": 1.0}, optimizer="momentum", learning_rate=0.05),
+    ],
+    ids=["zclip-adam", "global_norm-momentum"],
+)
+def test_a_run_that_reuses_a_compiled_step_equals_the_run_traced_anew(mnist_splits, params):
+    """``reuse_compiled``: a second run of the same shape (another seed, rate and training subset) starts
+    from the first run's compiled step, loaded with its own weights, optimizer slots, clipper state and
+    examples, and gives the numbers it gives traced anew, bit for bit; the first run's model keeps its
+    own weights."""
+    from clipstudy.training import step
+
+    def run(seed, rate, reuse):
+        config = RunConfig(**{**SMALL, **params, "seed": seed, "learning_rate": rate})
+        return training.train(config, ClassificationTask(), mnist_splits, progress=False, reuse_compiled=reuse)
+
+    step.forget_compiled()
+    fresh = _numbers(run(2, params["learning_rate"] / 3, reuse=False))
+    assert not step._kept  # a run that does not reuse leaves nothing
+    first = run(1, params["learning_rate"], reuse=True)
+    first_weights = [w.copy() for w in first.model.get_weights()]
+    key = next(iter(step._kept))
+    assert step.kept_run_waits(key)
+    reused = _numbers(run(2, params["learning_rate"] / 3, reuse=True))
+    assert step.kept_run_waits(key)  # handed back for the next run
+    _assert_same(reused, fresh)
+    for kept, now in zip(first_weights, first.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, now)
+    step.forget_compiled()
+
+
+def test_a_compiled_step_of_another_shape_or_optimizer_is_not_reused(mnist_splits):
+    from clipstudy.training import step
+
+    step.forget_compiled()
+    base = dict(method="global_norm", clip_params={"threshold": 1.0}, optimizer="sgd", learning_rate=0.1, seed=0)
+    training.train(
+        RunConfig(**{**SMALL, **base}), ClassificationTask(), mnist_splits, progress=False, reuse_compiled=True
+    )
+    (key,) = step._kept
+    other = RunConfig(**{**SMALL, **base, "optimizer": "adam"})
+    assert not step.kept_run_waits(training.loop._compiled_key(other, ClassificationTask(), other.clipper()))
+    kept = step._kept[key]
+    larger = RunConfig(**{**SMALL, **base, "train_subset": 448})
+    x, y = ClassificationTask().prepare(training.loop.run_splits(larger, mnist_splits)[0])
+    net = ClassificationTask().build_model()
+    assert not kept.fits(net, keras.optimizers.SGD(0.1), larger.clipper(), x, y, (28, 28, 1))
+    assert kept.fits(net, keras.optimizers.SGD(0.5), larger.clipper(), x[:384], y[:384], (28, 28, 1))
+    step.forget_compiled()
+
+
+def test_seeding_without_tensorflow_seeds_python_numpy_and_keras_as_keras_does():
+    import random
+
+    draws = []
+    for tensorflow in (True, False):
+        training.set_determinism(11, tensorflow=tensorflow)
+        draws.append((random.random(), np.random.rand(), keras.random.uniform((3,)).numpy().tolist()))
+        assert keras.src.utils.rng_utils.get_random_seed() == 11
+    assert draws[0] == draws[1]
+
+
+def test_a_step_with_a_stateful_random_op_is_seen_as_drawing_from_the_global_seed():
+    from clipstudy.training.step import _draws_from_global_seed
+
+    tf = pytest.importorskip("tensorflow")
+    spec = [tf.TensorSpec([None], tf.float32)]
+    noisy = tf.function(lambda x: x + tf.random.uniform(tf.shape(x)), input_signature=spec)
+    in_branch = tf.function(lambda x: tf.cond(tf.reduce_sum(x) > 0, lambda: x + tf.random.normal([1]), lambda: x),
+                            input_signature=spec)  # fmt: skip
+    stateless = tf.function(lambda x: x + tf.random.stateless_uniform(tf.shape(x), seed=[1, 2]), input_signature=spec)
+    dropout = keras.layers.Dropout(0.5, seed=3)
+    with_keras_dropout = tf.function(lambda x: dropout(x, training=True), input_signature=spec)
+    assert _draws_from_global_seed(noisy) and _draws_from_global_seed(in_branch)
+    assert not _draws_from_global_seed(stateless) and not _draws_from_global_seed(with_keras_dropout)

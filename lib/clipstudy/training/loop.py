@@ -8,6 +8,7 @@ diverging run early, marking it as such: divergence is a result.
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from clipstudy.training.config import RunConfig
 from clipstudy.training.monitor import DivergenceMonitor
 from clipstudy.training.optimizers import make_optimizer
 from clipstudy.training.spikes import spike_plan
-from clipstudy.training.step import make_predict, make_train_step
+from clipstudy.training.step import compile_run, kept_run_waits
 from clipstudy.training.steplog import StepLog
 from clipstudy.training.summary import summarize
 
@@ -65,9 +66,24 @@ def set_threads(threads: int) -> None:
         ) from exc
 
 
-def set_determinism(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic."""
-    keras.utils.set_random_seed(seed)
+def set_determinism(seed: int, tensorflow: bool = True) -> None:
+    """Seed Python, NumPy, Keras and (unless ``tensorflow`` is False) TensorFlow's global seed, as
+    ``keras.utils.set_random_seed`` does, and make TensorFlow's ops deterministic.
+
+    TensorFlow's seed is what its stateful random ops (``tf.random.uniform`` without a seed) draw from;
+    setting it also clears the kernels TensorFlow keeps, compiled functions' included (re-optimizing a
+    ``quick`` classifier's step costs 0.25 s). A run that reuses a compiled step leaves it alone: a step is
+    reused only if it has no such ops (``training.step``), and Keras draws from its own generator.
+    """
+    if tensorflow:
+        keras.utils.set_random_seed(seed)
+    else:
+        rng_utils = keras.src.utils.rng_utils
+        global_state = keras.src.backend.common.global_state
+        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+        global_state.set_global_attribute(keras.src.random.seed_generator.GLOBAL_SEED_GENERATOR, None)
+        random.seed(seed)
+        np.random.seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 
@@ -106,7 +122,14 @@ class _Evaluations:
 
 
 def train(
-    config: RunConfig, task, data: tuple[Split, Split], *, model=None, progress=True, stop_after=None
+    config: RunConfig,
+    task,
+    data: tuple[Split, Split],
+    *,
+    model=None,
+    progress=True,
+    stop_after=None,
+    reuse_compiled=False,
 ) -> RunResult:
     """Train ``task``'s model as ``config`` says and record what clipping did.
 
@@ -117,6 +140,9 @@ def train(
       model: a zero-argument builder or a built model instead of ``task.build_model`` (built after seeding).
       progress: show a progress bar.
       stop_after: stop after this many steps, scored there (the whole run's first steps: a prefix), or None.
+      reuse_compiled: start from the compiled step an earlier run of the same shape left in this process, and
+        leave this one's (``training.step``: same numbers as a step traced anew). Only for a ``task`` made
+        from ``config`` (``tasks.for_config``, as ``run_one`` does): ``config`` names what the step depends on.
 
     Returns:
       ``RunResult`` with ``steps`` (one row per optimizer step: ``loss``, ``norm_before``,
@@ -126,25 +152,15 @@ def train(
     _check_stop_after(stop_after)  # before any model is built
     started = time.perf_counter()
     clip = config.clipper()
-    set_determinism(config.seed)
-    net = _build(model or task.build_model)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate)
-    train_split, validation_split, test_split = run_splits(config, data)
-    x_train, y_train = task.prepare(train_split)
-    x_test, test_targets = task.prepare_test(test_split)
-    validation = task.prepare_test(validation_split) if validation_split is not None else None
-    train_step = make_train_step(net, task, clip, optimizer, tf.constant(x_train), tf.constant(y_train))
-    evaluations = _Evaluations(
-        task, make_predict(net, x_test.shape[1:]), x_test, test_targets, time.perf_counter(), validation
-    )
-
+    net, compiled, (train_split, test_split), evaluations = _start(config, task, data, clip, model, reuse_compiled)
     setup_s = time.perf_counter() - started
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    divergence, images_seen = _run_epochs(config, train_step, len(train_split), log, evaluations, bar, stop_after)
+    divergence, seen = _run_epochs(config, compiled.train_step, len(train_split), log, evaluations, bar, stop_after)
     wall = time.perf_counter() - evaluations.start
     bar.close()
+    compiled.finish(net)
 
     steps, epochs = log.frame(steps_per_epoch, config.epochs), evaluations.frame()
     summary = summarize(
@@ -155,7 +171,7 @@ def train(
         epochs,
         train_images=len(train_split),
         test_images=len(test_split),
-        images_seen=images_seen,
+        images_seen=seen,
         steps_planned=log.capacity,
         divergence=divergence,
         wall_time_s=wall,
@@ -165,6 +181,34 @@ def train(
     summary["timings"] = phase_timings(setup_s, steps, epochs, wall)
     summary.update({} if stop_after is None else {"stopped_after": stop_after})  # a prefix: its metrics are its own
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
+
+
+def _start(config: RunConfig, task, data, clip, model, reuse_compiled: bool):
+    """The run's model (built once it is seeded), its compiled step and prediction function, its training
+    and test splits, and its evaluations."""
+    key = _compiled_key(config, task, clip) if reuse_compiled and model is None else None
+    reusing = key is not None and kept_run_waits(key)
+    # A model to compile if no finished run left one, built before the run is seeded: the run's numbers
+    # do not see it.
+    spare = task.build_model() if key is not None and not reusing else None
+    set_determinism(config.seed, tensorflow=not reusing)
+    net = _build(model or task.build_model)
+    optimizer = make_optimizer(config.optimizer, config.learning_rate)
+    train_split, validation_split, test_split = run_splits(config, data)
+    x_train, y_train = task.prepare(train_split)
+    x_test, test_targets = task.prepare_test(test_split)
+    validation = task.prepare_test(validation_split) if validation_split is not None else None
+    unseeded = config.seed if reusing else None  # TensorFlow's seed, set if the step is traced after all
+    compiled = compile_run(net, task, clip, optimizer, x_train, y_train, x_test.shape[1:], key, spare, unseeded)
+    evaluations = _Evaluations(task, compiled.predict, x_test, test_targets, time.perf_counter(), validation)
+    return net, compiled, (train_split, test_split), evaluations
+
+
+def _compiled_key(config: RunConfig, task, clip) -> tuple:
+    """What a run's compiled step depends on beyond the shapes ``Compiled.fits`` checks: the task (made
+    from ``config``), the clipper's rule and parameters, the optimizer's kind."""
+    task_id = (type(task).__qualname__, config.task, repr(config.task_params), config.dataset)
+    return (*task_id, repr(clip), config.optimizer)
 
 
 def _check_stop_after(stop_after) -> None:
