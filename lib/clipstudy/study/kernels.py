@@ -20,8 +20,11 @@ What makes a run in a warm kernel the run it would be in a kernel of its own:
 The study's modules keep no state between calls but read-only caches of data: the MNIST arrays
 (``data.mnist.load_mnist``) and the detection canvases (``data.tfds_builder.load_split``), each keyed by
 its file's path, size and modification time, and the detector's encoded targets of those canvases
-(``tasks.detection.task.encoded_targets``). So what stays warm is code (imported modules, autograph's
-conversions) and input read and encoded once per worker. Tested (``tests/study/test_kernels.py``): runs
+(``tasks.detection.task.encoded_targets``); and the last run's compiled training step, which a run of the
+same shape loads its own start into (its weights, optimizer slots, clipper state and examples) instead of
+tracing it again (``training.step``). So what stays warm is code (imported modules, autograph's
+conversions, compiled steps) and input read and encoded once per worker. A kernel starts with glibc's
+allocator tuned for TensorFlow's large buffers (``notebooks.KERNEL_MALLOC``). Tested (``tests/study/test_kernels.py``): runs
 executed after other runs in one kernel write the same files, bit for bit, and the same notebook
 (every output, figures included) as the same runs executed each in a fresh kernel.
 
@@ -111,12 +114,15 @@ class WarmKernel:
     def _start_once(self) -> None:
         from jupyter_client.manager import KernelManager  # deferred: only executions need it
 
-        from clipstudy.study.notebooks import stderr_to
+        from clipstudy.study.notebooks import kernel_environment, stderr_to
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         self.km = KernelManager(kernel_name=self.key.kernel_name)
         with stderr_to(None if verbose() else self.log):  # inherited by the kernel for its whole life
-            self.km.start_kernel(cwd=self.key.cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])
+            self.km.start_kernel(
+                cwd=self.key.cwd,
+                env=kernel_environment(os.environ),
+                extra_arguments=["--HistoryManager.hist_file=:memory:"],
+            )
         self.kc = self.km.client()
         self.kc.start_channels()
         try:

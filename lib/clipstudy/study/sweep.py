@@ -165,7 +165,7 @@ class SweepResult:
 def execute_probe(config, path: str) -> dict[str, Any]:
     """Run one threshold probe in a child process (its own TensorFlow, threads from ``config``); a Dask task."""
     without_dask_malloc_trim()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = notebooks.kernel_environment(os.environ)
     done = subprocess.run(
         [sys.executable, "-m", "clipstudy.study.probes", "--config", json.dumps(config.to_params()), "--out", path],
         env=env,
