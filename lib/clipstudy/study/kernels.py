@@ -24,9 +24,10 @@ its file's path, size and modification time, and the detector's encoded targets 
 same shape loads its own start into (its weights, optimizer slots, clipper state and examples) instead of
 tracing it again (``training.step``). So what stays warm is code (imported modules, autograph's
 conversions, compiled steps) and input read and encoded once per worker. A kernel starts with glibc's
-allocator tuned for TensorFlow's large buffers (``notebooks.KERNEL_MALLOC``). Tested (``tests/study/test_kernels.py``): runs
-executed after other runs in one kernel write the same files, bit for bit, and the same notebook
-(every output, figures included) as the same runs executed each in a fresh kernel.
+allocator tuned for TensorFlow's large buffers (``notebooks.KERNEL_MALLOC``). Tested
+(``tests/study/test_kernels.py``): runs executed after other runs in one kernel write the same files, bit
+for bit, and the same notebook (every output, figures included) as the same runs executed each in a fresh
+kernel.
 
 The kernel's own standard error (C++ log lines) goes to a file per kernel; each run's ``kernel.log``
 receives the part written while it ran.
