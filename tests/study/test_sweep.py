@@ -360,3 +360,17 @@ def test_a_malloc_trim_setting_of_the_users_own_is_kept(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     sweep.without_dask_malloc_trim()
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "131072"
+
+
+def test_the_sweep_runs_every_arm_of_a_seed_before_the_next_seed():
+    """Pairs share a machine: stage 3's calibration is ordered whole seeds at a time (every arm of seed 10 of
+    an experiment before any run of seed 11), so a sitting cut short leaves complete pairs, not one arm of many
+    seeds; within a seed, cheapest first."""
+    _, specs = profiles.load_profile("paper")
+    cell = [s for s in specs if s.experiment == "stage3_adding_calibration"]
+    cost = {s.run_id: sweep.estimated_seconds(s.config) for s in cell}
+    order = sweep.run_order(list(reversed(cell)), cost)
+    seeds = [s.config.seed for s in order]
+    assert sorted(set(seeds)) == [10, 11] and seeds == sorted(seeds)  # one seed's arms all before the next's
+    first = [cost[s.run_id] for s in order if s.config.seed == seeds[0]]
+    assert first == sorted(first) and len(first) == len(cell) // 2

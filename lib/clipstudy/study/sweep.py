@@ -356,15 +356,34 @@ def progress_bar(cost: dict[str, float], finished: list[str], profile: str, prog
     return bar, work
 
 
+def run_order(specs: list[RunSpec], cost: dict[str, float]) -> list[RunSpec]:
+    """The order a sweep starts its runs in: whole seeds of an experiment together (every arm of a seed,
+    cheapest seed group first, cheapest run first within it), so that a sitting cut short leaves complete
+    pairs trained on one machine rather than one arm of many seeds."""
+    group_cost: dict[tuple[str, int], float] = {}
+    for s in specs:
+        key = (s.experiment, s.config.seed)
+        group_cost[key] = group_cost.get(key, 0.0) + cost[s.run_id]
+    return sorted(
+        specs,
+        key=lambda s: (
+            group_cost[(s.experiment, s.config.seed)],
+            s.experiment,
+            s.config.seed,
+            cost[s.run_id],
+            s.run_id,
+        ),
+    )
+
+
 def _run_all(
     client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool, warm: bool = True
 ) -> None:
     from dask.distributed import as_completed  # deferred with the client
 
     root = places.root
-    # Cheapest first: a sweep cut short has finished as many runs as it could.
     cost = {s.run_id: estimated_seconds(s.config) for s in specs}
-    todo = sorted((s for s in specs if not places.finished(s.run_id)), key=lambda s: (cost[s.run_id], s.run_id))
+    todo = run_order([s for s in specs if not places.finished(s.run_id)], cost)
     result.skipped = [s.run_id for s in specs if s not in todo]
     bar, work = progress_bar(cost, result.skipped, result.profile, progress)
     try:
