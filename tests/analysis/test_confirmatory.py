@@ -93,7 +93,10 @@ def test_q2_pools_the_failing_cells_and_uses_mcnemar():
     assert rescued.verdict == "clipping rescues training" and rescued.effect.p == pytest.approx(2 * 0.5**6)
     assert "rescued 6, broken 0" in rescued.numbers and rescued.effect.n == 20
     nothing = claims.q2_stable_range(failing_table({}))
-    assert nothing.verdict == "no significant difference in failures" and nothing.effect.p == 1.0
+    # every run of both arms failed: the contrast cannot tell whether clipping helps, and says so
+    assert nothing.verdict.startswith("uninformative: no run of either arm learned") and nothing.effect.p == 1.0
+    assert "per optimizer (secondary, Holm): sgd rescued 5 of 5, broken 0" in rescued.numbers
+    assert rescued.per_optimizer == {"sgd": (0, 5, 5), "momentum": (0, 1, 5), "rmsprop": (0, 0, 5), "adam": (0, 0, 5)}
 
 
 def test_q3_reads_the_detector_at_its_unstable_rate_with_the_probe_threshold():
@@ -126,6 +129,27 @@ def test_q4_chooses_the_adding_rate_on_validation_and_reads_it_and_the_next_one(
     answer = claims.q4_positive_control(pd.concat([table, pd.DataFrame(confirm)], ignore_index=True))
     assert answer.verdict == "clipping rescues training" and answer.effect.n == 10
     assert "lr=0.03, 0.1" in answer.tested_where
+
+
+def test_q4_is_uninformative_where_no_run_of_either_arm_learned_and_counts_each_kind():
+    """Stage 2's positive control as published: unclipped runs diverged or stalled, clipped runs stalled, and
+    the best test MSE (0.149) no better than a model that finds one of the two values (1/12): the contrast says
+    so instead of "no significant difference", and its numbers count diverged, stalled and learned apart."""
+    explore = runs(task="adding", lr=0.01, seeds=(0, 1), values=(0.05, 0.05), metric="final_val_r2")
+    confirm = []
+    for lr in (0.01, 0.03):
+        diverged = (True, False, True, False, False) if lr == 0.03 else (False,) * 5
+        base = runs(task="adding", lr=lr, failed=(True,) * 5, metric="final_test_mse", values=(0.16,) * 5)
+        confirm += [{**r, "diverged": d} for r, d in zip(base, diverged)]
+        confirm += runs(task="adding", lr=lr, label=claims.CANONICAL, failed=(True,) * 4 + (False,),
+                        metric="final_test_mse", values=(0.16,) * 4 + (0.149,), diverged=False,
+                        clip_fraction=0.4)  # fmt: skip
+    for r in confirm:
+        r["failure"] = "diverged: non-finite" if r["diverged"] else ("collapsed: r2" if r["failed"] else None)
+    answer = claims.q4_positive_control(pd.concat([pd.DataFrame(explore), pd.DataFrame(confirm)], ignore_index=True))
+    assert answer.verdict.startswith("uninformative: no run of either arm learned (best test MSE 0.149")
+    assert "outcomes unclipped: 2 diverged, 8 stalled; clipped: 8 stalled, 2 learned" in answer.numbers
+    assert "the clipped arm clipped 40.0% of steps" in answer.numbers
 
 
 # --- a complete confirmatory answer decides its claim, by the rule written beside DECIDED_BY --------------
@@ -178,7 +202,7 @@ def test_claim_3a_is_decided_by_the_positive_control(q4, expected):
         {"Q4": answer("Q4", q4), "Q2": answer("Q2", "clipping rescues training")}
     )
     assert (verdict, question) == (expected, "Q4")
-    assert words.endswith("the classifier at its failing rates: clipping rescues training")
+    assert "the classifier at its failing rates: clipping rescues training, pooled" in words
 
 
 @pytest.mark.parametrize(

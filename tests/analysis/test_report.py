@@ -141,10 +141,12 @@ def test_method_table_averages_over_seeds(profile_path):
     t = report.method_table(table.summaries)
     row = t[(t.optimizer == "adam") & (t.method == "global_norm")].iloc[0]
     assert row["runs"] == 2
-    assert row["test_accuracy"] == pytest.approx(np.mean([0.95, 0.85]))
+    assert row["test_accuracy median"] == pytest.approx(np.median([0.95, 0.85]))
+    assert (row["test_accuracy min"], row["test_accuracy max"]) == (0.85, 0.95)
     assert row["clip_fraction"] == pytest.approx(0.75)
     sgd_none = t[(t.optimizer == "sgd") & (t.method == "none")].iloc[0]
-    assert sgd_none["diverged"] == 1.0
+    assert (sgd_none["diverged"], sgd_none["stalled"], sgd_none["learned"]) == (sgd_none["runs"], 0, 0)
+    assert np.isnan(sgd_none["test_accuracy median"])  # a diverged run's metric is never averaged
     assert t[t.optimizer == "adam"]["method"].tolist() == ["none", "global_norm"]  # study order
 
 
@@ -424,7 +426,36 @@ def test_method_table_never_averages_runs_of_different_lengths():
     )  # fmt: skip
     t = report.method_table(rows)
     assert t["epochs"].tolist() == [3, 10]
-    assert t["test_accuracy"].tolist() == [pytest.approx(0.981), pytest.approx(0.9905)]
+    assert t["test_accuracy median"].tolist() == [pytest.approx(0.981), pytest.approx(0.9905)]
+
+
+def test_outcomes_are_counted_as_three_kinds_and_a_diverged_metric_is_never_summarised():
+    """docs/protocol.md's kinds, from each run's fields: the loop's divergence, an explosion it did not stop
+    (final loss above 100 times the loss at step 0, as the adding runs that ended at 1e15), the task's floor."""
+    from clipstudy.analysis import outcomes
+
+    def run(i, diverged, failure, loss, acc):
+        return {"run_id": f"r{i}", "optimizer": "sgd", "learning_rate": 0.1, "epochs": 3, "method": "none",
+                "clip_params": "", "diverged": diverged, "failure": failure, "final_train_loss": loss,
+                "loss_start": 2.3, "final_test_accuracy": acc, "clip_fraction": 0.0}  # fmt: skip
+
+    rows = pd.DataFrame(
+        [
+            run(0, True, "diverged: non-finite loss or gradient", float("nan"), 0.098),
+            run(1, False, "collapsed: test accuracy 0.1135 < 0.2", 6.0e8, 0.1135),  # exploded: 2.6e8 x its start
+            run(2, False, "collapsed: test accuracy 0.1135 < 0.2", 2.30, 0.1135),  # stalled at chance
+            run(3, False, None, 0.05, 0.97),
+            run(4, False, None, 0.04, 0.98),
+        ]
+    )
+    assert outcomes.add_outcomes(rows)["outcome"].tolist() == ["diverged", "diverged", "stalled", "learned", "learned"]
+    (row,) = report.method_table(rows).to_dict("records")
+    assert (row["diverged"], row["stalled"], row["learned"]) == (2, 1, 2)
+    kept = [0.1135, 0.97, 0.98]  # the stalled run stays; the two diverged runs do not enter the median
+    assert row["test_accuracy median"] == pytest.approx(np.median(kept))
+    assert (row["test_accuracy min"], row["test_accuracy max"]) == (min(kept), max(kept))
+    assert outcomes.counts_text(["stalled", "learned", "stalled"]) == "2 stalled, 1 learned"
+    assert "normalisation" in outcomes.clipping_words(0.994) and "normalisation" not in outcomes.clipping_words(0.3)
 
 
 def test_stability_map_marks_collapsed_runs_and_tells_092_from_099():

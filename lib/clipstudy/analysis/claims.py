@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from clipstudy.analysis import stats
+from clipstudy.analysis import outcomes, stats
 from clipstudy.fileio import atomic_target
 
 MIN_SEEDS = 5
@@ -541,6 +541,11 @@ PROBE_MEDIAN = "global_norm (threshold=p50 of probe)"
 #: next one above it.
 ADDING = {"task": "adding", "optimizer": "sgd"}
 ADDING_RATES = (0.01, 0.03, 0.1)
+#: The adding problem's test MSE of a model that finds one of the two marked values and guesses the other's
+#: mean (1/12): a run no better than this has not learned the task, whatever the failure floor says.
+ONE_VALUE_MSE = 1.0 / 12.0
+#: The optimizers in the order every table lists them.
+OPTIMIZER_ORDER = ("sgd", "momentum", "rmsprop", "adam")
 
 
 @dataclass
@@ -553,6 +558,8 @@ class Answer:
     effect: stats.Effect | None = None
     tested_where: str = ""
     complete: bool = False  # every cell it reads has its MIN_SEEDS seeds: only then may it decide a claim
+    #: a pooled failure contrast's pairs per optimizer: (broken, rescued, pairs), a secondary beside it
+    per_optimizer: dict = field(default_factory=dict)
 
 
 def confirmatory(s: pd.DataFrame) -> pd.DataFrame:
@@ -599,11 +606,48 @@ def q1_tuned_against_tuned(s: pd.DataFrame) -> list[Answer]:
     for (opt, p, effect), q in zip(found, adjusted):
         rates = TUNED_RATES[opt]
         where = f"classifier, {opt}: {CANONICAL} at lr={rates[CANONICAL]:g} vs none at lr={rates['none']:g}, 3 epochs"
-        numbers = f"{where}: final test accuracy {effect.format()}, Holm p={q:.2g}"
+        numbers = f"{where}: final test accuracy {effect.format()}, Holm p={q:.2g}; the clipped arm {clip_share(p)}"
         seeds = p["seed"].nunique()
         verdict = _compare(effect, q, margin, seeds)
         answers.append(Answer(f"Q1 {opt}", verdict, numbers, effect, where, seeds >= MIN_SEEDS))
     return answers
+
+
+def _kinds(p: pd.DataFrame, suffix: str = "") -> str:
+    """The outcome kinds (diverged / stalled / learned) of one arm of paired runs."""
+
+    def column(name: str, default):
+        return p[name + suffix] if name + suffix in p else [default] * len(p)
+
+    kinds = [
+        outcomes.outcome(*fields)
+        for fields in zip(
+            column("diverged", False),
+            p["failure" + suffix] if "failure" + suffix in p else column("failed", False).map({True: "failed"}),
+            column("final_train_loss", math.nan),
+            column("loss_start", math.nan),
+            strict=True,
+        )
+    ]
+    return outcomes.counts_text(kinds)
+
+
+def clip_share(p: pd.DataFrame) -> str:
+    """What the clipped arm of paired runs did, in words: the range of its share of clipped steps, called
+    gradient normalisation when it clips nearly every step (``outcomes.NORMALISES``)."""
+    if p.empty or "clip_fraction" not in p:
+        return "clip share unknown"
+    low, high = float(p["clip_fraction"].min()), float(p["clip_fraction"].max())
+    words = outcomes.clipping_words(low)
+    if high != low:
+        words = words.replace(f"{low:.1%}", f"{low:.1%} to {high:.1%}")
+        if low <= outcomes.NORMALISES < high:
+            words += f" (up to {high:.1%}: normalisation in some runs)"
+    return words
+
+
+def _learned_any(p: pd.DataFrame) -> bool:
+    return bool((~p["failed"]).any() or (~p["failed_base"]).any())
 
 
 def _failure_answer(question: str, p: pd.DataFrame, where: str, words=("rescues", "harms")) -> Answer:
@@ -614,10 +658,13 @@ def _failure_answer(question: str, p: pd.DataFrame, where: str, words=("rescues"
     effect = stats.Effect(clip_rate - base_rate, math.nan, math.nan, len(p), pval, "failure rate, exact McNemar")
     numbers = (
         f"{where}: unclipped failed {base_rate:.2f}, clipped {clip_rate:.2f} of {len(p)} paired runs; rescued "
-        f"{base_only}, broken {clipped_only}; exact McNemar p={pval:.2g}, n={len(p)}"
+        f"{base_only}, broken {clipped_only}; exact McNemar p={pval:.2g}, n={len(p)}; outcomes unclipped: "
+        f"{_kinds(p, '_base')}; clipped: {_kinds(p)}; the clipped arm {clip_share(p)}"
     )
     if fewest_seeds(p) < MIN_SEEDS:
         verdict = "inconclusive"
+    elif not _learned_any(p):
+        verdict = "uninformative: no run of either arm learned at these rates"
     elif pval < ALPHA:
         verdict = f"clipping {words[0]} training" if base_only > clipped_only else f"clipping {words[1]} training"
     elif base_rate == 0:
@@ -627,13 +674,38 @@ def _failure_answer(question: str, p: pd.DataFrame, where: str, words=("rescues"
     return Answer(question, verdict, numbers, effect, where, fewest_seeds(p) >= MIN_SEEDS)
 
 
+def per_optimizer_failures(p: pd.DataFrame) -> str:
+    """A secondary beside a pooled failure contrast: rescued and broken pairs per optimizer, exact McNemar,
+    Holm-adjusted across the optimizers (never pooled for a verdict)."""
+    found = []
+    for opt in OPTIMIZER_ORDER:
+        q = p[p["optimizer"] == opt]
+        if len(q):
+            found.append((opt, *_failure_contrast(q), len(q)))
+    adjusted = stats.holm([f[3] for f in found])
+    return "per optimizer (secondary, Holm): " + "; ".join(
+        f"{opt} rescued {base_only} of {n}, broken {clipped_only} (Holm p={a:.2g})"
+        for (opt, clipped_only, base_only, _, n), a in zip(found, adjusted, strict=True)
+    )
+
+
 def q2_stable_range(s: pd.DataFrame) -> Answer:
     """At the rates where unclipped training failed in stage 1: failures of global_norm 1 against none, paired
-    by (optimizer, rate, seed) and pooled over the four optimizers, exact McNemar."""
+    by (optimizer, rate, seed) and pooled over the four optimizers, exact McNemar (as registered); the same
+    per optimizer beside it, Holm-adjusted."""
     rows = _grid(confirmatory(s))
     cells = pd.concat([select(rows, {"optimizer": o, "learning_rate": lr}) for o, lr in FAILING_RATES.items()])
     where = "classifier, " + ", ".join(f"{o} lr={lr:g}" for o, lr in FAILING_RATES.items()) + ", 3 epochs"
-    return _failure_answer("Q2", pairs(cells, CANONICAL), where)
+    p = pairs(cells, CANONICAL)
+    answer = _failure_answer("Q2", p, where)
+    if len(p):
+        answer.numbers += "; " + per_optimizer_failures(p)
+        answer.per_optimizer = {
+            opt: _failure_contrast(p[p["optimizer"] == opt])[:2] + (int((p["optimizer"] == opt).sum()),)
+            for opt in OPTIMIZER_ORDER
+            if (p["optimizer"] == opt).any()
+        }
+    return answer
 
 
 def q3_detector(s: pd.DataFrame) -> Answer:
@@ -646,7 +718,10 @@ def q3_detector(s: pd.DataFrame) -> Answer:
     effect = stats.paired_effect(p["final_AP"] - p["final_AP_base"])
     seeds = p["seed"].nunique()
     verdict = _compare(effect, effect.p, CONFIRM_MARGINS["final_AP"], seeds)
-    numbers = f"{where}, {PROBE_MEDIAN} vs none: final AP {effect.format()}"
+    numbers = (
+        f"{where}, {PROBE_MEDIAN} vs none: final AP {effect.format()}; outcomes unclipped: {_kinds(p, '_base')}; "
+        f"clipped: {_kinds(p)}; the clipped arm {clip_share(p)}"
+    )
     return Answer("Q3", verdict, numbers, effect, where, seeds >= MIN_SEEDS)
 
 
@@ -671,7 +746,17 @@ def q4_positive_control(s: pd.DataFrame) -> Answer:
     rows = confirmatory(s)
     cells = pd.concat([select(rows, {**ADDING, "learning_rate": lr}) for lr in rates])
     where = f"adding problem T=50, SGD lr={', '.join(f'{r:g}' for r in rates)} (tuned on validation, and above)"
-    return _failure_answer("Q4", pairs(cells, CANONICAL), where)
+    p = pairs(cells, CANONICAL)
+    answer = _failure_answer("Q4", p, where)
+    if answer.complete and "final_test_mse" in p:
+        best = float(min(p["final_test_mse"].min(), p["final_test_mse_base"].min()))
+        if best >= ONE_VALUE_MSE:
+            answer.verdict = (
+                f"uninformative: no run of either arm learned (best test MSE {best:.3f}, no better than the "
+                f"{ONE_VALUE_MSE:.3f} of a model that finds one of the two values), so it cannot show "
+                "whether clipping helps learning"
+            )
+    return answer
 
 
 def confirmatory_answers(summaries: pd.DataFrame) -> list[Answer]:
@@ -803,9 +888,7 @@ def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
         "clipping harms training": ("refuted", "causes failures on the adding problem (vanilla RNN)"),
     }
     verdict, text = words.get(q4.verdict, ("inconclusive", f"on the adding problem (vanilla RNN): {q4.verdict}"))
-    q2 = answers.get("Q2")
-    if q2 is not None and q2.complete:
-        text += f"; the classifier at its failing rates: {q2.verdict}"
+    text += _q2_beside(answers.get("Q2"))
     return verdict, text, "Q4"
 
 
@@ -822,10 +905,19 @@ def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
         verdict, text = "refuted", f"no effect on the detector at its unstable rate ({within} AP)"
     else:
         verdict, text = "inconclusive", "undecided on the detector at its unstable rate"
-    q2 = answers.get("Q2")
-    if q2 is not None and q2.complete:
-        text += f"; the classifier at its failing rates: {q2.verdict}"
+    text += _q2_beside(answers.get("Q2"))
     return verdict, text, "Q3"
+
+
+def _q2_beside(q2: Answer | None) -> str:
+    """Q2, reported beside the claims it speaks to: its pooled verdict and its pairs per optimizer."""
+    if q2 is None or not q2.complete:
+        return ""
+    per = ", ".join(
+        f"{opt} {rescued} of {n}" + (f" ({broken} broken)" if broken else "")
+        for opt, (broken, rescued, n) in q2.per_optimizer.items()
+    )
+    return f"; the classifier at its failing rates: {q2.verdict}, pooled" + (f" (rescued: {per})" if per else "")
 
 
 DECIDED_BY = {"7": _claim_7_from, "3a": _claim_3a_from, "8": _claim_8_from}

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import paths, tasks
-from clipstudy.analysis import claims, page, plots, stats
+from clipstudy.analysis import claims, outcomes, page, plots, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
@@ -297,20 +297,27 @@ def design_view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
-    """Per optimizer, learning rate, training length (epochs) and method setting: runs, divergence and failure
-    rates (diverged or collapsed), mean ``metric`` and clip fraction. Runs of different lengths are never
-    averaged together."""
-    failed = summaries["failure"].notna() if "failure" in summaries else summaries["diverged"].astype(bool)
-    keys = ["optimizer", "learning_rate", *(["epochs"] if "epochs" in summaries else []), "method", "clip_params"]
-    grouped = summaries.assign(failed=failed.astype(float)).groupby(keys, sort=True)
-    table = grouped.agg(
-        runs=("run_id", "count"),
-        diverged=("diverged", "mean"),
-        failed=("failed", "mean"),
-        **{metric.removeprefix("final_"): (metric, "mean")},
-        clip_fraction=("clip_fraction", "mean"),
-    )
-    table = table.reset_index()
+    """Per optimizer, learning rate, training length (epochs) and method setting: the runs, how many diverged,
+    stalled and learned (``outcomes``), the median and range of ``metric`` over the runs that did not diverge (a
+    diverged run's metric is never averaged), and the mean share of steps clipped. Runs of different lengths are
+    never put together."""
+    s = outcomes.add_outcomes(summaries)
+    keys = ["optimizer", "learning_rate", *(["epochs"] if "epochs" in s else []), "method", "clip_params"]
+    name = metric.removeprefix("final_")
+    rows = []
+    for key, group in s.groupby(keys, sort=True):
+        kept = group.loc[group["outcome"] != "diverged", metric].astype(float)
+        row = dict(zip(keys, key, strict=True))
+        row["runs"] = len(group)
+        row.update({kind: int((group["outcome"] == kind).sum()) for kind in outcomes.KINDS})
+        row[f"{name} median"] = float(kept.median()) if len(kept) else float("nan")
+        row[f"{name} min"] = float(kept.min()) if len(kept) else float("nan")
+        row[f"{name} max"] = float(kept.max()) if len(kept) else float("nan")
+        row["clip_fraction"] = float(group["clip_fraction"].mean()) if "clip_fraction" in group else float("nan")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
     order = {m: i for i, m in enumerate(plots.method_order(table["method"]))}
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "method" else c, ignore_index=True)
 
