@@ -44,15 +44,18 @@ rep.figures_dir = Path(figures_dir) if figures_dir else None
 cls, det = rep.summaries("classifier"), rep.summaries("detector")
 cls_epochs, det_epochs = rep.epochs("classifier"), rep.epochs("detector")
 audit = rep.audit()
-page.show_html(page.header(audit, rep.name, rep.completeness(), report.provenance(rep, profile)))
+page.show_html(page.header(audit, rep.name, rep.completeness()))
 headline = claims.headline(audit, rep.answers())
 if len(headline):
     page.show(plots.forest(headline), rep.figures, "headline",
-              "Every claim's primary effect (clipped − reference) with its 95% interval where at least three "
-              "seeds are paired (a point alone below that), on its own scale, with the margin of no meaningful "
-              "effect shaded; stage 1 (exploratory, seeds 0-4) in blue, the confirmatory answers (fresh seeds "
-              "5-9) in orange. Verdict, n and p at the right. Claims decided by construction (3b, 4) have no row.",
-              "Forest plot of each claim's effect and interval, stage 1 and confirmatory.")
+              "Every claim's primary effect (clipped − reference), one panel per scale so that 0 sits at one place "
+              "in each, the side that favours clipping marked; the 95% interval and p only from 5 seeds (a point "
+              "alone below that), the margin of no meaningful effect shaded; stage 1 (exploratory, seeds 0-4) in "
+              "blue, the confirmatory answers (fresh seeds 5-9) in orange. At the right: the claim's verdict in "
+              "force (the claims table's), what that row's own test found, n and p. Claims decided by "
+              "construction (3b, 4) have no row.",
+              "Forest plot of each claim's effect and interval in three panels: accuracy, AP, failure rate.")
+page.show_html(page.claims_section(audit, report.provenance(rep, profile)))
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipstudy.analysis import report
+from clipstudy.analysis import claims, report, stats
 from clipstudy.study import profiles
 from clipstudy.study import runfiles as runs
 from clipstudy.training import RunConfig, RunResult
@@ -390,30 +390,59 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
     plt.close(fig)
 
 
-def test_the_headline_figure_draws_intervals_only_from_three_seeds_and_leaves_no_row_empty():
+def test_the_headline_figure_shares_one_scale_per_metric_marks_the_favoured_side_and_needs_five_seeds():
+    """One panel per metric scale (0 at one place for every row in it), the side favouring clipping marked (right
+    for accuracy, left for failure rates), an interval and p only from 5 seeds, the verdict in force written."""
     import matplotlib
 
     matplotlib.use("Agg")
     from clipstudy.analysis import plots
 
+    def row(name, metric, effect, low, high, n, verdict, p=0.5):
+        return {"row": name, "stage": "stage 1 (exploratory)", "metric": metric, "effect": effect, "low": low,
+                "high": high, "margin": 0.002, "p": p, "n": n, "verdict": verdict, "answer": ""}  # fmt: skip
+
+    nan = float("nan")
     rows = pd.DataFrame(
         [
-            {"row": "a", "stage": "stage 1 (exploratory)", "metric": "Δ acc", "effect": 0.001, "low": -0.002,
-             "high": 0.004, "margin": 0.002, "p": 0.5, "n": 5, "verdict": "refuted"},
-            {"row": "b", "stage": "stage 2 (confirmatory)", "metric": "Δ acc", "effect": 0.003, "low": -5.0,
-             "high": 5.0, "margin": 0.002, "p": 0.9, "n": 2, "verdict": "inconclusive"},
-            {"row": "c", "stage": "stage 2 (confirmatory)", "metric": "Δ acc", "effect": float("nan"),
-             "low": float("nan"), "high": float("nan"), "margin": 0.002, "p": float("nan"), "n": 0,
-             "verdict": "inconclusive"},
+            row("a", "Δ final test accuracy", 0.001, -0.002, 0.004, 5, "refuted"),
+            row("b", "Δ area under test accuracy", 0.003, -5.0, 5.0, 4, "inconclusive"),  # 4 seeds: no interval
+            row("c", "Δ final test accuracy", nan, nan, nan, 0, "inconclusive"),
+            row("d", "Δ failure rate", -0.6, nan, nan, 20, "supported", p=0.001),
+        ]
+    )
+    fig = plots.forest(rows)
+    acc, fail = fig.axes[:2]
+    assert [t.get_text() for t in acc.get_yticklabels()] == ["a", "b", "c"]  # one shared x axis for the three
+    assert [ln.get_gid() for ln in acc.lines if ln.get_gid()] == ["interval", "effect", "effect"]  # b: no interval
+    assert acc.get_xlim()[1] < 0.01  # and the axis is not stretched by b's ±5
+    assert any("no paired runs yet" in t.get_text() for t in acc.texts)
+    favours = {ax: next(t for t in ax.texts if t.get_gid() == "favours").get_text() for ax in (acc, fail)}
+    assert favours[acc] == "favours clipping →" and favours[fail] == "← favours clipping"
+    notes = [t.get_text() for t in fig.texts if t.get_gid() == "verdict"]
+    assert notes[0] == "refuted  (n=5, p=0.5)" and notes[1].startswith("inconclusive  (n=4, no p or interval")
+    plt.close(fig)
+
+
+def test_the_headline_labels_are_the_claims_tables_verdicts():
+    """Each row of the headline carries the verdict the claims table holds for its claim (the one in force,
+    stage 2's where it decided), never stage 1's superseded word."""
+    nan = float("nan")
+    audit = pd.DataFrame(
+        [
+            {"claim": "7", "kind": "data", "verdict": "inconclusive", "stage1_verdict": "supported",
+             "decided_by": "stage 2 (Q1)", "effect": 0.001, "ci_low": -0.001, "ci_high": 0.003, "p_value": 0.2,
+             "n": 20},
+            {"claim": "4", "kind": "by construction", "verdict": "refuted", "stage1_verdict": "refuted",
+             "decided_by": "stage 1", "effect": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n": 0},
         ]
     )  # fmt: skip
-    fig = plots.forest(rows)
-    a, b, c = fig.axes[:3]
-    assert [ln.get_gid() for ln in a.lines if ln.get_gid()] == ["interval", "effect"]
-    assert [ln.get_gid() for ln in b.lines if ln.get_gid()] == ["effect"]  # n = 2: a point, no ±5 interval
-    assert b.get_xlim()[1] < 0.01  # and the axis is not stretched by it
-    assert any("no paired runs yet" in t.get_text() for t in c.texts)
-    assert all(ax.get_xlabel() == "Δ acc" for ax in (a, b, c))
+    answers = [claims.Answer("Q1 sgd", "clipping better", "", stats.Effect(0.005, 0.001, 0.009, 5, 0.01, ""), "")]
+    head = claims.headline(audit, answers)
+    table = audit.set_index("claim")["verdict"]
+    assert list(head["row"]) == ["claim 7", "claim 7 · Q1 sgd"]  # by construction: no row
+    assert all(head["verdict"] == [table[c] for c in head["claim"]])
+    assert list(head["answer"]) == ["stage 1's effect (superseded)", "Q1: clipping better"]
 
 
 def test_method_table_never_averages_runs_of_different_lengths():

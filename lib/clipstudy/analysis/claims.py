@@ -1015,7 +1015,9 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
                 "margin": STAGE1_MARGINS.get(r.claim, math.nan),
                 "p": r.p_value,
                 "n": int(r.n),
-                "verdict": r.stage1_verdict if "stage1_verdict" in audit_table else r.verdict,
+                "verdict": r.verdict,  # the verdict in force (the claims table's), whichever stage decided it
+                "answer": "stage 1's effect"
+                + (" (superseded)" if str(getattr(r, "decided_by", "stage 1")) != "stage 1" else ""),
             }
         )
         for a in answers:
@@ -1041,7 +1043,8 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
                     "margin": margin,
                     "p": a.effect.p,
                     "n": int(a.effect.n),
-                    "verdict": a.verdict,
+                    "verdict": r.verdict,
+                    "answer": f"{q}: {a.verdict.split(':')[0]}",
                 }
             )
     return pd.DataFrame(rows)

@@ -161,16 +161,20 @@ def provenance_box(items: dict[str, str]) -> str:
     return f'<div class="cs-box cs-provenance"><b>Provenance</b><dl>{lines}</dl></div>'
 
 
-def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dict[str, str]) -> str:
-    """The top of the page: title, findings, the claims table and the provenance box."""
-    return (
+def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dict[str, str] | None = None) -> str:
+    """The top of the page: title, findings and the plain words (the headline figure follows them, then
+    ``claims_section``); with ``provenance``, the claims table and provenance box too (all in one)."""
+    top = (
         f'{CSS}<div class="cs-page"><h1>{_esc(STUDY)}: profile <code>{_esc(profile)}</code></h1>'
         + findings(audit, profile, completeness)
         + plain_words(audit)
-        + claims_table(audit)
-        + provenance_box(provenance)
-        + "</div>"
     )
+    return top + (claims_table(audit) + provenance_box(provenance) if provenance is not None else "") + "</div>"
+
+
+def claims_section(audit: pd.DataFrame, provenance: dict[str, str]) -> str:
+    """The claims table and the provenance box, shown after the headline figure."""
+    return f'{CSS}<div class="cs-page">' + claims_table(audit) + provenance_box(provenance) + "</div>"
 
 
 def figure(png: bytes, name: str, caption: str, alt: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import blended_transform_factory
 
 from clipstudy.analysis.runplots import norm_trace, run_curves  # noqa: F401 - one run's figures
 from clipstudy.analysis.stats import paired_effect
@@ -22,9 +23,9 @@ from clipstudy.tasks.detection.figures import draw_detections  # noqa: F401 - th
 METHOD_ORDER = list(METHODS)
 
 
-#: Intervals are drawn only from this many seeds up; below it the point or line stands alone (with two seeds
-#: t = 12.7 and an accuracy's interval runs from below 0 to above 1, flattening every panel it shares an axis with).
-MIN_INTERVAL_N = 3
+#: Intervals (and p-values) are drawn only from this many seeds up, as the protocol says; below it the point or
+#: line stands alone (with two seeds t = 12.7 and an interval runs from below 0 to above 1).
+MIN_INTERVAL_N = 5
 
 
 def t_interval(values) -> tuple[float, float]:
@@ -602,54 +603,82 @@ def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str 
 STAGE_STYLE = {"stage 1 (exploratory)": ("#4c72b0", "o"), "stage 2 (confirmatory)": ("#dd8452", "s")}
 
 
-def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, clipped − reference"):
-    """The headline figure: one row per primary effect (``claims.headline``), each on its own scale, its 95%
-    interval where n ≥ 3, the margin of no meaningful effect shaded, 0 marked, n and p written beside it."""
-    n = max(len(rows), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(10, 0.62 * n + 0.9), squeeze=False)
-    for ax, r in zip(axes[:, 0], rows.itertuples()):
-        color, marker = STAGE_STYLE.get(r.stage, ("black", "o"))
-        has_interval = r.n >= MIN_INTERVAL_N and np.isfinite(r.low) and np.isfinite(r.high)
-        values = [v for v in (r.effect, r.low if has_interval else np.nan, r.high if has_interval else np.nan, 0.0)]
-        if np.isfinite(r.margin):
-            values += [-r.margin, r.margin]
-            ax.axvspan(-r.margin, r.margin, color="#cccccc", alpha=0.6, lw=0)
-        finite = [v for v in values if np.isfinite(v)]
-        lo, hi = min(finite), max(finite)
-        pad = 0.15 * (hi - lo) if hi > lo else 0.01
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.axvline(0, color="black", lw=0.8)
-        if np.isfinite(r.effect):
-            if has_interval:
-                ax.plot([r.low, r.high], [0, 0], color=color, lw=2.2, gid="interval")
-            ax.plot([r.effect], [0], marker=marker, color=color, ms=7, gid="effect")
-        else:
-            ax.text(
-                0.5,
-                0.5,
-                "no paired runs yet",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                fontsize=9,
-                color=color,
-                style="italic",
-                bbox={"facecolor": "white", "edgecolor": "none"},
-            )
-        ax.set_yticks([])
-        ax.set_ylim(-1, 1)
-        ax.set_ylabel(r.row, rotation=0, ha="right", va="center", fontsize=10)
-        p_text = "p n/a" if not np.isfinite(r.p) else f"p={r.p:.2g}"
-        ax.text(1.01, 0.5, f"{r.verdict}\nn={r.n}, {p_text}", transform=ax.transAxes, fontsize=9, va="center")
-        ax.tick_params(axis="x", labelsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
-        ax.set_xlabel(r.metric, fontsize=9, labelpad=1)
-        for side in ("top", "right", "left"):
-            ax.spines[side].set_visible(False)
+#: The headline's panels: metrics on one scale share a panel (and so its x axis), with the side that favours
+#: clipping (+1: right, -1: left).
+FOREST_FAMILIES = (
+    ("accuracy", "Δ test accuracy or its area under the curve (clipped − reference)", +1),
+    ("AP", "Δ COCO AP or AP50 (clipped − unclipped)", +1),
+    ("failure rate", "Δ failure rate (clipped − unclipped)", -1),
+)
+
+
+def forest_family(metric: str) -> str:
+    """The panel a headline row's metric belongs to."""
+    return "failure rate" if "failure" in metric else "AP" if "AP" in metric else "accuracy"
+
+
+def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, with the verdict in force"):
+    """The headline figure: one row per primary effect (``claims.headline``), grouped in one panel per metric
+    scale (one x axis each, 0 at the same place for every row of a panel), the side that favours clipping marked,
+    the 95% interval and p only from ``MIN_INTERVAL_N`` seeds, the margin of no meaningful effect shaded, and at
+    the right the claim's verdict in force (``verdict``) with n and p."""
+    rows = rows.assign(family=[forest_family(m) for m in rows["metric"]]) if len(rows) else rows
+    families = [f for f in FOREST_FAMILIES if len(rows) and (rows["family"] == f[0]).any()] or [FOREST_FAMILIES[0]]
+    heights = [max(int((rows["family"] == f[0]).sum()) if len(rows) else 1, 1) for f in families]
+    fig, axes = plt.subplots(
+        len(families), 1, figsize=(11, 0.42 * sum(heights) + 1.15 * len(families) + 0.6), squeeze=False,
+        gridspec_kw={"height_ratios": [h + 1.6 for h in heights]},
+    )  # fmt: skip
+    for ax, (family, label, favours) in zip(axes[:, 0], families, strict=True):
+        sub = rows[rows["family"] == family] if len(rows) else rows
+        _forest_panel(ax, sub, label, favours)
     handles = [plt.Line2D([], [], color=c, marker=m, lw=2, label=stage) for stage, (c, m) in STAGE_STYLE.items()] + [
         plt.Rectangle((0, 0), 1, 1, color="#cccccc", label="margin of no meaningful effect")
     ]
-    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(title, y=1.0 + 0.35 / n, fontsize=12)
-    fig.tight_layout(h_pad=0.6, rect=(0, 0, 0.86, 0.97))
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.995))
+    fig.suptitle(title, y=1.03, fontsize=12)
+    fig.tight_layout(h_pad=1.2, rect=(0, 0, 0.60, 0.96))
     return fig
+
+
+def _forest_panel(ax, sub: pd.DataFrame, label: str, favours: int) -> None:
+    values = [0.0]
+    for r in sub.itertuples():
+        values += [r.effect, r.margin, -r.margin]
+        if r.n >= MIN_INTERVAL_N:
+            values += [r.low, r.high]
+    finite = [v for v in values if np.isfinite(v)]
+    lo, hi = min(finite), max(finite)
+    pad = 0.12 * (hi - lo) if hi > lo else 0.01
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.axvline(0, color="black", lw=0.8)
+    for y, r in enumerate(sub.itertuples()):
+        color, marker = STAGE_STYLE.get(r.stage, ("black", "o"))
+        if np.isfinite(r.margin):
+            ax.fill_betweenx([y - 0.4, y + 0.4], -r.margin, r.margin, color="#cccccc", alpha=0.6, lw=0)
+        has_interval = r.n >= MIN_INTERVAL_N and np.isfinite(r.low) and np.isfinite(r.high)
+        if np.isfinite(r.effect):
+            if has_interval:
+                ax.plot([r.low, r.high], [y, y], color=color, lw=2.2, gid="interval")
+            ax.plot([r.effect], [y], marker=marker, color=color, ms=7, gid="effect")
+        else:
+            ax.text(0, y, " no paired runs yet", fontsize=9, color=color, style="italic", va="center")
+        if r.n >= MIN_INTERVAL_N and np.isfinite(r.p):
+            stat = f"n={r.n}, p={r.p:.2g}"
+        else:
+            stat = f"n={r.n}" + (f", no p or interval (n < {MIN_INTERVAL_N})" if r.n else "")
+        answer = f" · {r.answer}" if isinstance(getattr(r, "answer", None), str) and r.answer else ""
+        # in the figure's right margin (tight_layout leaves it free), at the row's height
+        where = blended_transform_factory(ax.figure.transFigure, ax.transData)
+        ax.figure.text(0.615, y, f"{r.verdict}{answer}  ({stat})", transform=where, fontsize=8.5, va="center",
+                       gid="verdict")  # fmt: skip
+    ax.set_yticks(range(len(sub)), list(sub["row"]), fontsize=9)
+    ax.set_ylim(len(sub) - 0.5, -0.5)
+    ax.tick_params(axis="x", labelsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+    ax.set_xlabel(label, fontsize=9, labelpad=2)
+    arrow = "favours clipping →" if favours > 0 else "← favours clipping"
+    ax.text(1.0 if favours > 0 else 0.0, 1.02, arrow, transform=ax.transAxes, fontsize=9, color="#2b7a3d",
+            ha="right" if favours > 0 else "left", va="bottom", gid="favours")  # fmt: skip
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)

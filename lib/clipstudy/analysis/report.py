@@ -527,7 +527,34 @@ def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
         _swap_in(staging, rep.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if publishes(profile):
+        publish_report(rep.out, bundle.bundle_dir(rep.name) / PUBLISHED_REPORT)
     return rep.out / "report.html"
+
+
+#: A published profile's report, claims table and figures (PNG) are copied into its bundle, under this folder,
+#: so that its results can be read on a clone without building anything.
+PUBLISHED_REPORT = "report"
+
+
+def publish_report(out: Path, target: Path) -> Path:
+    """Copy ``claims.csv``, ``report.html`` and the figures' PNGs of the report in ``out`` to ``target`` (a
+    fresh folder renamed over the old one: a reader never sees half of each)."""
+    staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
+    (staging / "figures").mkdir(parents=True)
+    try:
+        for name in ("claims.csv", "report.html"):
+            shutil.copy2(out / name, staging / name)
+        for png in sorted((out / "figures").glob("*.png")):
+            shutil.copy2(png, staging / "figures" / png.name)
+        old = target.with_name(f".{target.name}-old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 #: Cells that print the rounded numbers nbval compares; the reader sees the same numbers as HTML.
