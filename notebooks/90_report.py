@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipstudy import tasks
-from clipstudy.analysis import claims, page, plots, report, stats
+from clipstudy.analysis import claims, outcomes, page, plots, report, stats
 
 rep = report.ProfileReport.load(profile, reports_dir)
 rep.figures_dir = Path(figures_dir) if figures_dir else None
@@ -71,8 +71,10 @@ print(report.design_view(audit).to_string(index=False))
 
 # %%
 if len(cls):
-    page.show_html(page.table(report.method_table(cls), "Mean over seeds per setting; diverged: share of seeds "
-                              "stopped on a non-finite loss or gradient"))
+    page.show_html(page.table(report.method_table(cls), "Per setting: runs that diverged (non-finite or exploding "
+                              "loss), stalled (test accuracy below 0.2) and learned; the median and range of the "
+                              "final test accuracy over the runs that did not diverge; the mean share of steps "
+                              "clipped (above 0.9: normalisation, not occasional clipping)"))
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
@@ -192,7 +194,10 @@ elif len(cls):
 
 # %%
 if len(det):
-    page.show_html(page.table(report.method_table(det, "final_AP50"), "Detector: mean over seeds per setting"))
+    page.show_html(page.table(report.method_table(det, "final_AP50"), "Detector, per setting: runs that diverged, "
+                              "stalled (AP50 below 0.01) and learned; median and range of the final AP50 over the "
+                              "runs that did not diverge; the mean share of steps clipped (above 0.9: "
+                              "normalisation)"))
     ap50_range = tasks.spec("detector").metric_range  # AP50's [0, 1]
     page.show(plots.final_metric_points(det, "final_AP50", ap50_range), rep.figures, "detector_ap50",
               "Final COCO AP50 on the test canvases per method setting and learning rate: every run (a failed, "
@@ -223,13 +228,18 @@ det_steps = det_steps[det_steps["method"] == "none"]
 if len(det_steps):
     shares = report.clip_share_at(det_steps, [0.1, 10.0, 35.0])
     page.show_html(page.table(shares, "Share of the unclipped detector's steps each common threshold would clip", 4))
-    page.show(plots.norm_distribution(det_steps, (0.1, 10.0, 35.0),
+    kinds = outcomes.add_outcomes(det).set_index("run_id")["outcome"]
+    page.show(plots.norm_distribution(det_steps, (0.1, 10.0, 35.0), outcome=kinds,
                                       title="Detector gradient norms (unclipped runs) against common thresholds"),
               rep.figures, "detector_norms",
-              "Histogram of the unclipped detector's global gradient norms with the thresholds of mmdetection's "
-              "DETR/DINO (0.1), Ultralytics YOLO (10) and mmdetection's YOLOv3/FCOS (35). Loss scales differ "
-              "between codebases: this shows how each threshold would act on this model, not in theirs.",
-              "Histogram of gradient norms with three vertical threshold lines.")
+              "The unclipped detector's global gradient norms, one panel per learning rate, runs that learned apart "
+              "from those that collapsed, on log axes (the tail reaches the largest norm in each title), with the "
+              "thresholds of mmdetection's DETR/DINO (0.1), Ultralytics YOLO (10) and mmdetection's YOLOv3/FCOS (35). "
+              "A published bundle keeps every one of a run's first 50 steps and then about every k-th: each kept step "
+              "is weighted by the steps it stands for, so the histogram estimates every step's norm; a spike between "
+              "two kept steps past step 50 is not seen. Loss scales differ between codebases: this shows how each "
+              "threshold would act on this model, not in theirs. Seeds of stage 1 and stage 2 are pooled here.",
+              "Log-log step histograms of gradient norms per learning rate with three vertical threshold lines.")
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
@@ -285,14 +295,26 @@ other_tasks = report.tasks_without_a_section(rep)
 for task in other_tasks:
     spec, sub = tasks.spec(task), rep.summaries(task)
     metric = spec.primary_metric
-    page.show_html(page.table(report.method_table(sub, metric), f"{task}: {spec.summary}. Mean over seeds per "
-                              "setting; failed: diverged or collapsed (the task's own rule)"))
-    page.show(plots.final_metric_points(sub, metric, spec.metric_range), rep.figures, f"{task}_{metric}",
-              f"{task}: {metric.replace('_', ' ')} per method setting and learning rate, per optimizer: every run "
-              "(a failed one as a red ×), the mean over seeds and its 95% interval (a failed run counts as what it "
-              "achieved"
-              + (f", drawn at the edge of {spec.metric_range} when beyond it" if spec.metric_range else "") + ").",
-              f"Point plot of {metric} per clipping method and learning rate for the {task} task.")
+    page.show_html(page.table(report.method_table(sub, metric), f"{task}: {spec.summary}. Per setting: runs "
+                              "that diverged, stalled (no better than the task's floor) and learned, then the median "
+                              "and range of the metric over the runs that did not diverge, and the share of steps "
+                              "clipped"))
+    if task == "adding":
+        for epochs, runs in sub.groupby(plots.training_length(sub)):
+            steps = int(runs["steps_planned"].max()) if "steps_planned" in runs else 0
+            page.show(plots.recurrent_outcomes(runs), rep.figures, f"adding_mse_{int(epochs)}ep",
+                      f"The adding problem (T = 50), {steps:,} SGD steps: the final test MSE of every run, one panel "
+                      "per method setting so that every point sits at the rate it ran at; the median over the runs "
+                      "that did not diverge joined across rates; diverged runs as red × above the axis with their "
+                      "count; dashed lines: the constant predictor (0.167) and a model that finds one of the two "
+                      "values (0.083); dotted: solved (0.01).",
+                      "Log-log point plots of final test MSE against learning rate, one panel per clipping method.")
+    else:
+        page.show(plots.final_metric_points(sub, metric, spec.metric_range), rep.figures, f"{task}_{metric}",
+                  f"{task}: {metric.replace('_', ' ')} per method setting and learning rate, per optimizer: every "
+                  "run (a failed one as a red ×), the mean over seeds and its 95% interval from 5 seeds"
+                  + (f", drawn at the edge of {spec.metric_range} when beyond it" if spec.metric_range else "") + ".",
+                  f"Point plot of {metric} per clipping method and learning rate for the {task} task.")
 if not other_tasks:
     page.show_html(page.note("This profile has no runs of other tasks."))
 

@@ -625,3 +625,70 @@ def test_curve_bands_stay_within_the_metrics_bounds():
     ys = np.concatenate([p.vertices[:, 1] for c in bands for p in c.get_paths()])
     assert len(ys) and ys.min() >= 0.0 and ys.max() <= 1.0 and ys.min() == 0.0
     plt.close(fig)
+
+
+def _adding_runs():
+    rows = []
+    for lr in (0.01, 0.1):
+        for seed in range(5):
+            for method, label, mse, diverged in (
+                ("none", "none", 0.16 if lr == 0.01 else 1e37, lr == 0.1),
+                ("global_norm", "global_norm (threshold=1)", 0.02 + 0.001 * seed, False),
+            ):
+                rows.append({"run_id": f"{label}-{lr}-{seed}", "method": method, "label": label, "seed": seed,
+                             "learning_rate": lr, "optimizer": "sgd", "final_test_mse": mse, "diverged": diverged,
+                             "failure": "diverged: x" if diverged else None, "final_train_loss": 0.1,
+                             "loss_start": 1.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_recurrent_figure_draws_runs_at_their_own_rate_inside_its_range_with_the_reference_lines():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clipstudy.analysis import plots
+
+    fig = plots.recurrent_outcomes(_adding_runs())
+    none, clipped = fig.axes[:2]
+    for ax in (none, clipped):
+        low, high = ax.get_ylim()
+        for points in ax.collections:
+            xy = points.get_offsets()
+            assert set(np.round(xy[:, 0], 12)) <= {0.01, 0.1}  # at the rates run, never spread sideways
+            inside = [y for (x, y), c in zip(xy, [points.get_facecolor()] * len(xy)) if y <= high]
+            assert all(low <= y for y in inside)
+        assert sorted(round(ln.get_ydata()[0], 4) for ln in ax.lines if ln.get_linestyle() in ("--", ":")) == [
+            0.01, 0.0833, 0.1667]  # fmt: skip
+    # the diverged runs at 0.1: red crosses above the axis, counted; their MSE of 1e37 is not drawn
+    crosses = [c for c in none.collections if c.get_offsets()[:, 1].max() > none.get_ylim()[1]]
+    assert len(crosses) == 1 and crosses[0].get_offsets()[0][0] == 0.1
+    assert tuple(crosses[0].get_facecolor()[0][:3]) == pytest.approx(matplotlib.colors.to_rgb(plots.FAILED_COLOR))
+    assert any(t.get_text() == "5" for t in none.texts)
+    plt.close(fig)
+
+
+def test_one_colour_per_method_and_the_failure_marker_in_no_methods_colour():
+    from matplotlib.colors import to_hex
+
+    from clipstudy.analysis import plots
+    from clipstudy.clipping import METHODS
+
+    assert set(METHODS) <= set(plots.METHOD_COLORS)
+    assert plots.FAILED_COLOR not in plots.METHOD_COLORS.values()
+    assert len(set(plots.METHOD_COLORS.values())) == len(plots.METHOD_COLORS)
+    runs = _adding_runs()
+    two = pd.concat([runs, runs.assign(label="global_norm (threshold=5)", run_id=runs["run_id"] + "-5")])
+    one, both = plots.label_colors(runs), plots.label_colors(two)
+    assert to_hex(one["global_norm (threshold=1)"]) == plots.METHOD_COLORS["global_norm"]  # the same in any figure
+    assert to_hex(one["none"]) == to_hex(both["none"]) == plots.METHOD_COLORS["none"]
+    assert both["global_norm (threshold=1)"] != both["global_norm (threshold=5)"]  # two settings: two shades
+
+
+def test_the_norm_histogram_weights_each_kept_step_by_the_steps_it_stands_for():
+    """A bundle keeps steps 1-50 and then every 10th: weighted, the kept rows count every step of the run once."""
+    from clipstudy.analysis import plots
+
+    kept = [*range(1, 51), *range(60, 201, 10)]
+    steps = pd.DataFrame({"run_id": "r", "step": kept, "norm_before": 1.0, "learning_rate": 0.01})
+    weights = plots.step_weights(steps)
+    assert weights.sum() == 200 and weights.iloc[:50].tolist() == [1.0] * 50 and set(weights.iloc[50:]) == {10.0}

@@ -67,16 +67,21 @@ def summaries_for(effects):
 
 
 def test_paired_differences_pair_by_seed_and_drop_diverged_pairs():
-    s = summaries_for([(0.90, 0.92), (0.80, 0.83), (0.85, 0.86), (0.70, math.nan)])
+    pairs = [(0.90, 0.92), (0.80, 0.83), (0.85, 0.86), (0.70, math.nan), (0.75, 0.79), (0.88, 0.88)]
+    s = summaries_for(pairs)
     table = analysis.paired_differences(s, "final_test_accuracy")
     row = table.iloc[0]
-    diffs = np.array([0.02, 0.03, 0.01])
-    assert row["pairs"] == 3 and row["pairs_dropped"] == 1
+    diffs = np.array([0.02, 0.03, 0.01, 0.04, 0.0])
+    assert row["pairs"] == 5 and row["pairs_dropped"] == 1
     assert row["mean_difference"] == pytest.approx(diffs.mean())
     from scipy import stats
 
-    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    half = stats.t.ppf(0.975, 4) * diffs.std(ddof=1) / np.sqrt(5)
     assert row["ci_low"] == pytest.approx(diffs.mean() - half) and row["ci_high"] == pytest.approx(diffs.mean() + half)
+    # four pairs: the mean alone, no interval and no p-value (the protocol's five seeds)
+    few = analysis.paired_differences(summaries_for(pairs[:4]), "final_test_accuracy").iloc[0]
+    assert few["pairs"] == 3 and few["mean_difference"] == pytest.approx(0.02)
+    assert math.isnan(few["ci_low"]) and math.isnan(few["ci_high"]) and math.isnan(few["p_value"])
 
 
 def test_runs_of_other_settings_are_never_paired():
@@ -144,14 +149,18 @@ def test_exact_mcnemar_is_the_two_sided_binomial_test_on_discordant_pairs():
     assert analysis.exact_mcnemar(0, 0) == 1.0
 
 
-def test_figures_draw_no_interval_below_three_seeds():
+def test_figures_draw_no_interval_below_five_seeds():
     """Two accuracies 0.97 and 0.99: the t interval (t = 12.7) would run from 0.85 to 1.11; the figure shows the
-    mean alone. Three values get the claims' interval (hand-computed in the test above)."""
+    mean alone, and so it does for four values. Five get the claims' interval (t = 2.776 with 4 degrees of
+    freedom, computed by hand from the values' standard deviation)."""
     from clipstudy.analysis.plots import t_interval
 
     assert t_interval([0.97, 0.99]) == (pytest.approx(0.98), pytest.approx(0.98))
-    low, high = t_interval([1.0, 2.0, 4.0])
-    assert low == pytest.approx(7 / 3 - 3.794583, abs=1e-5) and high == pytest.approx(7 / 3 + 3.794583, abs=1e-5)
+    assert t_interval([1.0, 2.0, 4.0, 5.0]) == (pytest.approx(3.0), pytest.approx(3.0))
+    values = [1.0, 2.0, 4.0, 5.0, 8.0]  # mean 4, sample sd sqrt(7.5)
+    low, high = t_interval(values)
+    half = 2.776445 * math.sqrt(7.5) / math.sqrt(5)
+    assert low == pytest.approx(4 - half, abs=1e-5) and high == pytest.approx(4 + half, abs=1e-5)
 
 
 def test_mean_training_loss_is_the_trapezoid_average_from_step_0():

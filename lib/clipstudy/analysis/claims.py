@@ -145,7 +145,7 @@ def scan(s: pd.DataFrame) -> pd.DataFrame:
         for label in sorted(set(base["label"]) - {"none"}):
             p = pairs(base.dropna(subset=[metric]), label)
             for _, group in p.groupby(stats.present_keys(p, stats.CELL_KEYS)):
-                e = stats.paired_effect(group[metric] - group[f"{metric}_base"])
+                e = stats.tested(stats.paired_effect(group[metric] - group[f"{metric}_base"]))
                 rows.append(
                     {
                         "metric": metric,
@@ -172,7 +172,11 @@ def scan_summary(table: pd.DataFrame) -> str:
         return "secondary scan: no paired cells"
     hits = table[table["p_holm"] < ALPHA]
     worse, better = hits[hits["mean"] < 0], hits[hits["mean"] > 0]
-    out = f"secondary scan of {len(table)} contrasts, Holm-adjusted: {len(worse)} worse, {len(better)} better"
+    tested = int(table["p"].notna().sum())
+    out = (
+        f"secondary scan of {tested} contrasts with at least {stats.MIN_TESTED_N} seeds, Holm-adjusted "
+        f"({len(table) - tested} with fewer get no p-value): {len(worse)} worse, {len(better)} better"
+    )
     examples = [
         f"{r.label} {r.optimizer} lr={r.learning_rate:g} {r.metric} {r.mean:+.4f} (Holm p={r.p_holm:.2g}, n={r.n})"
         for r in pd.concat([worse, better]).head(4).itertuples()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -67,6 +68,48 @@ def hue_and_order(df: pd.DataFrame):
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     ordered = sorted(pairs.itertuples(index=False), key=lambda r: (rank.get(r.method, len(rank)), r.label))
     return "label", [r.label for r in ordered]
+
+
+#: One colour per clipping method in every figure of the report (several settings of one method: shades of it).
+#: Red is no method's: it marks a failed run (``FAILED_COLOR``) and the injected bad batches.
+METHOD_COLORS = {
+    "none": "#7f7f7f",
+    "value": "#8c564b",
+    "norm": "#e377c2",
+    "global_norm": "#1f77b4",
+    "agc": "#bcbd22",
+    "autoclip": "#ff7f0e",
+    "zclip": "#2ca02c",
+    "adagc": "#9467bd",
+    "quantile": "#17becf",
+}
+FAILED_COLOR = "#d62728"
+_SPARE_COLORS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")  # methods added later
+
+
+def _shade(color: str, amount: float) -> tuple[float, float, float]:
+    """``color`` mixed towards white (amount > 0) or black (amount < 0)."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(color))
+    target = np.ones(3) if amount > 0 else np.zeros(3)
+    return tuple(rgb + (target - rgb) * abs(amount))
+
+
+def label_colors(df: pd.DataFrame) -> dict[str, tuple]:
+    """The colour of each of ``df``'s method settings (``hue_and_order``'s levels): its method's colour, and
+    for a method with several settings, shades of it from dark to light in the settings' order."""
+    hue, order = hue_and_order(df)
+    method_of = dict(df[[hue, "method"]].drop_duplicates().itertuples(index=False)) if hue == "label" else {}
+    colors: dict[str, tuple] = {}
+    spare = iter(_SPARE_COLORS * 4)
+    base = {m: METHOD_COLORS.get(m) or next(spare) for m in dict.fromkeys(method_of.get(lv, lv) for lv in order)}
+    for method, color in base.items():
+        levels = [lv for lv in order if method_of.get(lv, lv) == method]
+        amounts = [0.0] if len(levels) == 1 else np.linspace(-0.35, 0.45, len(levels))
+        for level, amount in zip(levels, amounts, strict=True):
+            colors[level] = _shade(color, float(amount)) if amount else _shade(color, 0.0)
+    return colors
 
 
 def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
@@ -147,6 +190,7 @@ def curves_with_ci(
         y=metric,
         hue=hue,
         hue_order=order,
+        palette=label_colors(data),
         col="setting",
         col_order=_sorted_conditions(data, "setting", ["optimizer", "learning_rate"]),
         col_wrap=min(3, data["setting"].nunique()),
@@ -186,6 +230,7 @@ def training_loss_from_the_first_step(steps: pd.DataFrame, title: str | None = N
         y="loss",
         hue=hue,
         hue_order=order,
+        palette=label_colors(data),
         col="setting",
         col_order=_sorted_conditions(data, "setting", ["optimizer", "learning_rate"]),
         col_wrap=min(3, data["setting"].nunique()),
@@ -228,7 +273,7 @@ def final_metric_points(
     rows = math.ceil(len(conditions) / cols)
     width = 10.0 if cols == 1 else 4.4 * cols
     fig, axes = plt.subplots(rows, cols, figsize=(width, 3.6 * rows + 0.9), squeeze=False)
-    colors = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    colors = label_colors(summaries)
     for ax, condition in zip(axes.flat, conditions):
         panel = summaries[summaries["condition"] == condition]
         _points_panel(ax, panel, metric, hue, order, colors, metric_range, bounds or metric_range)
@@ -236,7 +281,7 @@ def final_metric_points(
     for ax in list(axes.flat)[len(conditions) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color=colors[m], marker="o", lw=2, label=m) for m in order] + [
-        plt.Line2D([], [], color="#d62728", marker="x", lw=0, label="a failed run"),
+        plt.Line2D([], [], color=FAILED_COLOR, marker="x", lw=0, label="a failed run (diverged or stalled)"),
         plt.Line2D([], [], color="gray", marker="o", ms=3.5, lw=0, alpha=0.6, label="one run"),
     ]
     ncol = min(2 if max(len(m) for m in order) > 45 else 4, len(handles))  # long labels: fewer, wider columns
@@ -269,7 +314,7 @@ def _points_panel(ax, sub: pd.DataFrame, metric: str, hue: str, order: list, col
             spread = (np.arange(len(values)) - (len(values) - 1) / 2) * min(step / 6, 0.03)
             ok = ~cell.loc[cell[metric].notna(), "_failed"].to_numpy(bool)
             ax.scatter((x + spread)[ok], values[ok], s=12, color=colors[method], alpha=0.55, lw=0, zorder=2)
-            ax.scatter((x + spread)[~ok], values[~ok], s=28, color="#d62728", marker="x", lw=1.2, zorder=4)
+            ax.scatter((x + spread)[~ok], values[~ok], s=28, color=FAILED_COLOR, marker="x", lw=1.2, zorder=4)
             low, high = t_interval(values)
             if bounds is not None:
                 low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -327,20 +372,88 @@ def norms_by_method(steps: pd.DataFrame, title: str):
 
 
 def clip_fraction_bars(summaries: pd.DataFrame):
-    """Mean share clipped per step of each method setting, per optimizer (horizontal bars, so that long
-    labels stay readable)."""
+    """Mean share clipped per step of each method setting, one panel per optimizer (horizontal bars in the
+    method's colour, so that long labels stay readable); the share at which clipping becomes normalisation
+    (``NORMALISES``, 0.9) is marked."""
     col, order = hue_and_order(summaries)
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(order) * max(1, summaries["optimizer"].nunique()) ** 0.5 + 1.6))
-    sns.barplot(
-        data=summaries, y=col, x="clip_fraction", hue="optimizer", order=order, errorbar=None, ax=ax, orient="h"
+    colors = label_colors(summaries)
+    optimizers = [o for o in ("sgd", "momentum", "rmsprop", "adam") if o in set(summaries["optimizer"])]
+    optimizers += sorted(set(summaries["optimizer"]) - set(optimizers))
+    fig, axes = plt.subplots(
+        1, len(optimizers), figsize=(3.2 * len(optimizers) + 3.0, 0.3 * len(order) + 1.6), sharey=True, squeeze=False
     )
-    ax.set(
-        ylabel="clipping method (setting)",
-        xlabel="mean share clipped per step (value: of elements; agc: of units)",
-        title="How often each method clipped (mean over learning rates and seeds)",
+    means = summaries.groupby(["optimizer", col])["clip_fraction"].mean()
+    for ax, opt in zip(axes[0], optimizers, strict=True):
+        values = [means.get((opt, level), np.nan) for level in order]
+        ax.barh(range(len(order)), np.nan_to_num(values), color=[colors[level] for level in order])
+        ax.axvline(NORMALISES, color="black", lw=0.8, ls=":")
+        ax.set(xlim=(0, 1.05), title=opt, xlabel="mean share clipped")
+        ax.set_yticks(range(len(order)), order)
+    axes[0][0].invert_yaxis()  # shared: once for all panels, so the list reads top-down in the study's order
+    axes[0][0].set_ylabel("clipping method (setting)")
+    fig.suptitle(
+        "How often each method clipped (mean over learning rates and seeds; value: of elements, agc: of units; "
+        f"dotted: {NORMALISES:.0%}, past which clipping is normalisation)",
+        fontsize=10,
     )
-    ax.set_xlim(0, 1.05)
-    ax.legend(title="optimizer", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+#: A method that clips more than this share of steps normalises the gradient (``analysis.outcomes``).
+NORMALISES = 0.9
+#: The adding problem's reference scores (test MSE): the constant predictor (1/6), a model that finds one of the
+#: two values (1/12), solved (0.01).
+ADDING_LINES = ((1 / 6, "constant predictor 0.167"), (1 / 12, "finds one value 0.083"), (0.01, "solved 0.01"))
+
+
+def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
+    """The adding problem's final test MSE, one panel per method setting (so every point sits at the rate it ran
+    at), rates on a log axis: every run that did not diverge as a dot, the median over them joined across rates,
+    every diverged run as a red × above the axis's top (its MSE, up to 1e37, is not drawn), and the three reference
+    lines. No interval: the protocol draws none from fewer than 5 seeds, and a median needs none."""
+    from clipstudy.analysis import outcomes  # the same kinds as the tables
+
+    s = outcomes.add_outcomes(summaries)
+    hue, order = hue_and_order(s)
+    colors = label_colors(s)
+    cols = min(3, len(order))
+    rows = math.ceil(len(order) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.5 * rows + 0.8), squeeze=False, sharey=True)
+    top = 1.0
+    for ax, level in zip(axes.flat, order):
+        sub = s[s[hue] == level]
+        kept = sub[sub["outcome"] != "diverged"]
+        ax.scatter(kept["learning_rate"], kept["final_test_mse"].clip(upper=top), s=16, color=colors[level],
+                   alpha=0.7, lw=0, zorder=3)  # fmt: skip
+        med = kept.groupby("learning_rate")["final_test_mse"].median()
+        ax.plot(med.index, med.clip(upper=top).to_numpy(), color=colors[level], lw=1.8, marker="o", ms=5, zorder=3)
+        gone = sub[sub["outcome"] == "diverged"]
+        counts = gone.groupby("learning_rate").size()
+        ax.scatter(counts.index, [top * 1.4] * len(counts), marker="x", s=40, color=FAILED_COLOR, lw=1.5, zorder=4,
+                   clip_on=False)  # fmt: skip
+        for rate, k in counts.items():
+            ax.annotate(f"{k}", (rate, top * 1.4), textcoords="offset points", xytext=(5, -3), fontsize=8,
+                        color=FAILED_COLOR, annotation_clip=False)  # fmt: skip
+        for y, _text in ADDING_LINES:
+            ax.axhline(y, color="black", lw=0.7, ls="--" if y > 0.05 else ":")
+        ax.set(xscale="log", yscale="log", ylim=(1e-3, top))
+        ax.set_title(textwrap.fill(level, 42), fontsize=9, pad=16)
+        rates = sorted(sub["learning_rate"].unique())
+        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate (runs at the rates they ran at)")
+        ax.set_ylabel("final test MSE (log)")
+    for y, text in ADDING_LINES:
+        axes.flat[0].text(axes.flat[0].get_xlim()[0], y * 1.08, f" {text}", fontsize=7.5, va="bottom")
+    for ax in list(axes.flat)[len(order) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        title
+        or f"Adding problem: final test MSE per run (median over runs that did not diverge; red ×: diverged "
+        f"runs, their count beside; {seeds_note(s)})",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -393,23 +506,54 @@ def detection_curves(epochs: pd.DataFrame, title: str = "Detector: COCO metrics 
     return fig
 
 
-def norm_distribution(steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: str | None = None):
-    """Histogram of the global gradient norm over steps, with the thresholds real codebases use and
-    the share of steps each would clip."""
-    norms = steps["norm_before"][np.isfinite(steps["norm_before"]) & (steps["norm_before"] > 0)]
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    bins = np.logspace(np.log10(max(norms.min(), 1e-3) / 1.5), np.log10(norms.max() * 1.5), 60)
-    ax.hist(norms, bins=bins, color="C0", alpha=0.8)
-    ax.set_xscale("log")
-    for k, t in enumerate(thresholds):
-        share = float((norms > t).mean())
-        ax.axvline(t, color=f"C{k + 1}", ls="--", label=f"threshold {t:g}: clips {100 * share:.1f}% of steps")
-    ax.set(
-        xlabel="global L2 gradient norm before clipping (log)",
-        ylabel="number of steps",
-        title=title or "Gradient norms of the unclipped runs against common thresholds",
-    )
-    ax.legend(fontsize="small")
+def step_weights(steps: pd.DataFrame) -> pd.Series:
+    """How many optimizer steps each recorded step stands for: a published bundle thins long step tables (every
+    one of the first steps kept, then about every k-th), so a kept row after the first stands for the steps since
+    the run's previous kept row. A histogram weighted so estimates the distribution over every step."""
+    ordered = steps.sort_values(["run_id", "step"])
+    gaps = ordered.groupby("run_id")["step"].diff().fillna(1.0).clip(lower=1.0)
+    return gaps.reindex(steps.index)
+
+
+def norm_distribution(
+    steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: str | None = None, outcome: pd.Series | None = None
+):
+    """Histograms of the global gradient norm over steps (weighted by ``step_weights``: every step counted once),
+    one panel per learning rate, runs that learned apart from those that collapsed or diverged (``outcome``:
+    each run's kind, by ``run_id``), both axes logarithmic so that the tail shows, with the thresholds real
+    codebases use and the share of the learned runs' steps each would clip."""
+    data = steps[np.isfinite(steps["norm_before"]) & (steps["norm_before"] > 0)].copy()
+    data["weight"] = step_weights(data)
+    kind = data["run_id"].map(outcome) if outcome is not None else pd.Series("learned", index=data.index)
+    data["group"] = np.where(kind == "learned", "runs that learned", "runs that stalled or diverged")
+    rates = sorted(data["learning_rate"].unique())
+    fig, axes = plt.subplots(1, len(rates), figsize=(5.2 * len(rates) + 0.6, 3.9), squeeze=False, sharey=True)
+    bins = np.logspace(np.log10(data["norm_before"].min() / 1.5), np.log10(data["norm_before"].max() * 1.5), 70)
+    for ax, rate in zip(axes[0], rates, strict=True):
+        panel = data[data["learning_rate"] == rate]
+        for group, color in (
+            ("runs that learned", METHOD_COLORS["none"]),
+            ("runs that stalled or diverged", FAILED_COLOR),
+        ):
+            sub = panel[panel["group"] == group]
+            if len(sub):
+                runs = sub["run_id"].nunique()
+                ax.hist(sub["norm_before"], bins=bins, weights=sub["weight"], histtype="step", lw=1.6, color=color,
+                        label=f"{group} ({runs})")  # fmt: skip
+        learned = panel[panel["group"] == "runs that learned"]
+        for k, t in enumerate(thresholds):
+            share = (
+                float(learned.loc[learned["norm_before"] > t, "weight"].sum() / learned["weight"].sum())
+                if len(learned)
+                else math.nan
+            )
+            ax.axvline(t, color=("#1f77b4", "#2ca02c", "#9467bd")[k % 3], ls="--", lw=1,
+                       label=f"{t:g}: clips {100 * share:.3g}% of the learned runs' steps")  # fmt: skip
+        ax.set(xscale="log", yscale="log", title=f"Adam lr={rate:g} (max norm {panel['norm_before'].max():,.0f})",
+               xlabel="global gradient norm before clipping (log)")  # fmt: skip
+        ax.legend(fontsize=7.5, loc="upper right")
+    axes[0][0].set_ylabel("optimizer steps (log)")
+    fig.suptitle(title or "Gradient norms of the unclipped runs against common thresholds", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -507,6 +651,7 @@ def steps_to_target_points(summaries: pd.DataFrame, column: str = "steps_to_98",
         y=column,
         hue=hue,
         hue_order=order,
+        palette=label_colors(data),
         errorbar=t_interval,
         dodge=_dodge(order, 0.5),
         linestyle="none",
@@ -537,7 +682,7 @@ def spike_traces(
     method's colour, at the top of the panel when it lies above it; the legend counts failures per setting."""
     hue, order = hue_and_order(steps)
     optimizers = sorted(steps["optimizer"].unique())
-    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    palette = label_colors(steps)
     failed = set()
     if summaries is not None and len(summaries):
         bad = summaries["failure"].notna() if "failure" in summaries else summaries["diverged"].astype(bool)
@@ -551,7 +696,7 @@ def spike_traces(
             line = median[median[hue] == label]
             if len(line):
                 ax.plot(line["step"], line["loss"], color=palette[label], lw=1)
-        ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color="red", alpha=0.15)
+        ax.axvspan(min(spike_steps) - 0.5, max(spike_steps) + 0.5, color=FAILED_COLOR, alpha=0.12)
         ax.set_yscale("log")
         top = float(median["loss"].quantile(0.999)) * 3 if len(median) else 10.0
         ax.set_ylim(top=top)
@@ -559,7 +704,7 @@ def spike_traces(
             run = finite[finite["run_id"] == run_id].sort_values("step")
             if len(run):
                 last = run.iloc[-1]
-                ax.plot(last["step"], min(float(last["loss"]), top / 1.5), "x", color=palette[last[hue]], ms=9, mew=2)
+                ax.plot(last["step"], min(float(last["loss"]), top / 1.5), "x", color=FAILED_COLOR, ms=9, mew=2)
         lr = sub["learning_rate"].iloc[0]
         ax.set(xlabel="optimizer step", title=f"{opt}, lr={lr:g}")
     axes[0][0].set_ylabel("training loss of the batch (log)")
@@ -569,8 +714,8 @@ def spike_traces(
         runs = counts[counts[hue] == label]["run_id"]
         k = len(set(runs) & failed)
         handles.append(plt.Line2D([], [], color=palette[label], lw=1.5, label=f"{label}: {k} of {len(runs)} failed"))
-    handles.append(plt.Line2D([], [], color="grey", marker="x", lw=0, label="a failed run's last finite loss"))
-    handles.append(plt.Rectangle((0, 0), 1, 1, color="red", alpha=0.15, label="injected bad batches"))
+    handles.append(plt.Line2D([], [], color=FAILED_COLOR, marker="x", lw=0, label="a failed run's last finite loss"))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=FAILED_COLOR, alpha=0.12, label="injected bad batches"))
     fig.legend(handles=handles, fontsize=9, loc="lower center", ncol=2, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 * (len(handles) + 1) / 2, 1, 1))

@@ -7,6 +7,7 @@ their difference isolates the clipping. Intervals are two-sided 95% Student-t in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -65,6 +66,18 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float, int]
     """Mean and two-sided Student-t interval of ``values`` (NaN dropped): ``(mean, low, high, n)``."""
     e = paired_effect(values, confidence)
     return e.mean, e.low, e.high, e.n
+
+
+#: No interval and no p-value from fewer paired seeds than this, in verdicts, scans and figures alike (the
+#: protocol's rule: with two seeds t = 12.7 and an "interval" says nothing).
+MIN_TESTED_N = 5
+
+
+def tested(effect: Effect) -> Effect:
+    """``effect`` with its interval and p-value removed when it rests on fewer than ``MIN_TESTED_N`` pairs."""
+    if effect.n >= MIN_TESTED_N:
+        return effect
+    return dataclasses.replace(effect, low=math.nan, high=math.nan, p=math.nan)
 
 
 def holm(pvalues) -> list[float]:
@@ -153,7 +166,7 @@ def paired_differences(summaries: pd.DataFrame, metric: str, baseline: str = "no
     merged["difference"] = merged[metric] - merged["baseline"]
     rows = []
     for key, group in merged.groupby(cell_keys + ["method", "label"], dropna=False, sort=True):
-        e = paired_effect(group["difference"])
+        e = tested(paired_effect(group["difference"]))
         rows.append(
             {
                 **dict(zip(cell_keys + ["method", "label"], key)),
