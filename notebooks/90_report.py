@@ -335,8 +335,9 @@ if len(overhead):
     page.show(plots.overhead_bars(overhead, report.OVERHEAD_TARGETS, title="Cost of clipping per optimizer step"),
               rep.figures, "overhead",
               f"Median step time of each method relative to no clipping, measured by `make bench` with the methods "
-              f"interleaved in one process ({source}); red: the target each method should stay under. Every "
-              "method adds work per step by construction (claim 4).",
+              f"interleaved in one process ({source}); whiskers: the lowest and highest ratio over the bench's "
+              "rounds; dashed: the target each method should stay under. Every method adds work per step by "
+              "construction (claim 4).",
               "Bar chart of step-time ratio to no clipping for each method, from zero.")
 else:
     page.show_html(page.note("No cost figure: it is drawn only from `make bench`'s interleaved measurement "

@@ -692,3 +692,32 @@ def test_the_norm_histogram_weights_each_kept_step_by_the_steps_it_stands_for():
     steps = pd.DataFrame({"run_id": "r", "step": kept, "norm_before": 1.0, "learning_rate": 0.01})
     weights = plots.step_weights(steps)
     assert weights.sum() == 200 and weights.iloc[:50].tolist() == [1.0] * 50 and set(weights.iloc[50:]) == {10.0}
+
+
+def test_the_cost_figure_reads_the_benchs_spread_and_draws_it(tmp_path):
+    """make bench records each interleaved round's ratio; the figure draws the median ratio with the lowest and
+    highest round's as whiskers (a bench file without rounds still draws, without them)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clipstudy.analysis import plots
+
+    bench = {"date": "2026-12-04", "platform": {"cpu_model_name": "AMD EPYC"}, "overhead": {
+        "none": {"ratio": 1.0, "round_ratios": [1.0, 1.0, 1.0]},
+        "zclip": {"ratio": 1.07, "round_ratios": [1.05, 1.07, 1.12]},
+    }}  # fmt: skip
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    ratios = report.overhead_ratios([tmp_path / "bench.json"])
+    z = ratios.set_index("method").loc["zclip"]
+    assert (z["ratio"], z["low"], z["high"], z["rounds"]) == (1.07, 1.05, 1.12, 3)
+    assert z["source"] == "make bench, AMD EPYC, 2026-12-04"
+    fig = plots.overhead_bars(ratios)
+    (ax,) = fig.axes
+    spread = [c for c in ax.containers if getattr(c, "get_gid", lambda: None)() == "spread"] or [
+        c for c in ax.collections if c.get_gid() == "spread"
+    ]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "zclip"]
+    assert ax.get_ylim()[1] >= 1.12 and spread
+    plt.close(fig)

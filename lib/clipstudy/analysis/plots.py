@@ -723,24 +723,35 @@ def spike_traces(
 
 
 def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str | None = None):
-    """Per-step time of each method relative to ``none`` (1.0 = no overhead), with the targets drawn."""
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    """Per-step time of each method relative to ``none`` (1.0 = no overhead), bars in the methods' colours, the
+    spread over the bench's rounds (min to max of each round's ratio) where it was recorded, the targets drawn."""
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
     order = [m for m in METHOD_ORDER if m in set(ratios["method"])]
-    sns.barplot(data=ratios, x="method", y="ratio", order=order, color="C0", ax=ax)
+    rows = ratios.set_index("method").loc[order]
+    ax.bar(range(len(order)), rows["ratio"], color=[METHOD_COLORS.get(m, "#555555") for m in order])
+    if {"low", "high"} <= set(rows.columns) and rows["low"].notna().any():
+        spread = np.vstack([rows["ratio"] - rows["low"], rows["high"] - rows["ratio"]]).clip(min=0)
+        ax.errorbar(range(len(order)), rows["ratio"], yerr=np.nan_to_num(spread), fmt="none", ecolor="black",
+                    capsize=4, lw=1, gid="spread")  # fmt: skip
     ax.axhline(1.0, color="k", lw=0.8)
     for method, target in (targets or {}).items():
         if method in order:
             i = order.index(method)
-            ax.plot([i - 0.4, i + 0.4], [target, target], color="C3", lw=2)
+            ax.plot([i - 0.4, i + 0.4], [target, target], color="black", lw=2, ls="--")
+    rounds = int(rows["rounds"].max()) if "rounds" in rows and rows["rounds"].notna().any() else 0
+    ax.set_xticks(range(len(order)), order)
     ax.set(
         xlabel="clipping method",
         ylabel="median step time / none",
-        title=title or "Cost of clipping per optimizer step (red: target)",
+        title=title or "Cost of clipping per optimizer step (dashed: target)",
     )
-    for i, method in enumerate(order):  # the bars start at 0; their values are written on them
-        value = float(ratios.loc[ratios["method"] == method, "ratio"].iloc[0])
+    if rounds:
+        ax.text(0.99, 0.97, f"whiskers: min to max over {rounds} interleaved rounds", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8)  # fmt: skip
+    for i, value in enumerate(rows["ratio"]):  # the bars start at 0; their values are written on them
         ax.text(i, value / 2, f"{value:.2f}", ha="center", va="center", fontsize=10, color="white")
-    ax.set_ylim(0, max(1.2, float(ratios["ratio"].max()) * 1.1))
+    top = float(np.nanmax([rows["ratio"].max(), rows["high"].max() if "high" in rows else np.nan]))
+    ax.set_ylim(0, max(1.2, top * 1.12))
     fig.tight_layout()
     return fig
 

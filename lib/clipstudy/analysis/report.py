@@ -394,8 +394,20 @@ def overhead_ratios(bench_files) -> pd.DataFrame:
         if overhead:
             cpu = (measured.get("platform") or {}).get("cpu_model_name") or "unknown CPU"
             source = f"make bench, {cpu}, {measured.get('date', 'undated')}"
-            return pd.DataFrame([{"method": m, "ratio": o["ratio"], "source": source} for m, o in overhead.items()])
-    return pd.DataFrame(columns=["method", "ratio", "source"])
+            return pd.DataFrame(
+                [
+                    {
+                        "method": m,
+                        "ratio": o["ratio"],
+                        "low": min(o.get("round_ratios") or [math.nan]),
+                        "high": max(o.get("round_ratios") or [math.nan]),
+                        "rounds": len(o.get("round_ratios") or []),
+                        "source": source,
+                    }
+                    for m, o in overhead.items()
+                ]
+            )
+    return pd.DataFrame(columns=["method", "ratio", "low", "high", "rounds", "source"])
 
 
 def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:

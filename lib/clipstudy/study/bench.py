@@ -88,6 +88,7 @@ OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip":
 def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int = 5) -> dict:
     """Median step time of each method relative to ``none``, measured in this process, methods interleaved."""
     times = {m: [] for m in OVERHEAD_METHODS}
+    by_round: list[dict[str, float]] = []
     for r in range(rounds):
         for method, params in OVERHEAD_METHODS.items():
             run = _train(
@@ -100,10 +101,24 @@ def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int
                 clip_params=params,
             )
             times[method].extend(run.steps["step_time_s"].iloc[skip:].tolist())
+            by_round.append({"method": method, "median_step_s": statistics.median(times[method][-(steps - skip) :])})
         print(f"overhead round {r + 1}/{rounds} done", flush=True)
     base = statistics.median(times["none"])
     return {
-        m: {"median_step_s": statistics.median(t), "ratio": statistics.median(t) / base, "steps": len(t)}
+        m: {
+            "median_step_s": statistics.median(t),
+            "ratio": statistics.median(t) / base,
+            "steps": len(t),
+            # the spread: each round's median step time over that round's unclipped one
+            "round_ratios": [
+                mine["median_step_s"] / none["median_step_s"]
+                for mine, none in zip(
+                    [b for b in by_round if b["method"] == m],
+                    [b for b in by_round if b["method"] == "none"],
+                    strict=True,
+                )
+            ],
+        }
         for m, t in times.items()
     }
 
