@@ -807,8 +807,9 @@ DESIGN_CHANGES = [
         "commit": "620f8c5",
         "date": "2026-11-29",
         "change": "which confirmatory answer decides which claim (below), written with 47 of the 156 confirmatory "
-        "runs in the bundle, before any answer was computed from them",
-        "bears on": "claims 3a, 7 and 8 once their questions are complete",
+        "runs in the bundle, before any answer was computed from them; 18 of those 47 were Q4's 20 runs (the "
+        "positive control), so Q4, which decides claim 3a, was mapped with nearly all of its data in",
+        "bears on": "claims 3a, 7 and 8 once their questions are complete; for 3a the mapping was not blind to Q4",
     },
     {
         "commit": "620f8c5",
@@ -816,6 +817,15 @@ DESIGN_CHANGES = [
         "change": "verdict words matched to their rules ('no effect within ±m', 'no effect at the article's setting, "
         "where its threshold is never reached', 'non-inferior within 0.005') and a 'tested where' line per claim",
         "bears on": "wording only: no verdict, effect or rule changed",
+    },
+    {
+        "commit": "72935ec",
+        "date": "2026-11-29",
+        "change": "the clipping methods rewritten in the middle of stage 2 (one ops namespace for TensorFlow and "
+        "JAX); the study loop keeps TensorFlow's own ops, and the nine methods' trajectory digests were checked "
+        "identical before and after",
+        "bears on": "none of the numbers (runs before and after are bit-identical); disclosed because it "
+        "changed the code that made half of stage 2's runs",
     },
     {
         "commit": "59fe962",
@@ -845,6 +855,27 @@ DESIGN_CHANGES = [
         "change": "a claim decided by stage 2 names where that test ran ('tested where') and its numbers in the "
         "claims table, stage 1's effect columns marked as stage 1's; made with stage 2 complete",
         "bears on": "wording only: no verdict, effect or rule changed",
+    },
+    {
+        "commit": "210bde2",
+        "date": "2026-12-04",
+        "change": "stage 1's audit reads seeds 0-4 only (it had left out seeds 5-9), so that stage 3's seeds (10 "
+        "and up) cannot enter stage 1's verdicts; stage 3's protocol and calibration grid committed",
+        "bears on": "none of the published numbers (no run of seed 10 or more existed)",
+    },
+    {
+        "commit": "be46c45",
+        "date": "2026-12-04",
+        "change": "outcomes counted as diverged, stalled or learned; Q2 reported per optimizer beside its pooled "
+        "test; Q4 worded 'uninformative' where no run of either arm came below the one-value MSE (1/12)",
+        "bears on": "wording of claims 3a and 8 and of Q4: no verdict, effect or p-value changed",
+    },
+    {
+        "commit": "67a57ba",
+        "date": "2026-12-04",
+        "change": "no interval and no p-value from fewer than 5 paired seeds in the secondary scan (it gave t "
+        "p-values to two-seed contrasts), so fewer contrasts enter its Holm correction",
+        "bears on": "the secondary scans of claims 2 and 5 (secondary only: decides nothing)",
     },
 ]
 
