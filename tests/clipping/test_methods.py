@@ -2,6 +2,7 @@
 formulas, and threshold sequences computed by hand from the papers' rules."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -294,3 +295,44 @@ def test_bad_parameters_raise_value_error_naming_the_value(method, params, messa
 def test_autoclip_percentile_100_is_accepted_and_never_clips():
     stats, _ = run_series(clipping.get("autoclip", percentile=100), [1, 5, 2])
     assert [s["clipped"] for s in stats] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("value", [1e-45, 1e-39, 1e39])
+def test_a_threshold_not_representable_in_float32_is_refused_by_name(value):
+    """1e-45 is 0 in float32 (training would freeze), 1e-39 denormal, 1e39 inf (never clips)."""
+    assert float(np.float32(value)) in (0.0, math.inf) or float(np.float32(value)) < np.finfo(np.float32).tiny
+    with pytest.raises(
+        ValueError, match=re.escape(f"threshold={value!r} is invalid; it is not representable in float32")
+    ):
+        clipping.get("global_norm", threshold=value)
+    clipping.get("global_norm", threshold=float(np.finfo(np.float32).tiny))  # the smallest normal float32 is fine
+
+
+def test_the_global_norm_of_finite_elements_that_overflow_float32_squared_is_finite_and_exact():
+    """Elements of 1e20 square to 1e40, past float32: the norm is taken again scaled by the largest element, and
+    matches NumPy's float64 norm; the step is clipped, not skipped as non-finite."""
+    grads = [tf.constant([1e20, -2e20], tf.float32), tf.constant([[3e19]], tf.float32)]
+    reference = numpy_global_norm([g.numpy() for g in grads])
+    norm = clipping.global_norm(grads)
+    assert float(norm) == pytest.approx(reference, rel=1e-6)
+    clipped, _, stats = clipping.get("global_norm", threshold=1.0)(grads, [tf.Variable([0.0, 0.0])] * 2, {})
+    assert not bool(stats["nonfinite"]) and float(stats["clipped"]) == 1.0
+    assert numpy_global_norm([g.numpy() for g in clipped]) == pytest.approx(1.0, rel=1e-5)
+    assert math.isinf(float(clipping.global_norm([tf.constant([math.inf, 1.0])])))  # a real inf stays inf
+
+
+def test_the_global_norm_keeps_keras_bits_where_it_does_not_overflow(rng):
+    """Below overflow the norm is Keras' own expression, bit for bit, eagerly and traced."""
+    grads = [tf.constant(rng.normal(size=s).astype(np.float32)) for s in [(3, 3, 1, 8), (8,), (40, 10)]]
+    expected = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])).numpy()
+    assert clipping.global_norm(grads).numpy() == expected
+    assert tf.function(clipping.global_norm)(grads).numpy() == expected
+
+
+def test_autoclip_keeps_zero_norms_out_of_its_history_so_its_threshold_never_collapses():
+    """Three zero-norm steps, then a gradient of norm 5: the percentile of the norms seen so far ignores the
+    zeros (they say nothing of the scale), so the threshold is 5 and the step comes back whole, not zeroed."""
+    stats, state = run_series(clipping.get("autoclip", percentile=10), [0.0, 0.0, 0.0, 5.0, 3.0])
+    assert math.isnan(stats[0]["threshold"]) and stats[3]["threshold"] == pytest.approx(5.0)
+    assert stats[3]["norm_after"] == pytest.approx(5.0) and stats[4]["threshold"] == pytest.approx(3.2)
+    assert int(state["count"]) == 2

@@ -28,12 +28,22 @@ def wide(g, xp=TENSORFLOW):
 
 
 def global_norm(grads, xp=None):
-    """L2 norm over every non-None tensor, computed as Keras computes it, in float32 at least."""
+    """L2 norm over every non-None tensor, computed as Keras computes it, in float32 at least. Where that
+    overflows (finite elements whose squares pass float32's 3.4e38: an element of 1e20 does), the norm is taken
+    again scaled by the largest element, as robust norm implementations do, so that only a gradient holding inf
+    or NaN has a non-finite norm; every other step keeps Keras' bits (the scaled form runs only then)."""
     xp = xp or namespace_of(grads)
-    squares = [xp.sum(xp.square(wide(g, xp))) for g in grads if g is not None]
-    if not squares:
+    tensors = [wide(g, xp) for g in grads if g is not None]
+    if not tensors:
         return xp.constant(0.0)
-    return xp.sqrt(xp.sum(xp.stack(squares)))
+    plain = xp.sqrt(xp.sum(xp.stack([xp.sum(xp.square(g)) for g in tensors])))
+
+    def scaled():
+        peak = xp.max_abs(xp.stack([xp.cast(xp.max_abs(g), plain.dtype) for g in tensors]))
+        squares = [xp.cast(xp.sum(xp.square(g / xp.cast(peak, g.dtype))), plain.dtype) for g in tensors]
+        return xp.where(xp.is_finite(peak), peak * xp.sqrt(xp.sum(xp.stack(squares))), plain)  # inf stays inf
+
+    return xp.cond(xp.is_inf(plain), scaled, lambda: plain)
 
 
 def scale_to_global_norm(grads, norm, threshold, trigger=None, xp=None):
@@ -80,9 +90,20 @@ def make_stats(before, after, clipped, threshold, xp=TENSORFLOW) -> dict:
     }
 
 
+#: float32's smallest normal and largest finite numbers: a parameter outside them is 0 (or denormal) or inf
+#: in the float32 variables it is compared with, and training would freeze or never clip.
+FLOAT32_RANGE = (1.1754943508222875e-38, 3.4028234663852886e38)
+
+
 def check_positive(method: str, name: str, value) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{method}: {name}={value!r} is invalid; it must be a finite number > 0")
+    low, high = FLOAT32_RANGE
+    if not low <= value <= high:
+        raise ValueError(
+            f"{method}: {name}={value!r} is invalid; it is not representable in float32, the dtype of the "
+            f"gradients it acts on (valid: {low:.7g} to {high:.7g})"
+        )
     return float(value)
 
 

@@ -198,7 +198,9 @@ class AutoClip(Clipper):
         return {"norms": xp.zeros(self.history, xp.float32), "count": xp.constant(0, xp.count_dtype)}
 
     def _clip(self, xp, grads, variables, state, norm):
-        finite = xp.is_finite(norm)
+        # a zero norm (a dead or converged step) says nothing of the gradient's scale: kept out of the history,
+        # so the percentile never collapses to 0 and clips every later step to nothing
+        finite = xp.is_finite(norm) & (norm > 0)
         slot = state["count"] % self.history
         norms = xp.where(finite, xp.set_item(state["norms"], slot, norm), state["norms"])
         count = state["count"] + xp.cast(finite, state["count"].dtype)

@@ -96,6 +96,13 @@ class TensorFlowOps:
     def is_inf(self, x):
         return tf.math.is_inf(x)
 
+    def max_abs(self, x):
+        return tf.reduce_max(tf.abs(x))
+
+    def cond(self, pred, true_fn, false_fn):
+        """Only the branch ``pred`` selects runs (in a graph too)."""
+        return tf.cond(pred, true_fn, false_fn)
+
     def logical_not(self, x):
         return tf.logical_not(x)
 
@@ -196,6 +203,12 @@ class KerasOps:
 
     def is_inf(self, x):
         return self._ops.isinf(x)
+
+    def max_abs(self, x):
+        return self._ops.max(self._ops.abs(x))
+
+    def cond(self, pred, true_fn, false_fn):
+        return self._ops.cond(pred, true_fn, false_fn)
 
     def logical_not(self, x):
         return self._ops.logical_not(x)
