@@ -336,3 +336,16 @@ def test_autoclip_keeps_zero_norms_out_of_its_history_so_its_threshold_never_col
     assert math.isnan(stats[0]["threshold"]) and stats[3]["threshold"] == pytest.approx(5.0)
     assert stats[3]["norm_after"] == pytest.approx(5.0) and stats[4]["threshold"] == pytest.approx(3.2)
     assert int(state["count"]) == 2
+
+
+def test_the_study_loop_asks_for_keras_norm_which_reads_inf_past_float32():
+    """The study's published runs stopped an exploding run where Keras' norm overflowed (a published unclipped
+    adding run at step 33, norm 6.8e18 then inf); the step keeps that norm so every published run retrains bit for
+    bit, while the library's default is the overflow-safe one."""
+    grads = [tf.constant([1e20, -2e20], tf.float32)]
+    variables = [tf.Variable([0.0, 0.0])]
+    _, _, legacy = clipping.get("value", threshold=5.0)(grads, variables, {}, overflow_safe=False)
+    _, _, safe = clipping.get("value", threshold=5.0)(grads, variables, {})
+    assert math.isinf(float(legacy["norm_before"])) and bool(legacy["nonfinite"])
+    assert float(safe["norm_before"]) == pytest.approx(numpy_global_norm([g.numpy() for g in grads]), rel=1e-6)
+    assert not bool(safe["nonfinite"]) and float(safe["clipped"]) == 1.0  # both elements clipped to ±5

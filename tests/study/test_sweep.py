@@ -141,6 +141,19 @@ def good_experiment(**overrides):
         (good_experiment(optimizers={"adagrad": [0.1]}), "experiments[0].optimizers.adagrad", "unknown optimizer"),
         (good_experiment(optimizers={"sgd": [-0.1]}), "experiments[0].optimizers.sgd", "must be a finite number > 0"),
         (good_experiment(task="segmenter"), "experiments[0].task", "'segmenter' is not one of"),
+        (good_experiment(optimizers={"adam": [1e300]}), "experiments[0].optimizers.adam", "at most 1e+06"),
+        (good_experiment(settings={"epochs": 10**8}), "experiments[0].settings.epochs", "from 1 to 1,000"),
+        (good_experiment(settings={"batch_size": 10**8}), "experiments[0].settings.batch_size", "from 1 to 65,536"),
+        (
+            good_experiment(task="adding", settings={"task_params": {"length": 10**8}}),
+            "experiments[0].settings",
+            "length=100000000 is invalid; it must be an integer from 2 to 10,000",
+        ),
+        (
+            good_experiment(methods=[{"method": "norm", "threshold": 1e-45}]),
+            "experiments[0].methods[0]",
+            "not representable in float32",
+        ),
         (
             good_experiment(methods=["none", {"method": "norm", "threshold": {"probe_percentile": 50}}]),
             "experiments[0].methods[1]",
@@ -161,6 +174,46 @@ def test_a_bad_profile_is_rejected_before_anything_runs(tmp_path, experiment, fi
     message = str(info.value)
     assert str(path) in message and f"field {field}" in message and reason in message
     assert not reports.exists()
+
+
+def test_one_run_written_two_ways_is_refused_instead_of_counted_twice(tmp_path):
+    """threshold 1 and 1.0 gave two run ids for one run: both were trained and the analysis counted 4 pairs from
+    2 seeds. The loader names both and asks for one spelling."""
+    clipped = {"method": "global_norm", "threshold": 1.0}
+    path = write_profile(
+        tmp_path,
+        {"experiments": [good_experiment(name="a", methods=[clipped]),
+                         good_experiment(name="b", methods=[{**clipped, "threshold": 1}])]},
+    )  # fmt: skip
+    with pytest.raises(profiles.ProfileError, match=r"experiments\[1\] \(b\).*of experiment 'a'.*1 and 1.0 are one"):
+        profiles.load_profile(path)
+
+
+def test_an_alias_bomb_a_huge_grid_and_doubled_seeds_are_caught_before_anything_is_built(tmp_path):
+    levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}, *a{i - 1}]"
+        for i in range(1, 9)
+    ]  # 10^9 elements once expanded
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nexperiments: []\n")
+    with pytest.raises(profiles.ProfileError, match=r"expands to [\d,]+ YAML nodes .* more than 100,000"):
+        profiles.load_profile(bomb)
+    # the same bomb handed to a RunConfig directly (clip_params) is refused while freezing, not expanded
+    import yaml
+
+    from clipstudy.training.config import ConfigError, RunConfig
+
+    expanded = yaml.safe_load("\n".join(levels))["a8"]
+    with pytest.raises(ConfigError, match="more than 10,000 elements"):
+        RunConfig.for_task("classifier", task_params={}, spikes={"steps": expanded, "kind": "scale_loss"})
+    huge = write_profile(tmp_path, {"experiments": [good_experiment(seeds=list(range(30_000)))]})
+    with pytest.raises(profiles.ProfileError, match=r"hold 30,000 runs, more than 20,000"):
+        profiles.load_profile(huge)
+    doubled = write_profile(tmp_path, {"experiments": [good_experiment(seeds=[0, 1, 1])]})
+    with pytest.warns(UserWarning, match=r"seeds: seed\(s\) 1 listed more than once; each runs once"):
+        _, specs = profiles.load_profile(doubled)
+    assert sorted(s.config.seed for s in specs) == [0, 1]
 
 
 def test_an_unknown_profile_name_lists_the_choices():

@@ -98,6 +98,7 @@ def test_test_accuracy_agrees_with_keras_evaluate(mnist, mnist_splits):
 
 
 def test_a_huge_learning_rate_is_reported_as_diverged_not_raised(mnist_splits):
+    """A rate of 1e5 (below ``LIMITS``' 1e6) sends SGD on MNIST to a non-finite loss within the run."""
     run = train(mnist_splits, optimizer="sgd", learning_rate=1e5, **SMALL)
     assert run.summary["diverged"]
     assert run.summary["steps_run"] < run.summary["steps_planned"]

@@ -14,6 +14,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from clipstudy.analysis import outcomes
 from clipstudy.analysis.runplots import norm_trace, run_curves  # noqa: F401 - one run's figures
 from clipstudy.analysis.stats import paired_effect
 from clipstudy.clipping import METHODS
@@ -400,8 +401,8 @@ def clip_fraction_bars(summaries: pd.DataFrame):
     return fig
 
 
-#: A method that clips more than this share of steps normalises the gradient (``analysis.outcomes``).
-NORMALISES = 0.9
+#: A method that clips more than this share of steps normalises the gradient.
+NORMALISES = outcomes.NORMALISES
 #: The adding problem's reference scores (test MSE): the constant predictor (1/6), a model that finds one of the
 #: two values (1/12), solved (0.01).
 ADDING_LINES = ((1 / 6, "constant predictor 0.167"), (1 / 12, "finds one value 0.083"), (0.01, "solved 0.01"))
@@ -412,8 +413,6 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
     at), rates on a log axis: every run that did not diverge as a dot, the median over them joined across rates,
     every diverged run as a red × above the axis's top (its MSE, up to 1e37, is not drawn), and the three reference
     lines. No interval: the protocol draws none from fewer than 5 seeds, and a median needs none."""
-    from clipstudy.analysis import outcomes  # the same kinds as the tables
-
     s = outcomes.add_outcomes(summaries)
     hue, order = hue_and_order(s)
     colors = label_colors(s)

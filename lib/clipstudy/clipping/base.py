@@ -27,7 +27,7 @@ def wide(g, xp=TENSORFLOW):
     return xp.cast(g, xp.float32)
 
 
-def global_norm(grads, xp=None):
+def global_norm(grads, xp=None, overflow_safe: bool = True):
     """L2 norm over every non-None tensor, computed as Keras computes it, in float32 at least. Where that
     overflows (finite elements whose squares pass float32's 3.4e38: an element of 1e20 does), the norm is taken
     again scaled by the largest element, as robust norm implementations do, so that only a gradient holding inf
@@ -37,6 +37,8 @@ def global_norm(grads, xp=None):
     if not tensors:
         return xp.constant(0.0)
     plain = xp.sqrt(xp.sum(xp.stack([xp.sum(xp.square(g)) for g in tensors])))
+    if not overflow_safe:
+        return plain
 
     def scaled():
         peak = xp.max_abs(xp.stack([xp.cast(xp.max_abs(g), plain.dtype) for g in tensors]))
@@ -148,12 +150,15 @@ class Clipper:
     def _init(self, variables, xp) -> dict:
         return {}
 
-    def __call__(self, grads, variables, state):
+    def __call__(self, grads, variables, state, *, overflow_safe: bool = True):
+        """Clip ``grads``; returns ``(clipped, new state, stats)``. ``overflow_safe=False`` takes the norms as
+        Keras does, which reads inf once the squares pass float32 (a norm of about 1.8e19) and so reports such a
+        step as non-finite: the study's training loop, whose published runs were made so, asks for it."""
         grads, variables = list(grads), list(variables)
         xp = namespace_of(grads, variables)
-        before = global_norm(grads, xp)
+        before = global_norm(grads, xp, overflow_safe)
         clipped, state, n_clipped, threshold = self._clip(xp, grads, variables, state, before)
-        after = before if clipped is grads else global_norm(clipped, xp)
+        after = before if clipped is grads else global_norm(clipped, xp, overflow_safe)
         return clipped, state, make_stats(before, after, n_clipped, threshold, xp)
 
     def _clip(self, xp, grads, variables, state, norm):

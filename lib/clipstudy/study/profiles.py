@@ -8,7 +8,9 @@ No TensorFlow is imported here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +97,16 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
     """Parse and validate a profile; return its name and its runs. Nothing runs before this passes."""
     path = resolve_profile(profile)
     check = _Checker(str(path))
+    text = path.read_text()
     try:
-        doc = yaml.safe_load(path.read_text())
+        nodes = _expanded_nodes(yaml.compose(text, Loader=yaml.SafeLoader), {}) if text.strip() else 0
+        check.require(
+            nodes <= MAX_NODES,
+            "(top level)",
+            f"the file expands to {nodes:,} YAML nodes (aliases counted at each use), more than {MAX_NODES:,}: "
+            "an alias repeated inside aliases?",
+        )
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
     check.require(isinstance(doc, dict), "(top level)", "must be a mapping with 'experiments'")
@@ -106,11 +116,69 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
     check.require("experiments" in doc, "experiments", "missing")
     experiments = doc["experiments"]
     check.require(isinstance(experiments, list) and experiments, "experiments", "must be a non-empty list")
+    planned = sum(_grid_size(exp) for exp in experiments)
+    check.require(
+        planned <= MAX_RUNS,
+        "experiments",
+        f"the grids hold {planned:,} runs, more than {MAX_RUNS:,}: split the profile or shrink its grids",
+    )
     specs: dict[str, RunSpec] = {}
+    same: dict[str, RunSpec] = {}  # the runs by their parameters with every number a float: 1 and 1.0 are one
     for i, exp in enumerate(experiments):
         for spec in _experiment_runs(check, f"experiments[{i}]", exp):
+            key = json.dumps(_numbers_as_floats(spec.params), sort_keys=True)
+            twin = same.setdefault(key, spec)
+            check.require(
+                twin.run_id == spec.run_id,
+                f"experiments[{i}] ({spec.experiment})",
+                f"run {spec.run_id} is run {twin.run_id} of experiment {twin.experiment!r} with a number written "
+                "another way (1 and 1.0 are one number); write it as that experiment does, so it runs and counts once",
+            )
             specs.setdefault(spec.run_id, spec)  # experiments may share runs: run once
     return path.stem, list(specs.values())
+
+
+#: The most runs a profile may plan (the paper profile plans about 500, full about 1,500).
+MAX_RUNS = 20_000
+
+
+def _grid_size(exp) -> int:
+    """The runs an experiment plans (methods × rates × seeds), counted before any is built; 0 if malformed."""
+    if not isinstance(exp, dict):
+        return 0
+    methods, optimizers, seeds = exp.get("methods"), exp.get("optimizers"), exp.get("seeds")
+    if not (isinstance(methods, list) and isinstance(optimizers, dict) and isinstance(seeds, list)):
+        return 0
+    rates = sum(len(r) for r in optimizers.values() if isinstance(r, list))
+    return len(methods) * rates * len(seeds)
+
+
+def _numbers_as_floats(value):
+    if isinstance(value, dict):
+        return {k: _numbers_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+#: The most YAML nodes a profile may expand to, aliases counted at every use (a profile is a few hundred).
+MAX_NODES = 100_000
+
+
+def _expanded_nodes(node, memo: dict) -> int:
+    """The number of nodes ``node`` stands for with every alias expanded (memoised: a bomb is counted, not built)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a node that holds itself counts once
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_nodes(n, memo) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+        else:
+            memo[key] = 1
+    return memo[key]
 
 
 def _experiment_runs(check: _Checker, at: str, exp) -> list[RunSpec]:
@@ -134,6 +202,13 @@ def _experiment_runs(check: _Checker, at: str, exp) -> list[RunSpec]:
         f"{at}.seeds",
         "must be a non-empty list of integers ≥ 0",
     )
+    doubled = sorted({s for s in seeds if seeds.count(s) > 1})
+    if doubled:
+        warnings.warn(
+            f"{check.source}: field {at}.seeds: seed(s) {', '.join(map(str, doubled))} listed more than once; "
+            "each runs once",
+            stacklevel=3,
+        )
     runs = []
     for method, clip_params in methods:
         for optimizer, learning_rate in rates:

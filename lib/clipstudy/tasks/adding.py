@@ -39,6 +39,9 @@ SIZES = {"train": 100_000, "validation": 2_000, "test": 2_000}
 SPLIT_SEEDS = {"train": 1, "validation": 2, "test": 3}
 #: Recurrent-weight initialisers a run may ask for (Keras names), each scaled by ``recurrent_gain``.
 RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
+#: The longest sequences and widest RNN a run may ask for: 100,000 training sequences of length 10,000 are
+#: 8 GB of float32 already (a length of 1e8 asked for 72.8 TiB at run time).
+MAX_LENGTH, MAX_UNITS = 10_000, 4_096
 #: The task's run parameters (``RunConfig.task_params``) and their defaults.
 PARAMS = {"length": 50, "units": 128, "recurrent_init": "orthogonal", "recurrent_gain": 1.0}
 
@@ -186,12 +189,10 @@ def _check(config) -> None:
     if config.dataset is not None:
         raise ValueError(f"dataset={config.dataset!r} is invalid for the adding task (generated data); leave it unset")
     p = config.task_params
-    for name in ("length", "units"):
+    for name, low, high in (("length", 2, MAX_LENGTH), ("units", 1, MAX_UNITS)):
         value = p.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "length" else 1):
-            raise ValueError(
-                f"task_params {name}={value!r} is invalid; it must be an integer ≥ {2 if name == 'length' else 1}"
-            )
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"task_params {name}={value!r} is invalid; it must be an integer from {low} to {high:,}")
     if p.get("recurrent_init") not in RECURRENT_INITS:
         raise ValueError(
             f"task_params recurrent_init={p.get('recurrent_init')!r} is invalid; valid choices: "

@@ -46,12 +46,25 @@ class FrozenDict(dict):
         return dict.__repr__(self)
 
 
-def freeze(value):
-    """``value`` with every dict a ``FrozenDict`` and every list a tuple, all the way down (copies)."""
+#: The most elements a run's nested parameters (clip_params, task_params, spikes) may hold. A YAML alias bomb
+#: (each list repeating the one before ten times) reads as a few lines and expands to billions of elements.
+MAX_PARAM_ELEMENTS = 10_000
+
+
+def freeze(value, _budget: list[int] | None = None):
+    """``value`` with every dict a ``FrozenDict`` and every list a tuple, all the way down (copies). Refuses
+    (``ConfigError``) a value of more than ``MAX_PARAM_ELEMENTS`` elements before copying more of it."""
+    budget = _budget if _budget is not None else [MAX_PARAM_ELEMENTS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(
+            f"a run parameter holds more than {MAX_PARAM_ELEMENTS:,} elements (a YAML alias that expands "
+            "without bound?); a run's parameters are a handful of numbers"
+        )
     if isinstance(value, dict):
-        return FrozenDict({k: freeze(v) for k, v in value.items()})
+        return FrozenDict({k: freeze(v, budget) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
+        return tuple(freeze(v, budget) for v in value)
     return value
 
 
@@ -176,13 +189,17 @@ class RunConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_clipping(self)
         _check_number("learning_rate", self.learning_rate)
+        if self.learning_rate > LIMITS["learning_rate"]:
+            raise ConfigError(
+                f"learning_rate={self.learning_rate!r} is invalid; it must be at most {LIMITS['learning_rate']:g}"
+            )
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
-        _check_int("seed", self.seed, minimum=0)
+        _check_int("seed", self.seed, minimum=0, maximum=LIMITS["seed"])
         for name in ("epochs", "batch_size", "threads"):
-            _check_int(name, getattr(self, name), minimum=1)
+            _check_int(name, getattr(self, name), minimum=1, maximum=LIMITS[name])
         for name in ("train_subset", "test_subset", "eval_every", "validation"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1, optional=True)
+                _check_int(name, getattr(self, name), minimum=1, optional=True, maximum=LIMITS.get(name))
         _check_task(self)
         try:
             spike_plan(self.spikes)
@@ -206,10 +223,25 @@ def _check_number(name, value):
         raise ConfigError(f"{name}={value!r} is invalid; it must be a finite number > 0")
 
 
-def _check_int(name, value, minimum, optional=False):
+#: Sane upper bounds of a run's numbers: beyond them a run is a typo (a rate of 1e300, 1e8 epochs), refused
+#: before anything runs rather than failing hours later or asking for terabytes. The data sizes are bounded by
+#: each task's own pool.
+LIMITS = {
+    "learning_rate": 1e6,
+    "seed": 2**32 - 1,
+    "epochs": 1_000,
+    "batch_size": 65_536,
+    "threads": 256,
+    "eval_every": 10_000_000,
+}
+
+
+def _check_int(name, value, minimum, optional=False, maximum=None):
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         tail = " or None" if optional else ""
         raise ConfigError(f"{name}={value!r} is invalid; it must be an integer ≥ {minimum}{tail}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value!r} is invalid; it must be an integer from {minimum} to {maximum:,}")
 
 
 def _check_clipping(config: RunConfig):

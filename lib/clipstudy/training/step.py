@@ -53,7 +53,9 @@ def make_train_step(net, task, clip, optimizer, x_train, y_train, clip_state=Non
             scaled_loss = batch_loss * loss_scale
         grads = tape.gradient(scaled_loss, variables)
         state = {k: v.read_value() for k, v in clip_state.items()}
-        clipped, new_state, stats = clip(grads, variables, state)
+        # Keras' own norm, which overflows past about 1.8e19: the published runs were made so, and an exploding
+        # run stops as diverged at that step (clipping.Clipper; the library's wrapper takes the overflow-safe norm)
+        clipped, new_state, stats = clip(grads, variables, state, overflow_safe=False)
         healthy = tf.math.is_finite(batch_loss) & tf.logical_not(stats["nonfinite"])
         if healthy:
             optimizer.apply(clipped, variables)
