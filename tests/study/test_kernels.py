@@ -152,3 +152,22 @@ def test_close_all_shuts_every_kernel_down_and_removes_its_log(kernel_key):
     assert not kernel.alive() and not log.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_warm_kernel_that_dies_mid_run_fails_the_run_within_seconds_and_is_replaced(tmp_path, kernel_key):
+    """A kernel killed during a run (what an out-of-memory kill or a TensorFlow crash does) used to hang the sweep
+    forever in a poll with no timeout; now the run fails with "Kernel died" and the next run gets a new kernel."""
+    import time
+
+    from nbclient.exceptions import DeadKernelError
+
+    dies = notebook_of(tmp_path / "dies.ipynb", "import os, signal", "os.kill(os.getpid(), signal.SIGKILL)")
+    kernel = kernels.kernel_for(kernel_key)
+    started = time.monotonic()
+    with pytest.raises(DeadKernelError, match="Kernel died"):
+        notebooks.execute(dies, tmp_path / "dies.out.ipynb", kernel=kernel)
+    assert time.monotonic() - started < 60
+    assert not kernel.alive() and kernels.kernel_for(kernel_key) is not kernel
+    after = notebook_of(tmp_path / "after.ipynb", "print(6 * 7)")
+    notebooks.execute(after, tmp_path / "after.out.ipynb", kernel=kernels.kernel_for(kernel_key))
+    assert printed(tmp_path / "after.out.ipynb").strip() == "42"

@@ -200,10 +200,19 @@ def _warm_engine() -> str:
     class WarmEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, warm_kernel=None, **kwargs):
+            from jupyter_client.asynchronous import AsyncKernelClient
+
             client = PapermillNotebookClient(
                 nb_man, km=warm_kernel.km, kernel_name=kernel_name, log=logger, log_output=log_output
             )
-            client.kc = warm_kernel.kc  # the kernel's own client: nbclient neither starts nor stops one
+            # An asynchronous client of the same kernel, as nbclient expects: with the kernel's own blocking one,
+            # nbclient's wait for a reply blocked its event loop, its kernel-alive check never ran, and a kernel
+            # that died mid-run (killed, out of memory) hung the sweep forever. Now a death is seen within seconds
+            # (DeadKernelError) and the run fails with that reason; nbclient neither starts nor stops the kernel.
+            async_kc = AsyncKernelClient()
+            async_kc.load_connection_info(warm_kernel.km.get_connection_info())
+            async_kc.start_channels()
+            client.kc = async_kc
             # papermill writes the whole notebook at each cell's start and end (about 0.1 s a run); a sweep's run
             # is written once, when papermill completes it (after a failure too), which is all anyone reads.
             output_path, nb_man.output_path = nb_man.output_path, None
@@ -211,6 +220,7 @@ def _warm_engine() -> str:
                 return client.execute()
             finally:
                 nb_man.output_path = output_path
+                async_kc.stop_channels()
 
     papermill_engines.register(WARM_ENGINE, WarmEngine)
     return WARM_ENGINE
