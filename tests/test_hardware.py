@@ -102,3 +102,37 @@ def test_variables_that_do_not_change_kernels_do_not_make_another_platform():
     assert hardware.differences(recorded, {**here, "settings": "{}"}) == ([], [])
     other = {**here, "settings": '{"ONEDNN_MAX_CPU_ISA": "AVX"}'}
     assert hardware.differences(other, {**here, "settings": "{}"})[0][0].startswith("settings:")
+
+
+def _one_cache(tmp_path, monkeypatch):
+    """A cache folder of its own, the oneDNN probe replaced by a counter (the real one starts TensorFlow)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    probes = []
+    monkeypatch.setattr(hardware, "_probe_onednn", lambda: probes.append(1) or "avx2")
+    return probes
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "not json", '{"onednn_isa": "avx9000"}', '{"onednn_isa": 3}'])
+def test_a_malformed_isa_cache_is_named_measured_again_and_rewritten(tmp_path, monkeypatch, content):
+    """Valid JSON that is not an object used to fail every run after training without naming the file, and a
+    wrong value was trusted; now the file is named, the ISA measured again and the file rewritten."""
+    probes = _one_cache(tmp_path, monkeypatch)
+    assert hardware.onednn_isa() == "avx2" and len(probes) == 1
+    (cache,) = (tmp_path / "cache" / "clipstudy").iterdir()
+    cache.write_text(content)
+    with pytest.warns(UserWarning, match=rf"{cache.name}: not a oneDNN ISA record .* measuring the ISA again"):
+        assert hardware.onednn_isa() == "avx2"
+    assert len(probes) == 2 and hardware.onednn_isa() == "avx2" and len(probes) == 2  # rewritten, then read
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory_with_one_warning(tmp_path, monkeypatch):
+    """An unwritable cache location re-probed on every run (+6 s a run); now the ISA is kept in a folder of
+    the temporary directory, with one warning, and read from there."""
+    probes = _one_cache(tmp_path, monkeypatch)
+    (tmp_path / "cache").write_text("a file where the folder should be")  # mkdir fails, whoever runs the test
+    with pytest.warns(UserWarning, match="cannot keep the measured oneDNN ISA in .* trying the temporary directory"):
+        assert hardware.onednn_isa() == "avx2"
+    assert hardware.onednn_isa() == "avx2" and len(probes) == 1
+    assert len(list((tmp_path / "tmp").iterdir())) == 1

@@ -22,6 +22,8 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -175,15 +177,60 @@ def _probe_onednn() -> str:
     return isa_name(match.group(1)) if match else "unknown (no oneDNN report)"
 
 
-def _cache_file(key: str) -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where the measured ISA is kept: the user's cache folder, then (when that cannot be written) a folder of
+    this user's in the system's temporary directory."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipstudy"
-    return base / f"onednn-isa-{key}.json"
+    return [base, Path(tempfile.gettempdir()) / f"clipstudy-{os.getuid() if hasattr(os, 'getuid') else 'user'}"]
+
+
+def _cache_file(key: str) -> Path:
+    return _cache_dirs()[0] / f"onednn-isa-{key}.json"
+
+
+#: The ISA names a cache file may hold (``isa_name``'s results).
+KNOWN_ISAS = frozenset(name for _, name in _ISA_NAMES)
+
+
+def _read_cached(path: Path) -> str | None:
+    """The ISA a cache file holds, or None when there is none; a file that is not what this module writes (not
+    JSON, not an object, an unknown ISA) is named in a warning and measured again."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    try:
+        isa = json.loads(text).get("onednn_isa")
+    except (ValueError, AttributeError):
+        isa = None
+    if isinstance(isa, str) and isa in KNOWN_ISAS:
+        return isa
+    warnings.warn(f"{path}: not a oneDNN ISA record ({text[:60]!r}); measuring the ISA again", stacklevel=3)
+    return None
+
+
+def _write_cached(key: str, isa: str) -> None:
+    for folder in _cache_dirs():
+        cache = folder / f"onednn-isa-{key}.json"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"onednn_isa": isa}))
+            os.replace(tmp, cache)
+            return
+        except OSError as exc:
+            warnings.warn(
+                f"cannot keep the measured oneDNN ISA in {folder} ({exc.strerror or exc}); "
+                + ("trying the temporary directory" if folder == _cache_dirs()[0] else "it is measured on every run"),
+                stacklevel=3,
+            )
 
 
 def onednn_isa() -> str:
     """The instruction set oneDNN dispatches to on this machine with the current settings (``"off"`` when
     TensorFlow's oneDNN kernels are disabled). Measured once per CPU, setting and TensorFlow version, then
-    read from a small cache file."""
+    read from a small cache file (validated on read; kept in the temporary directory when the cache folder
+    cannot be written)."""
     if not onednn_enabled():
         return "off"
     try:
@@ -191,20 +238,13 @@ def onednn_isa() -> str:
     except metadata.PackageNotFoundError:
         tf_version = "?"
     key = hashlib.sha256(json.dumps([cpu(), settings(), tf_version], sort_keys=True).encode()).hexdigest()[:16]
-    cache = _cache_file(key)
-    try:
-        return json.loads(cache.read_text())["onednn_isa"]
-    except (OSError, ValueError, KeyError):
-        pass
+    for folder in _cache_dirs():
+        isa = _read_cached(folder / f"onednn-isa-{key}.json")
+        if isa is not None:
+            return isa
     isa = _probe_onednn()
     if not isa.startswith("unknown"):
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"onednn_isa": isa}))
-            os.replace(tmp, cache)
-        except OSError:
-            pass
+        _write_cached(key, isa)
     return isa
 
 
