@@ -427,3 +427,21 @@ def test_the_sweep_runs_every_arm_of_a_seed_before_the_next_seed():
     assert sorted(set(seeds)) == [10, 11] and seeds == sorted(seeds)  # one seed's arms all before the next's
     first = [cost[s.run_id] for s in order if s.config.seed == seeds[0]]
     assert first == sorted(first) and len(first) == len(cell) // 2
+
+
+def test_a_run_that_fails_after_writing_its_files_is_recorded_as_failed_not_damaged(tmp_path):
+    """A failing figure cell or a full disk after the run's files were written used to leave manifest.json
+    without summary.json: the run was called damaged and blocked the report even with --allow-incomplete."""
+    _, specs = profiles.load_profile("smoke")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in (runs.SUMMARY, runs.STEPS, runs.EPOCHS):
+        (partial / name).write_text("{}")
+    runs.write_manifest(partial)
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError as exc:
+        status = sweep._record_failure(specs[0], partial, exc)
+    assert status["status"] == "failed" and "No space left on device" in status["error"]
+    assert not runs.is_damaged(partial) and not runs.is_finished(partial)
+    assert json.loads((partial / runs.ERROR).read_text())["error"] == status["error"]

@@ -114,7 +114,10 @@ def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, A
         {"run_id": spec.run_id, "error": message, "params": spec.params, "traceback": traceback.format_exc()},
         partial / runfiles.ERROR,
     )
+    # a run that failed after writing its files (a figure cell, a full disk) is a failed run, not a damaged one:
+    # without its manifest nothing vouches for the files, and the report reads its error.json
     (partial / runfiles.SUMMARY).unlink(missing_ok=True)
+    (partial / runfiles.MANIFEST).unlink(missing_ok=True)
     return {"run_id": spec.run_id, "status": "failed", "error": message}
 
 
