@@ -445,3 +445,14 @@ def test_a_run_that_fails_after_writing_its_files_is_recorded_as_failed_not_dama
     assert status["status"] == "failed" and "No space left on device" in status["error"]
     assert not runs.is_damaged(partial) and not runs.is_finished(partial)
     assert json.loads((partial / runs.ERROR).read_text())["error"] == status["error"]
+
+
+def test_ctrl_c_ends_the_sweep_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    assert sweep.main(["--profile", "smoke", "--reports", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("interrupted; 0 of 7 runs finished, resume with: python -m clipstudy.study.sweep --profile")

@@ -415,6 +415,12 @@ def _run_all(
         bar.close()
 
 
+def _finished_anywhere(name: str, run_id: str, reports: str) -> bool:
+    """Whether the run is finished in the sweep's folder or in the profile's published bundle."""
+    here = Path(reports).resolve() / name / "runs" / run_id
+    return runfiles.is_finished(here) or runfiles.is_finished(bundle.bundle_dir(name) / "runs" / run_id)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clipstudy.study.sweep", description="Run a profile's grid of runs (skips finished runs)."
@@ -458,6 +464,12 @@ def main(argv=None) -> int:
             wait=args.wait,
             fresh_kernels=args.fresh_kernels,
         )
+    except KeyboardInterrupt:  # one line, not a traceback: nothing finished is lost, the sweep resumes
+        done = sum(1 for s in specs if _finished_anywhere(name, s.run_id, args.reports))
+        again = " ".join(sys.argv[1:] if argv is None else argv)
+        resume = f"python -m clipstudy.study.sweep {again}"
+        print(f"\ninterrupted; {done} of {len(specs)} runs finished, resume with: {resume}", file=sys.stderr)
+        return 130
     except (FolderBusy, OSError, probes.ProbeError, bundle.UnindexedBundle) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
