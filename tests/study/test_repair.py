@@ -225,3 +225,15 @@ def test_a_run_configuration_keeps_its_own_copy_and_is_hashable():
         config.clip_params["threshold"] = -1.0
     assert hash(config) == hash(RunConfig.for_task("classifier", method="global_norm", clip_params={"threshold": 1.0}))
     assert {config: 1}[config.replace()] == 1
+
+
+@pytest.mark.parametrize("content", ['{"runs": {"a": ', "[]"])
+def test_a_truncated_or_foreign_index_is_refused_with_the_repair_command(tmp_path, content):
+    """A truncated index.json crashed the sweep with a raw traceback; now it is refused (the sweep prints it as
+    one error line) with the two ways to repair it."""
+    from clipstudy.study import bundle
+
+    (tmp_path / "paperish" / "runs").mkdir(parents=True)
+    (tmp_path / "paperish" / bundle.INDEX).write_text(content)
+    with pytest.raises(bundle.UnindexedBundle, match=r"git checkout -- .*index.json.* --reindex paperish"):
+        bundle.read_index(tmp_path / "paperish")

@@ -135,10 +135,17 @@ def read_index(bundle: Path, adding: str | None = None) -> dict:
     except FileNotFoundError:
         return {"runs": {}, "probes": {}}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
+        raise UnindexedBundle(f"{path} is unreadable ({type(exc).__name__}: {exc}); {_repair(bundle)}") from None
     if not isinstance(index, dict) or not all(isinstance(index.get(k, {}), dict) for k in ("runs", "probes")):
-        raise ValueError(f"{path} is not an index of runs and probes")
+        raise UnindexedBundle(f"{path} is not an index of runs and probes; {_repair(bundle)}")
     return {"runs": dict(index.get("runs", {})), "probes": dict(index.get("probes", {}))}
+
+
+def _repair(bundle: Path) -> str:
+    return (
+        f"restore the committed copy (git checkout -- {bundle / INDEX}) or, if you trust the files, index them "
+        f"again with: python -m clipstudy.study.bundle --reindex {bundle.name}"
+    )
 
 
 def _index_entry(bundle: Path, kind: str, name: str, digest: str) -> None:
