@@ -44,7 +44,7 @@ rep.figures_dir = Path(figures_dir) if figures_dir else None
 cls, det = rep.summaries("classifier"), rep.summaries("detector")
 cls_epochs, det_epochs = rep.epochs("classifier"), rep.epochs("detector")
 audit = rep.audit()
-page.show_html(page.header(audit, rep.name, rep.completeness()))
+page.show_html(page.header(audit, rep.name, rep.completeness(), edited=rep.bundle_edits()))
 headline = claims.headline(audit, rep.answers())
 if len(headline):
     page.show(plots.forest(headline), rep.figures, "headline",

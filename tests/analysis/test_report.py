@@ -721,3 +721,34 @@ def test_the_cost_figure_reads_the_benchs_spread_and_draws_it(tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "zclip"]
     assert ax.get_ylim()[1] >= 1.12 and spread
     plt.close(fig)
+
+
+def test_an_edited_published_file_is_named_first_on_the_page(tmp_path):
+    """A summary, its manifest and index.json edited together pass every digest check; git's copy does not lie:
+    the edited files are listed, and the page's first line says the numbers are not the published ones."""
+    import subprocess
+
+    from clipstudy.analysis import page
+
+    repo = tmp_path / "repo"
+    run = repo / "results" / "paper" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text('{"final_test_accuracy": 0.664}')
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "publish"], check=True)
+    original = report.paths.REPO
+    try:
+        report.paths.REPO = repo
+        assert report.bundle_edits(repo / "results" / "paper") == []
+        (run / "summary.json").write_text('{"final_test_accuracy": 0.999}')
+        (repo / "results" / "paper" / "runs" / "r2").mkdir()  # a new run is not an edit
+        edits = report.bundle_edits(repo / "results" / "paper")
+    finally:
+        report.paths.REPO = original
+    assert edits == ["results/paper/runs/r1/summary.json"]
+    audit = pd.DataFrame(columns=["claim", "verdict", "kind", "text", "words"])
+    top = page.header(audit, "paper", "complete", edited=edits)
+    assert top.index("THE BUNDLE DIFFERS FROM THE COMMITTED TREE") < top.index("<p class=\"cs-lead\">")
+    assert "results/paper/runs/r1/summary.json" in top

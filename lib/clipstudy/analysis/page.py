@@ -161,11 +161,26 @@ def provenance_box(items: dict[str, str]) -> str:
     return f'<div class="cs-box cs-provenance"><b>Provenance</b><dl>{lines}</dl></div>'
 
 
-def header(audit: pd.DataFrame, profile: str, completeness: str, provenance: dict[str, str] | None = None) -> str:
-    """The top of the page: title, findings and the plain words (the headline figure follows them, then
-    ``claims_section``); with ``provenance``, the claims table and provenance box too (all in one)."""
+def header(
+    audit: pd.DataFrame,
+    profile: str,
+    completeness: str,
+    provenance: dict[str, str] | None = None,
+    edited: list[str] | None = None,
+) -> str:
+    """The top of the page: title, a warning first when the published bundle differs from the committed tree
+    (``edited``), findings and the plain words (the headline figure follows them, then ``claims_section``); with
+    ``provenance``, the claims table and provenance box too (all in one)."""
+    warning = (
+        f'<div class="cs-warning"><b>THE BUNDLE DIFFERS FROM THE COMMITTED TREE</b>: {len(edited)} published '
+        f"file(s) edited since their commit ({_esc(', '.join(edited[:4]))}{' …' if len(edited) > 4 else ''}); "
+        "these numbers are not the published ones (git checkout -- results/ restores them).</div>"
+        if edited
+        else ""
+    )
     top = (
         f'{CSS}<div class="cs-page"><h1>{_esc(STUDY)}: profile <code>{_esc(profile)}</code></h1>'
+        + warning
         + findings(audit, profile, completeness)
         + plain_words(audit)
     )

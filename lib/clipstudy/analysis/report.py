@@ -261,6 +261,11 @@ class ProfileReport:
         """The confirmatory questions' answers (``claims.confirmatory_answers``) over the profile's runs."""
         return claims.confirmatory_answers(claims.gather_evidence(self.table.summaries, self.table.epochs).summaries)
 
+    def bundle_edits(self) -> list[str]:
+        """For a published profile read from its bundle, the bundle's files edited since their commit."""
+        bundle_root = self.runs_root.parent
+        return bundle_edits(bundle_root) if bundle_root.parent.resolve() == paths.results_dir().resolve() else []
+
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
         return claims.study_audit(
@@ -469,6 +474,15 @@ def provenance(rep: ProfileReport, profile: str | Path) -> dict[str, str]:
 def _git(*args) -> str:
     done = subprocess.run(["git", "-C", str(paths.REPO), *args], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def bundle_edits(bundle_root: Path) -> list[str]:
+    """The files of a published bundle that differ from the committed tree (modified or deleted; runs added since
+    the last commit are new, not edits). A summary, its manifest and the index edited together pass every digest
+    check, but not this one: git's copy is what was published. Empty outside a git checkout."""
+    if not _git("rev-parse", "--is-inside-work-tree"):
+        return []
+    return [line for line in _git("diff", "--name-only", "HEAD", "--", str(bundle_root)).splitlines() if line]
 
 
 def _git_commit() -> str:
