@@ -73,7 +73,7 @@ def wheel(tmp_path_factory):
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
     # built from a copy, so the build's own folders never land in the working tree
     shutil.copytree(REPO / "lib", source / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     subprocess.run(
         [
@@ -102,6 +102,8 @@ def test_the_wheel_declares_ranges_for_the_core_and_puts_the_study_in_an_extra(w
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
+        assert "clipstudy/py.typed" in archive.namelist()  # type checkers read the package's annotations
+        assert any(n.endswith("LICENSE") for n in archive.namelist())
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]
     assert {r.split(">")[0].split("=")[0].strip() for r in core} == CORE

@@ -750,5 +750,5 @@ def test_an_edited_published_file_is_named_first_on_the_page(tmp_path):
     assert edits == ["results/paper/runs/r1/summary.json"]
     audit = pd.DataFrame(columns=["claim", "verdict", "kind", "text", "words"])
     top = page.header(audit, "paper", "complete", edited=edits)
-    assert top.index("THE BUNDLE DIFFERS FROM THE COMMITTED TREE") < top.index("<p class=\"cs-lead\">")
+    assert top.index("THE BUNDLE DIFFERS FROM THE COMMITTED TREE") < top.index('<p class="cs-lead">')
     assert "results/paper/runs/r1/summary.json" in top

@@ -385,3 +385,12 @@ def test_variables_keras_overwrites_with_their_gradient_are_neither_clipped_nor_
     np.testing.assert_allclose(w.numpy(), [-0.6, -0.8], rtol=1e-6)  # clipped from norm 5 to 1
     np.testing.assert_array_equal(scale.numpy(), [700.0])  # overwritten, unclipped
     assert opt.last_stats()["norm_before"] == pytest.approx(5.0)
+
+
+def test_a_clipping_parameter_passed_to_the_wrapper_points_to_clip_params():
+    with pytest.raises(
+        ValueError, match=r"threshold belongs to the clipping method: .*clip_params=\{'threshold': 1.0\}"
+    ):
+        ClippingOptimizer(keras.optimizers.Adam(), "global_norm", threshold=1.0)
+    with pytest.raises(ValueError, match="set such options on the inner optimizer"):
+        ClippingOptimizer(keras.optimizers.Adam(), "global_norm", beta_1=0.8)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 
 from clipstudy._quiet import plain_tf as tf
-from clipstudy.clipping.base import Clipper, get
+from clipstudy.clipping.base import REGISTRY, Clipper, get
 
 #: The statistics of the last step the wrapper exposes (``ClippingOptimizer.last_stats``).
 STAT_NAMES = ("norm_before", "norm_after", "clipped", "threshold", "nonfinite")
@@ -49,6 +49,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Keras
 
 
 @keras.saving.register_keras_serializable(package="clipstudy")
+def _method_parameters(method: str) -> tuple[str, ...]:
+    return REGISTRY[method].parameter_names() if method in REGISTRY else ()
+
+
 class ClippingOptimizer(keras.optimizers.Optimizer):
     """Clips the gradients with one of ``clipstudy.clipping``'s methods, then lets ``inner_optimizer`` step.
 
@@ -76,9 +80,15 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         **kwargs,
     ):
         if kwargs:
-            raise ValueError(
-                f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; set such options on the inner optimizer"
+            ours = sorted(k for k in kwargs if isinstance(method, str) and k in _method_parameters(method))
+            given = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in ours)
+            hint = (
+                f"{', '.join(ours)} belong{'s' if len(ours) == 1 else ''} to the clipping method: "
+                f"ClippingOptimizer(..., {method!r}, clip_params={{{given}}})"
+                if ours
+                else "set such options on the inner optimizer"
             )
+            raise ValueError(f"ClippingOptimizer does not take {', '.join(sorted(kwargs))}; {hint}")
         _check_backend()
         inner = keras.optimizers.get(inner_optimizer)
         _check_inner(inner)
