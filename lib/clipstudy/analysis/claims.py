@@ -773,6 +773,25 @@ def confirmatory_answers(summaries: pd.DataFrame) -> list[Answer]:
     ]
 
 
+# --- stage 3: registered before its first confirmatory run (docs/protocol.md, "Stage 3") -----------------
+#
+# The cells below are the exploratory calibration's choices (seeds 10-11, analysis.stage3), the seeds come from
+# the power calculation (analysis.power), both computed from the bundle with all 90 calibration runs in and
+# committed with the paper profile's stage-3 experiments, before any of their runs. Every pair must share its
+# recorded platform (the analysis refuses one that does not); outcomes are diverged / stalled / learned.
+STAGE3_SEEDS = {"adding": tuple(range(12, 31)), "sgd": tuple(range(12, 42)), "momentum": tuple(range(12, 23))}
+#: Q5, the positive control (adding problem, T = 50, 10,000 SGD steps): each arm's tuned rate, the best adaptive
+#: method of the calibration, and the lowest rate where an unclipped calibration run diverged (Q5a's cell).
+STAGE3_ADDING_TUNED = {"none": 0.01, CANONICAL: 0.03, "quantile (initial_threshold=0.1, learning_rate=0.2, "
+                       "target_quantile=0.5)": 0.03}  # fmt: skip
+STAGE3_ADDING_DIVERGING = 0.03
+#: Q5b's second endpoint: steps until the validation MSE first falls below this (from step 0).
+STAGE3_ADDING_TARGET_MSE = 0.05
+#: Q6, tuned against tuned on the refined grid (classifier, 3 epochs): each arm's tuned rate per optimizer.
+STAGE3_CLASSIFIER_TUNED = {"sgd": {"none": 0.3, CANONICAL: 1.0}, "momentum": {"none": 0.03, CANONICAL: 0.1}}
+#: Q7, which threshold: the probe's percentiles, each against the fixed 1 at the clipped arm's tuned rate.
+STAGE3_PERCENTILES = (50, 90, 99)
+
 #: Every change made to the paper profile's design after its first run was committed (9c5090a, 2026-11-28
 #: 19:28 UTC), with the commit that made it. The report shows this table.
 DESIGN_CHANGES = [

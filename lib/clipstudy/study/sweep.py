@@ -360,18 +360,18 @@ def progress_bar(cost: dict[str, float], finished: list[str], profile: str, prog
 
 
 def run_order(specs: list[RunSpec], cost: dict[str, float]) -> list[RunSpec]:
-    """The order a sweep starts its runs in: whole seeds of an experiment together (every arm of a seed,
-    cheapest seed group first, cheapest run first within it), so that a sitting cut short leaves complete
-    pairs trained on one machine rather than one arm of many seeds."""
+    """The order a sweep starts its runs in: whole seeds of a task together (every arm of a seed, whichever
+    experiment plans it; cheapest seed group first, cheapest run first within it), so that a sitting cut short
+    leaves complete pairs trained on one machine rather than one arm of many seeds."""
     group_cost: dict[tuple[str, int], float] = {}
     for s in specs:
-        key = (s.experiment, s.config.seed)
+        key = (s.config.task, s.config.seed)
         group_cost[key] = group_cost.get(key, 0.0) + cost[s.run_id]
     return sorted(
         specs,
         key=lambda s: (
-            group_cost[(s.experiment, s.config.seed)],
-            s.experiment,
+            group_cost[(s.config.task, s.config.seed)],
+            s.config.task,
             s.config.seed,
             cost[s.run_id],
             s.run_id,
