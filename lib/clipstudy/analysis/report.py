@@ -561,18 +561,20 @@ def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
 #: A published profile's report, claims table and figures (PNG) are copied into its bundle, under this folder,
 #: so that its results can be read on a clone without building anything.
 PUBLISHED_REPORT = "report"
+#: The figures published as files beside the page (which embeds all of them): those the README shows.
+PUBLISHED_FIGURES = ("headline",)
 
 
 def publish_report(out: Path, target: Path) -> Path:
-    """Copy ``claims.csv``, ``report.html`` and the figures' PNGs of the report in ``out`` to ``target`` (a
-    fresh folder renamed over the old one: a reader never sees half of each)."""
+    """Copy ``claims.csv``, ``report.html`` and the PNGs of ``PUBLISHED_FIGURES`` from the report in ``out`` to
+    ``target`` (a fresh folder renamed over the old one: a reader never sees half of each)."""
     staging = target.with_name(f".{target.name}-{uuid.uuid4().hex[:8]}")
     (staging / "figures").mkdir(parents=True)
     try:
         for name in ("claims.csv", "report.html"):
             shutil.copy2(out / name, staging / name)
-        for png in sorted((out / "figures").glob("*.png")):
-            shutil.copy2(png, staging / "figures" / png.name)
+        for name in PUBLISHED_FIGURES:  # the page embeds every figure; the README shows these
+            shutil.copy2(out / "figures" / f"{name}.png", staging / "figures" / f"{name}.png")
         old = target.with_name(f".{target.name}-old-{uuid.uuid4().hex[:8]}")
         if target.exists():
             target.rename(old)
