@@ -48,11 +48,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Keras
     ) from exc
 
 
-@keras.saving.register_keras_serializable(package="clipstudy")
 def _method_parameters(method: str) -> tuple[str, ...]:
     return REGISTRY[method].parameter_names() if method in REGISTRY else ()
 
 
+@keras.saving.register_keras_serializable(package="clipstudy")
 class ClippingOptimizer(keras.optimizers.Optimizer):
     """Clips the gradients with one of ``clipstudy.clipping``'s methods, then lets ``inner_optimizer`` step.
 
