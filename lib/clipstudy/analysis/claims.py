@@ -880,21 +880,31 @@ DESIGN_CHANGES = [
         "date": "2026-12-04",
         "change": "stage 1's audit reads seeds 0-4 only (it had left out seeds 5-9), so that stage 3's seeds (10 "
         "and up) cannot enter stage 1's verdicts; stage 3's protocol and calibration grid committed",
-        "bears on": "none of the published numbers (no run of seed 10 or more existed)",
+        "bears on": "none of the published numbers (no run of seed 10 or more existed; all 156 stage-2 runs were in)",
     },
     {
         "commit": "be46c45",
         "date": "2026-12-04",
         "change": "outcomes counted as diverged, stalled or learned; Q2 reported per optimizer beside its pooled "
         "test; Q4 worded 'uninformative' where no run of either arm came below the one-value MSE (1/12)",
-        "bears on": "wording of claims 3a and 8 and of Q4: no verdict, effect or p-value changed",
+        "bears on": "wording of claims 3a and 8 and of Q4: no verdict, effect or p-value changed; made with all 156 "
+        "stage-2 runs in (the rule was written after its numbers were known); no calibration run committed yet",
     },
     {
         "commit": "67a57ba",
         "date": "2026-12-04",
         "change": "no interval and no p-value from fewer than 5 paired seeds in the secondary scan (it gave t "
         "p-values to two-seed contrasts), so fewer contrasts enter its Holm correction",
-        "bears on": "the secondary scans of claims 2 and 5 (secondary only: decides nothing)",
+        "bears on": "the secondary scans of claims 2 and 5 (secondary only: decides nothing); made with every stage-1 "
+        "and stage-2 run in and 8 of stage 3's 90 calibration runs committed",
+    },
+    {
+        "commit": "806d3ba",
+        "date": "2026-12-04",
+        "change": "stage 3's confirmatory questions (Q5-Q7), cells and seeds registered, with all 90 calibration runs "
+        "and no confirmatory run in; the sweep now starts every arm of a seed of a task together (order only)",
+        "bears on": "stage 3 only: the cells were chosen on the calibration's validation scores by the rules "
+        "committed with the calibration grid (210bde2)",
     },
 ]
 
