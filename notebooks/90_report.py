@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipstudy import tasks
-from clipstudy.analysis import claims, outcomes, page, plots, report, stats
+from clipstudy.analysis import claims, outcomes, page, plots, report, stage3_answers, stats
 
 rep = report.ProfileReport.load(profile, reports_dir)
 rep.figures_dir = Path(figures_dir) if figures_dir else None
@@ -324,6 +324,35 @@ for task in other_tasks:
     print(task)
     table = report.method_table(rep.summaries(task), tasks.spec(task).primary_metric)
     print(report.design_view(table).to_string(index=False))
+
+# %% [markdown]
+# # Stage 3: where clipping is known to matter
+# The third stage's confirmatory questions, registered (commit 806d3ba) with their cells and seeds before their
+# first run: Q5, the positive control on the adding problem (Q5a: divergence at SGD 0.03; Q5b: each arm at its
+# own tuned rate, final test MSE and steps to validation MSE 0.05); Q6, tuned against tuned on the refined grid
+# (SGD and momentum, final test accuracy and steps to 98%); Q7, which threshold (the probe's 50th, 90th and 99th
+# percentile against the fixed 1). Every pair is made on one CPU (a pair whose runs record different platforms is
+# refused); an answer decides its claim only once every registered seed is paired.
+
+# %%
+stage3 = rep.stage3_answers()
+if any(a.effect is not None and a.effect.n for a in stage3):
+    page.show_html(page.answers_table(stage3, "Stage 3's answers: each question's verdict by its registered rule, "
+                                      "the effect (clipped − reference) with its 95% interval, p and n (interval "
+                                      "and p only from 5 pairs), the share of steps the clipped arm clipped, and "
+                                      "how many of the registered seeds are in"))
+    chosen = stage3_answers.recommended_percentile(rep.evidence())
+    page.show_html(page.note("Q7's registered choice of the probe's default percentile, per cell (the percentile "
+                             "with the best median final metric among those that clip at most 90% of steps; "
+                             "read only once Q7 is complete): " + "; ".join(
+                                 f"{cell}: {'p' + str(p) if p else 'none yet'}" for cell, p in chosen.items())))
+else:
+    page.show_html(page.note("This profile has no stage-3 confirmatory runs."))
+
+# %% tags=["report-hidden"]
+# NBVAL_CHECK_OUTPUT
+for a in stage3:
+    print(f"{a.question}: {'complete' if a.complete else 'incomplete'}, n={a.effect.n if a.effect else 0}")
 
 # %% [markdown]
 # # Cost of clipping

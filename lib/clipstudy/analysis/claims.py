@@ -564,6 +564,7 @@ class Answer:
     complete: bool = False  # every cell it reads has its MIN_SEEDS seeds: only then may it decide a claim
     #: a pooled failure contrast's pairs per optimizer: (broken, rescued, pairs), a secondary beside it
     per_optimizer: dict = field(default_factory=dict)
+    stage: int = 2  # the stage whose registration the question belongs to
 
 
 def confirmatory(s: pd.DataFrame) -> pd.DataFrame:
@@ -921,29 +922,61 @@ DESIGN_CHANGES = [
 #     classifier at its failing rates) is reported beside it.
 #   claim 8 (helps detection as classification) <- Q3: supported if clipping is better at the detector's
 #     unstable rate, refuted if worse or within the margin; Q2, the classifier's pattern, is named beside it.
+#
+# Stage 3 (registered in 806d3ba): Q5a decides claim 3a in place of Q4 (supported if clipping prevents divergence,
+# refuted if it causes it, inconclusive otherwise; Q5b beside it), and Q6 decides claim 7 for SGD and momentum in
+# place of Q1's answers for them (Q1's RMSprop and Adam answers stand). Of Q6's co-primary metrics the final test
+# accuracy is the one claim 7's rule reads (better / worse / within the margin); steps to 98% is reported beside
+# it. This reading of "decides claim 7" was written down on 2026-12-04 with 20 of stage 3's 338 confirmatory runs
+# in the bundle (3 SGD pairs) and before any stage-3 answer was computed (design changes, the report).
+
+
+def _per_optimizer_tuned(answers: dict[str, Answer]) -> tuple[dict[str, str], str] | None:
+    """Each optimizer's tuned-against-tuned verdict: Q6's (stage 3, accuracy) for SGD and momentum once both are
+    complete, Q1's otherwise; and the questions that gave them."""
+    q1 = {q.removeprefix("Q1 "): a for q, a in answers.items() if q.startswith("Q1 ")}
+    if len(q1) != 4 or not all(a.complete for a in q1.values()):
+        return None
+    opt = {o: a.verdict for o, a in q1.items()}
+    q6 = {o: answers.get(f"Q6 {o}") for o in STAGE3_CLASSIFIER_TUNED}
+    if all(a is not None and a.complete for a in q6.values()):
+        opt.update({o: a.verdict for o, a in q6.items()})
+        return opt, "Q6 + Q1"
+    return opt, "Q1"
 
 
 def _claim_7_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
-    q1 = [a for q, a in answers.items() if q.startswith("Q1 ")]
-    if len(q1) != 4 or not all(a.complete for a in q1):
+    found = _per_optimizer_tuned(answers)
+    if found is None:
         return None
-    opt = {a.question.removeprefix("Q1 "): a.verdict for a in q1}
+    opt, question = found
     worse = [o for o, v in opt.items() if v == "clipping worse"]
     better = [o for o, v in opt.items() if v == "clipping better"]
     same = [o for o, v in opt.items() if v.startswith("no meaningful difference")]
     margin = CONFIRM_MARGINS["final_test_accuracy"]
     if worse:
-        return "refuted", f"worse at tuned rates with {', '.join(worse)}", "Q1"
+        return "refuted", f"worse at tuned rates with {', '.join(worse)}", question
     if len(better) + len(same) == 4:
         parts = ([f"better with {', '.join(better)}"] if better else []) + (
             [f"within ±{margin:g} with {', '.join(same)}"] if same else []
         )
-        return "supported", "combines, each arm at its own tuned rate: " + "; ".join(parts), "Q1"
+        return "supported", "combines, each arm at its own tuned rate: " + "; ".join(parts), question
     undecided = [o for o in opt if o not in better + same]
-    return "inconclusive", f"undecided with {', '.join(undecided)}", "Q1"
+    return "inconclusive", f"undecided with {', '.join(undecided)}", question
 
 
 def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
+    q5a = answers.get("Q5a")
+    if q5a is not None and q5a.complete:
+        words = {
+            "clipping prevents divergence": ("supported", "prevents divergence on the adding problem (vanilla RNN)"),
+            "clipping causes divergence": ("refuted", "causes divergence on the adding problem (vanilla RNN)"),
+        }
+        verdict, text = words.get(q5a.verdict, ("inconclusive", f"on the adding problem (vanilla RNN): {q5a.verdict}"))
+        q5b = [a for q, a in answers.items() if q.startswith("Q5b") and a.complete]
+        if q5b:
+            text += "; at tuned rates: " + ", ".join(f"{a.question.removeprefix('Q5b ')}: {a.verdict}" for a in q5b)
+        return verdict, text + _q2_beside(answers.get("Q2")), "Q5a"
     q4 = answers.get("Q4")
     if q4 is None or not q4.complete:
         return None
@@ -987,46 +1020,72 @@ def _q2_beside(q2: Answer | None) -> str:
 DECIDED_BY = {"7": _claim_7_from, "3a": _claim_3a_from, "8": _claim_8_from}
 
 
+def _deciding(answers: dict[str, Answer], question: str) -> list[Answer]:
+    """The answers behind a claim decided by ``question`` ("Q1", "Q5a", "Q6 + Q1": Q6's optimizers replace
+    Q1's)."""
+    asked = question.split(" + ")
+    found = [a for q, a in answers.items() if q.split()[0] in asked and a.complete]
+    if "Q6" in asked:
+        found = [a for a in found if not (a.question.split()[0] == "Q1" and f"Q6 {a.question.split()[1]}" in answers)]
+    return found
+
+
+def _where_by_stage(deciding: list[Answer]) -> str:
+    """Where the deciding answers were tested, by stage: ``'stage 3: A; B; stage 2: C'``."""
+    stages = dict.fromkeys(a.stage for a in sorted(deciding, key=lambda a: -a.stage))
+    return "; ".join(
+        f"stage {k}: " + "; ".join(dict.fromkeys(a.tested_where for a in deciding if a.stage == k)) for k in stages
+    )
+
+
+def _stage_of(question: str) -> str:
+    """``'stage 2 (Q1)'``, ``'stage 3 (Q5a)'``, ``'stages 3 and 2 (Q6 + Q1)'``: which registration decided."""
+    stages = [3 if q.startswith(("Q5", "Q6", "Q7")) else 2 for q in question.split(" + ")]
+    word = f"stage {stages[0]}" if len(set(stages)) == 1 else "stages " + " and ".join(map(str, dict.fromkeys(stages)))
+    return f"{word} ({question})"
+
+
 def study_audit(
     summaries: pd.DataFrame,
     epochs: pd.DataFrame,
     overhead: pd.DataFrame | None = None,
     steps: pd.DataFrame | None = None,
+    later: list[Answer] | None = None,
 ) -> pd.DataFrame:
-    """The claims with both stages: stage 1's audit (``audit``), each claim's ``tested_where``, and, where a
-    complete confirmatory answer speaks to the claim, that answer's verdict, which then decides
-    (``decided_by``). ``verdict``/``words`` are the deciding ones; ``stage1_*`` and ``confirmatory_*`` keep both."""
+    """The claims with every stage: stage 1's audit (``audit``), each claim's ``tested_where``, and, where a
+    complete confirmatory answer speaks to the claim (stage 2's, or stage 3's given as ``later``), that answer's
+    verdict, which then decides (``decided_by``). ``verdict``/``words`` are the deciding ones; ``stage1_*`` and
+    ``confirmatory_*`` keep both."""
     table = audit(summaries, epochs, overhead, steps)
     table["tested_where"] = [c.tested_where for c in CLAIMS]
     table["stage1_verdict"], table["stage1_words"] = table["verdict"], table["words"]
     s = gather_evidence(summaries, epochs, overhead).summaries
     answers = {a.question: a for a in confirmatory_answers(s)} if (s["seed"].isin(CONFIRM_SEEDS)).any() else {}
+    answers.update({a.question: a for a in later or []})
     decided = {cid: rule(answers) for cid, rule in DECIDED_BY.items()} if answers else {}
     conf_v, conf_w, conf_n, conf_where, by = [], [], [], [], []
     for c in table["claim"]:
         d = decided.get(c)
         if d is None:
-            conf_v.append("")
-            conf_w.append("")
-            conf_n.append("")
-            conf_where.append("")
+            for column in (conf_v, conf_w, conf_n, conf_where):
+                column.append("")
             by.append("stage 1")
             continue
         verdict, words, question = d
-        deciding = [a for q, a in answers.items() if q.split()[0] == question]
+        deciding = _deciding(answers, question)
         conf_v.append(verdict)
         conf_w.append(words)
         conf_n.append("; ".join(a.numbers for a in deciding))
-        conf_where.append("; ".join(dict.fromkeys(a.tested_where for a in deciding)))
-        by.append(f"stage 2 ({question})")
+        conf_where.append(_where_by_stage(deciding))
+        by.append(_stage_of(question))
     table["confirmatory_verdict"], table["confirmatory_words"] = conf_v, conf_w
     table["confirmatory_numbers"], table["decided_by"] = conf_n, by
-    stage2 = table["decided_by"] != "stage 1"
-    table.loc[stage2, "verdict"] = table.loc[stage2, "confirmatory_verdict"]
-    table.loc[stage2, "words"] = table.loc[stage2, "confirmatory_words"]
+    later_stage = table["decided_by"] != "stage 1"
+    table.loc[later_stage, "verdict"] = table.loc[later_stage, "confirmatory_verdict"]
+    table.loc[later_stage, "words"] = table.loc[later_stage, "confirmatory_words"]
     # where the deciding test ran, then stage 1's (the effect columns stay stage 1's: the headline reads them)
     where = pd.Series(conf_where, index=table.index)
-    table.loc[stage2, "tested_where"] = "stage 2: " + where[stage2] + "; stage 1: " + table.loc[stage2, "tested_where"]
+    table.loc[later_stage, "tested_where"] = where[later_stage] + "; stage 1: " + table.loc[later_stage, "tested_where"]
     return table
 
 
@@ -1054,9 +1113,19 @@ CONFIRM_METRICS = {
     "Q2": "Δ failure rate",
     "Q3": "Δ final test AP",
     "Q4": "Δ failure rate",
+    "Q5a": "Δ divergence rate",
+    "Q6": "Δ final test accuracy",
 }
 #: The claim each confirmatory question speaks to (Q2 is reported beside claim 3a, and decides nothing).
-QUESTION_CLAIM = {"Q1": "7", "Q2": "3a", "Q3": "8", "Q4": "3a"}
+QUESTION_CLAIM = {"Q1": "7", "Q2": "3a", "Q3": "8", "Q4": "3a", "Q5a": "3a", "Q6": "7"}
+
+
+def _in_headline(a: Answer, claim: str) -> bool:
+    """A confirmatory answer has a headline row when it speaks to ``claim`` with an effect; a stage-3 answer only
+    once complete, and only its primary accuracy or divergence contrast."""
+    if QUESTION_CLAIM.get(a.question.split()[0]) != claim or a.effect is None:
+        return False
+    return a.stage < 3 or (a.complete and "(" not in a.question)
 
 
 def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
@@ -1086,11 +1155,11 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
         )
         for a in answers:
             q = a.question.split()[0]
-            if QUESTION_CLAIM.get(q) != r.claim or a.effect is None:
+            if not _in_headline(a, r.claim):
                 continue
             margin = (
                 CONFIRM_MARGINS["final_test_accuracy"]
-                if q == "Q1"
+                if q in ("Q1", "Q6")
                 else CONFIRM_MARGINS["final_AP"]
                 if q == "Q3"
                 else math.nan
@@ -1099,7 +1168,7 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
                 {
                     "claim": r.claim,
                     "row": f"claim {r.claim} · {a.question}",
-                    "stage": "stage 2 (confirmatory)",
+                    "stage": f"stage {a.stage} (confirmatory)",
                     "metric": CONFIRM_METRICS[q],
                     "effect": a.effect.mean,
                     "low": a.effect.low,

@@ -248,7 +248,8 @@ def claim_details(audit: pd.DataFrame) -> str:
         if getattr(r, "confirmatory_numbers", ""):
             secondary += (
                 f"<dt>stage 1 (exploratory)</dt><dd>{_esc(r.stage1_words)}</dd>"
-                f"<dt>stage 2 (confirmatory)</dt><dd>{_esc(r.confirmatory_numbers)}</dd>"
+                f"<dt>{_esc(getattr(r, 'decided_by', 'stage 2'))}, confirmatory</dt>"
+                f"<dd>{_esc(r.confirmatory_numbers)}</dd>"
             )
         if getattr(r, "tested_where", ""):
             secondary += f"<dt>tested where</dt><dd>{_esc(r.tested_where)}</dd>"
@@ -260,3 +261,12 @@ def claim_details(audit: pd.DataFrame) -> str:
             f"{_esc(r.figure)}</a></dd></dl></div>"
         )
     return '<div class="cs-page">' + "".join(blocks) + "</div>"
+
+
+def answers_table(answers: list, caption: str) -> str:
+    """The confirmatory answers of one stage as a table: question, verdict, numbers (with p and n)."""
+    frame = pd.DataFrame(
+        [{"question": a.question, "verdict": a.verdict, "numbers": a.numbers} for a in answers],
+        columns=["question", "verdict", "numbers"],
+    )
+    return table(frame, caption)

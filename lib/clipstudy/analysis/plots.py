@@ -755,7 +755,11 @@ def overhead_bars(ratios: pd.DataFrame, targets: dict | None = None, title: str 
     return fig
 
 
-STAGE_STYLE = {"stage 1 (exploratory)": ("#4c72b0", "o"), "stage 2 (confirmatory)": ("#dd8452", "s")}
+STAGE_STYLE = {
+    "stage 1 (exploratory)": ("#4c72b0", "o"),
+    "stage 2 (confirmatory)": ("#dd8452", "s"),
+    "stage 3 (confirmatory)": ("#55a868", "D"),
+}
 
 
 #: The headline's panels: metrics on one scale share a panel (and so its x axis), with the side that favours
@@ -763,13 +767,13 @@ STAGE_STYLE = {"stage 1 (exploratory)": ("#4c72b0", "o"), "stage 2 (confirmatory
 FOREST_FAMILIES = (
     ("accuracy", "Δ test accuracy or its area under the curve (clipped − reference)", +1),
     ("AP", "Δ COCO AP or AP50 (clipped − unclipped)", +1),
-    ("failure rate", "Δ failure rate (clipped − unclipped)", -1),
+    ("failure rate", "Δ failure or divergence rate (clipped − unclipped)", -1),
 )
 
 
 def forest_family(metric: str) -> str:
     """The panel a headline row's metric belongs to."""
-    return "failure rate" if "failure" in metric else "AP" if "AP" in metric else "accuracy"
+    return "failure rate" if "failure" in metric or "divergence" in metric else "AP" if "AP" in metric else "accuracy"
 
 
 def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, with the verdict in force"):
@@ -787,9 +791,12 @@ def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, with 
     for ax, (family, label, favours) in zip(axes[:, 0], families, strict=True):
         sub = rows[rows["family"] == family] if len(rows) else rows
         _forest_panel(ax, sub, label, favours)
-    handles = [plt.Line2D([], [], color=c, marker=m, lw=2, label=stage) for stage, (c, m) in STAGE_STYLE.items()] + [
-        plt.Rectangle((0, 0), 1, 1, color="#cccccc", label="margin of no meaningful effect")
-    ]
+    shown = set(rows["stage"]) if len(rows) and "stage" in rows else set(STAGE_STYLE)
+    handles = [
+        plt.Line2D([], [], color=c, marker=m, lw=2, label=stage)
+        for stage, (c, m) in STAGE_STYLE.items()
+        if stage in shown
+    ] + [plt.Rectangle((0, 0), 1, 1, color="#cccccc", label="margin of no meaningful effect")]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.995))
     fig.suptitle(title, y=1.03, fontsize=12)
     fig.tight_layout(h_pad=1.2, rect=(0, 0, 0.60, 0.96))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import paths, tasks
-from clipstudy.analysis import claims, outcomes, page, plots, stats
+from clipstudy.analysis import claims, outcomes, page, plots, stage3_answers, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
@@ -72,6 +72,7 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
     versions = summary.get("versions") or {}
     row["libraries"] = ", ".join(f"{k} {versions[k]}" for k in LIBRARIES if k in versions)
     row["machine"] = f"{versions.get('cpu', '?')} ({versions.get('system', '?')} {versions.get('machine', '?')})"
+    row["platform"] = stage3_answers.platform_key(summary.get("platform"))
     return row
 
 
@@ -258,8 +259,16 @@ class ProfileReport:
         return self.table.summaries[self.table.summaries["spiked"]]
 
     def answers(self) -> list:
-        """The confirmatory questions' answers (``claims.confirmatory_answers``) over the profile's runs."""
-        return claims.confirmatory_answers(claims.gather_evidence(self.table.summaries, self.table.epochs).summaries)
+        """The confirmatory questions' answers over the profile's runs: stage 2's (``claims.confirmatory_answers``),
+        then stage 3's (``stage3_answers.answers``)."""
+        return [*claims.confirmatory_answers(self.evidence()), *self.stage3_answers()]
+
+    def stage3_answers(self) -> list:
+        return stage3_answers.answers(self.evidence(), self.table.epochs)
+
+    def evidence(self) -> pd.DataFrame:
+        """Every run's summary with what the claims read (``claims.gather_evidence``: ``failed``, ``auc``)."""
+        return claims.gather_evidence(self.table.summaries, self.table.epochs).summaries
 
     def bundle_edits(self) -> list[str]:
         """For a published profile read from its bundle, the bundle's files edited since their commit."""
@@ -269,7 +278,11 @@ class ProfileReport:
     def audit(self) -> pd.DataFrame:
         """The claims audit over every run of the profile (the spike runs decide claim 3a): one row per claim."""
         return claims.study_audit(
-            self.table.summaries, self.table.epochs, overhead_ratios(self.bench_files), self.table.steps
+            self.table.summaries,
+            self.table.epochs,
+            overhead_ratios(self.bench_files),
+            self.table.steps,
+            later=self.stage3_answers(),
         )
 
 

@@ -1,0 +1,293 @@
+"""Stage 3's confirmatory answers (Q5, Q6, Q7), by the rules registered in commit 806d3ba before their first run
+(docs/protocol.md, "Stage 3"; the cells and seeds are ``claims.STAGE3_*``):
+
+* every contrast is paired by seed, and a pair whose two runs record different platforms (CPU vendor, family,
+  model and oneDNN's instruction set) is refused and counted: a borderline run can train on one CPU and collapse on
+  another, so a cross-platform pair would measure the CPU as much as the clipping;
+* outcomes are the protocol's kinds (diverged / stalled / learned); nothing is pooled over optimizers; Holm
+  within each question as registered;
+* an answer is *complete* when every registered seed of its task has its pair; until then its verdict says how
+  many are in and it decides nothing (``claims.study_audit`` reads only complete answers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from clipstudy.analysis import claims, outcomes, stats
+from clipstudy.analysis.claims import CANONICAL, Answer
+
+#: The adding problem's step budget in stage 3 (10 epochs of 1,000 steps): a run that never reaches the target
+#: validation MSE scores this.
+ADDING_BUDGET = 10_000
+#: The best adaptive method of the calibration (named in the registration): quantile tracking at its defaults.
+ADAPTIVE = next(label for label in claims.STAGE3_ADDING_TUNED if label.startswith("quantile"))
+#: A pair's platform is the CPU and the instruction set oneDNN ran: runs on one of these agree bit for bit.
+PLATFORM_FIELDS = ("cpu_vendor", "cpu_family", "cpu_model", "onednn_isa")
+UNKNOWN_PLATFORM = "?"
+#: Q7's cells: (task, optimizer, the clipped arm's tuned rate, the registered seeds' key in STAGE3_SEEDS).
+Q7_CELLS = (
+    ("adding", "sgd", claims.STAGE3_ADDING_TUNED[CANONICAL], "adding"),
+    ("classifier", "sgd", claims.STAGE3_CLASSIFIER_TUNED["sgd"][CANONICAL], "sgd"),
+    ("classifier", "momentum", claims.STAGE3_CLASSIFIER_TUNED["momentum"][CANONICAL], "momentum"),
+)
+
+
+def platform_key(platform: dict | None) -> str:
+    """The platform a run was made on, as one string (``'?'`` when its summary did not record one)."""
+    if not platform:
+        return UNKNOWN_PLATFORM
+    return " ".join(f"{k}={platform.get(k, '?')}" for k in PLATFORM_FIELDS)
+
+
+def percentile_label(percentile: int) -> str:
+    return f"global_norm (threshold=p{percentile} of probe)"
+
+
+def stage3_runs(s: pd.DataFrame, task: str, seeds_key: str) -> pd.DataFrame:
+    """Stage 3's confirmatory runs of one task (its registered seeds, no spikes; the adding problem's 10,000-step
+    condition), each with its outcome kind."""
+    rows = s[(s["task"] == task) & s["seed"].isin(claims.STAGE3_SEEDS[seeds_key])]
+    if rows.empty:
+        return rows.assign(outcome=pd.Series(dtype=str))
+    if "spiked" in rows:
+        rows = rows[~rows["spiked"].astype(bool)]
+    if task == "adding":
+        rows = rows[rows["steps_planned"] == ADDING_BUDGET]
+    else:
+        rows = claims._grid(rows)
+    return outcomes.add_outcomes(rows)
+
+
+def paired(rows: pd.DataFrame, arm: tuple[str, float], base: tuple[str, float]) -> tuple[pd.DataFrame, int]:
+    """Runs of ``arm`` (label, rate) beside the run of ``base`` with the same task, condition, optimizer and seed
+    (the base's columns end in ``_base``), and how many such pairs were refused for crossing platforms."""
+    keys = stats.present_keys(rows, ["task", "settings_key", "optimizer", "seed"])
+    a = claims.select(rows[rows["label"] == arm[0]], {"learning_rate": arm[1]}, spiked=None)
+    b = claims.select(rows[rows["label"] == base[0]], {"learning_rate": base[1]}, spiked=None)
+    p = a.merge(b, on=keys, suffixes=("", "_base"))
+    if "platform" not in p or p.empty:
+        return p, 0
+    known = (p["platform"] != UNKNOWN_PLATFORM) & (p["platform_base"] != UNKNOWN_PLATFORM)
+    crossed = known & (p["platform"] != p["platform_base"])
+    return p[~crossed].reset_index(drop=True), int(crossed.sum())
+
+
+def scored_mse(p: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Both arms' final test MSE, a diverged run scoring the worst MSE of the contrast's runs that did not
+    diverge (it is counted, never dropped, and its 1e21 never averaged)."""
+    finite = pd.concat([p.loc[p["outcome"] != "diverged", "final_test_mse"],
+                        p.loc[p["outcome_base"] != "diverged", "final_test_mse_base"]])  # fmt: skip
+    worst = float(finite.max()) if finite.notna().any() else math.nan
+    arm = p["final_test_mse"].where(p["outcome"] != "diverged", worst)
+    base = p["final_test_mse_base"].where(p["outcome_base"] != "diverged", worst)
+    return arm, base
+
+
+def with_steps_to_mse(s: pd.DataFrame, epochs: pd.DataFrame, target: float, budget: int) -> pd.DataFrame:
+    """``s`` with ``steps_to_val_mse``: the first evaluated step whose validation MSE is below ``target``, counted
+    from step 0 (``budget`` when a run never gets there)."""
+    s = s.copy()
+    if epochs.empty or "val_mse" not in epochs:
+        s["steps_to_val_mse"] = float(budget)
+        return s
+    below = epochs[epochs["val_mse"] < target]
+    first = below.groupby("run_id")["step"].min()
+    s["steps_to_val_mse"] = s["run_id"].map(first).fillna(budget).astype(float)
+    return s
+
+
+def _coverage(p: pd.DataFrame, seeds_key: str, refused: int) -> tuple[bool, str]:
+    """Whether every registered seed is paired, and a note of what is in (and what was refused)."""
+    registered = set(claims.STAGE3_SEEDS[seeds_key])
+    have = set(p["seed"]) & registered if len(p) else set()
+    note = f"{len(have)} of {len(registered)} registered seeds paired"
+    if refused:
+        note += f"; {refused} pair(s) refused: their runs record different platforms (rerun both on one CPU)"
+    return have == registered, note
+
+
+def _incomplete(note: str) -> str:
+    return f"incomplete ({note}): decides nothing yet"
+
+
+def _mcnemar_answer(question: str, p: pd.DataFrame, where: str, seeds_key: str, refused: int) -> Answer:
+    """Divergence of the clipped arm against the unclipped one, exact McNemar (Q5a)."""
+    complete, note = _coverage(p, seeds_key, refused)
+    div, div_base = p["outcome"] == "diverged", p["outcome_base"] == "diverged"
+    caused, prevented = int((div & ~div_base).sum()), int((div_base & ~div).sum())
+    pval = stats.exact_mcnemar(caused, prevented)
+    n = len(p)
+    effect = stats.Effect(float(div.mean() - div_base.mean()) if n else math.nan, math.nan, math.nan, n,
+                          pval if n else math.nan, "divergence rate, exact McNemar")  # fmt: skip
+    numbers = (
+        f"{where}: diverged unclipped {int(div_base.sum())} of {n}, clipped {int(div.sum())} of {n}; prevented "
+        f"{prevented}, caused {caused}; exact McNemar p={pval:.2g}, n={n}; outcomes unclipped: "
+        f"{outcomes.counts_text(list(p['outcome_base']))}; clipped: {outcomes.counts_text(list(p['outcome']))}; "
+        f"the clipped arm {claims.clip_share(p)}; {note}"
+    )
+    if not complete:
+        verdict = _incomplete(note)
+    elif pval < claims.ALPHA:
+        verdict = "clipping prevents divergence" if prevented > caused else "clipping causes divergence"
+    elif not div_base.any():
+        verdict = "inconclusive: no unclipped run diverged"
+    else:
+        verdict = "no significant difference in divergence"
+    return Answer(question, verdict, numbers, effect, where, complete, stage=3)
+
+
+def q5a_divergence(s: pd.DataFrame) -> list[Answer]:
+    """Q5a: at the lowest rate where an unclipped calibration run diverged, global norm 1 (primary) and the best
+    adaptive method (secondary) against none: divergences, exact McNemar, paired by seed."""
+    rows = stage3_runs(s, "adding", "adding")
+    lr = claims.STAGE3_ADDING_DIVERGING
+    found = []
+    for question, label in (("Q5a", CANONICAL), ("Q5a (secondary)", ADAPTIVE)):
+        p, refused = paired(rows, (label, lr), ("none", lr))
+        where = f"adding problem T=50, 10,000 SGD steps, lr={lr:g}: {label} vs none"
+        found.append(_mcnemar_answer(question, p, where, "adding", refused))
+    return found
+
+
+def _direction_words(effect: stats.Effect, p_adjusted: float, lower_better: bool, better: str, worse: str) -> str:
+    if p_adjusted < claims.ALPHA:
+        return better if (effect.mean < 0) == lower_better else worse
+    return "no significant difference"
+
+
+def _t_answers(found, question_of, words, stage_where) -> list[Answer]:
+    """Paired-t answers, Holm-adjusted across ``found`` (tuples of key, pairs, effect, complete, note, where)."""
+    adjusted = stats.holm([e.p for _, _, e, *_ in found])
+    answers = []
+    for (key, p, effect, complete, note, where), q in zip(found, adjusted, strict=True):
+        verdict = words(key, effect, q) if complete else _incomplete(note)
+        holm = "Holm p n/a" if math.isnan(q) else f"Holm p={q:.2g}"
+        numbers = f"{where}: {effect.format()}, {holm}; the clipped arm {claims.clip_share(p)}; {note}"
+        answers.append(Answer(question_of(key), verdict, numbers, effect, stage_where(key), complete, stage=3))
+    return answers
+
+
+def q5b_learning(s: pd.DataFrame, epochs: pd.DataFrame) -> list[Answer]:
+    """Q5b: each arm at its own tuned rate, global norm 1 and the best adaptive method against none; final test
+    MSE (a diverged run the contrast's worst) and steps to validation MSE 0.05 (never: the budget), clipped −
+    unclipped, lower is better; Holm across the two arms within each metric."""
+    rows = with_steps_to_mse(stage3_runs(s, "adding", "adding"), epochs, claims.STAGE3_ADDING_TARGET_MSE, ADDING_BUDGET)
+    tuned = claims.STAGE3_ADDING_TUNED
+    answers = []
+    for metric, unit in (("final test MSE", "MSE"), ("steps to validation MSE 0.05", "steps")):
+        found = []
+        for label in (CANONICAL, ADAPTIVE):
+            p, refused = paired(rows, (label, tuned[label]), ("none", tuned["none"]))
+            if unit == "MSE":
+                arm, base = scored_mse(p) if len(p) else (p.get("final_test_mse"), p.get("final_test_mse"))
+            else:
+                arm, base = p["steps_to_val_mse"], p["steps_to_val_mse_base"]
+            effect = stats.tested(stats.paired_effect((arm - base) if len(p) else []))
+            complete, note = _coverage(p, "adding", refused)
+            where = (f"adding problem T=50, 10,000 SGD steps: {label} at lr={tuned[label]:g} vs none at "
+                     f"lr={tuned['none']:g}, {metric} (clipped - unclipped)")  # fmt: skip
+            found.append((label, p, effect, complete, note, where))
+        better, worse = ("lower test MSE with clipping", "higher test MSE with clipping") if unit == "MSE" else (
+            "clipping learns sooner", "clipping learns later")  # fmt: skip
+        answers += _t_answers(
+            found,
+            lambda label, m=metric: f"Q5b {'global norm 1' if label == CANONICAL else 'quantile'}, {m}",
+            lambda _, e, q, b=better, w=worse: _direction_words(e, q, True, b, w),
+            lambda _: "adding problem T=50, 10,000 SGD steps, each arm at its tuned rate",
+        )
+    return answers
+
+
+def q6_tuned(s: pd.DataFrame) -> list[Answer]:
+    """Q6: per optimizer (SGD, momentum), global norm 1 at its tuned rate against none at its own; final test
+    accuracy (margin 0.002) and steps to 98% test accuracy (never: the planned steps), Holm across the four."""
+    found = []
+    for opt, rates in claims.STAGE3_CLASSIFIER_TUNED.items():
+        rows = stage3_runs(s[s["optimizer"] == opt], "classifier", opt)
+        p, refused = paired(rows, (CANONICAL, rates[CANONICAL]), ("none", rates["none"]))
+        complete, note = _coverage(p, opt, refused)
+        where = f"classifier, {opt}: {CANONICAL} at lr={rates[CANONICAL]:g} vs none at lr={rates['none']:g}, 3 epochs"
+        acc = p["final_test_accuracy"] - p["final_test_accuracy_base"] if len(p) else []
+        found.append(((opt, "accuracy"), p, stats.tested(stats.paired_effect(acc)), complete, note,
+                      f"{where}, final test accuracy"))  # fmt: skip
+        if len(p):
+            steps = p["steps_to_98"].fillna(p["steps_planned"]) - p["steps_to_98_base"].fillna(p["steps_planned_base"])
+        else:
+            steps = []
+        found.append(((opt, "steps"), p, stats.tested(stats.paired_effect(steps)), complete, note,
+                      f"{where}, steps to 98% test accuracy (clipped - unclipped)"))  # fmt: skip
+    margin = claims.CONFIRM_MARGINS["final_test_accuracy"]
+
+    def words(key, effect, q):
+        if key[1] == "accuracy":
+            return claims._compare(effect, q, margin, effect.n)
+        return _direction_words(effect, q, True, "clipping reaches 98% sooner", "clipping reaches 98% later")
+
+    return _t_answers(
+        found,
+        lambda key: f"Q6 {key[0]}" if key[1] == "accuracy" else f"Q6 {key[0]} (steps to 98%)",
+        words,
+        lambda key: f"classifier, {key[0]}, each arm at its tuned rate (refined grid), 3 epochs",
+    )
+
+
+def q7_thresholds(s: pd.DataFrame) -> list[Answer]:
+    """Q7: global norm at the probe's 50th, 90th and 99th percentile against the fixed 1, at the clipped arm's
+    tuned rate, per task and optimizer; final test accuracy (classifier) or test MSE (adding, a diverged run the
+    contrast's worst), percentile − fixed; Holm across the three thresholds of each cell."""
+    answers = []
+    for task, opt, lr, seeds_key in Q7_CELLS:
+        rows = stage3_runs(s[s["optimizer"] == opt], task, seeds_key)
+        found = []
+        for pct in claims.STAGE3_PERCENTILES:
+            p, refused = paired(rows, (percentile_label(pct), lr), (CANONICAL, lr))
+            if task == "adding":
+                arm, base = scored_mse(p) if len(p) else ([], [])
+                diff = (arm - base) if len(p) else []
+            else:
+                diff = p["final_test_accuracy"] - p["final_test_accuracy_base"] if len(p) else []
+            complete, note = _coverage(p, seeds_key, refused)
+            metric = "final test MSE" if task == "adding" else "final test accuracy"
+            where = f"{task}, {opt} lr={lr:g}: p{pct} of probe vs threshold 1, {metric} (percentile - fixed)"
+            found.append(((task, opt, pct), p, stats.tested(stats.paired_effect(diff)), complete, note, where))
+        answers += _t_answers(
+            found,
+            lambda key: f"Q7 {key[0]} {key[1]} p{key[2]}",
+            lambda key, e, q: _direction_words(
+                e, q, key[0] == "adding", f"p{key[2]} better than the fixed 1", f"p{key[2]} worse than the fixed 1"
+            ),  # fmt: skip
+            lambda key: f"{key[0]}, {key[1]} at global norm 1's tuned rate",
+        )
+    return answers
+
+
+def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
+    """Per Q7 cell, the registered choice of ``probe_threshold``'s default: among the percentiles whose median
+    share of clipped steps is at most 90%, the one with the best median final test metric (``None`` when no
+    run is in)."""
+    chosen = {}
+    for task, opt, lr, seeds_key in Q7_CELLS:
+        rows = stage3_runs(s[s["optimizer"] == opt], task, seeds_key)
+        scores = {}
+        for pct in claims.STAGE3_PERCENTILES:
+            arm = claims.select(rows[rows["label"] == percentile_label(pct)], {"learning_rate": lr}, spiked=None)
+            if arm.empty or arm["clip_fraction"].median() > outcomes.NORMALISES:
+                continue
+            if task == "adding":
+                value = -arm["final_test_mse"].where(arm["outcome"] != "diverged", math.inf).median()
+            else:
+                value = arm["final_test_accuracy"].median()
+            scores[pct] = value
+        chosen[f"{task} {opt}"] = max(scores, key=scores.get) if scores else None
+    return chosen
+
+
+def answers(summaries: pd.DataFrame, epochs: pd.DataFrame) -> list[Answer]:
+    """Every stage-3 answer (Q5a, Q5b, Q6, Q7) over the profile's runs (summaries with ``platform``)."""
+    if summaries.empty:
+        return []
+    return [*q5a_divergence(summaries), *q5b_learning(summaries, epochs), *q6_tuned(summaries),
+            *q7_thresholds(summaries)]  # fmt: skip

@@ -1,0 +1,238 @@
+"""Stage 3's registered questions (Q5-Q7) reach their answers on hand-built run tables, checked against
+independent references: exact McNemar by hand (11 of 11 discordant pairs one way: p = 2 · 0.5¹¹), SciPy's paired
+t-test, Holm by hand; and a complete answer decides its claim while an incomplete one decides nothing."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from clipstudy.analysis import claims, stage3_answers
+from clipstudy.analysis.claims import CANONICAL
+from clipstudy.analysis.stage3_answers import ADAPTIVE
+
+ADDING_SEEDS = claims.STAGE3_SEEDS["adding"]
+SGD_SEEDS = claims.STAGE3_SEEDS["sgd"]
+ZEN3 = stage3_answers.platform_key({"cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "1",
+                                    "onednn_isa": "avx2"})  # fmt: skip
+ZEN5 = stage3_answers.platform_key({"cpu_vendor": "AuthenticAMD", "cpu_family": "26", "cpu_model": "2",
+                                    "onednn_isa": "avx512_core_bf16"})  # fmt: skip
+GRID_KEY = json.dumps({"batch_size": 128, "epochs": 3, "eval_every": 215, "validation": 5000}, sort_keys=True)
+
+
+def adding_run(label, lr, seed, mse, diverged=False, platform=ZEN3, clip=0.05):
+    return {"run_id": f"add-{label}-{lr}-{seed}", "task": "adding", "optimizer": "sgd", "learning_rate": lr,
+            "seed": seed, "label": label, "settings_key": "{}", "spiked": False, "steps_planned": 10_000,
+            "final_test_mse": mse, "diverged": diverged, "failure": "diverged: non-finite" if diverged else None,
+            "final_train_loss": 0.01, "loss_start": 1.0, "platform": platform, "clip_fraction": clip}  # fmt: skip
+
+
+def classifier_run(label, opt, lr, seed, acc, steps_to_98=430.0, platform=ZEN3, clip=0.05):
+    return {"run_id": f"cls-{label}-{opt}-{lr}-{seed}", "task": "classifier", "optimizer": opt, "learning_rate": lr,
+            "seed": seed, "label": label, "settings_key": GRID_KEY, "spiked": False, "steps_planned": 1290,
+            "final_test_accuracy": acc, "steps_to_98": steps_to_98, "diverged": False, "failure": None,
+            "final_train_loss": 0.05, "loss_start": 2.3, "platform": platform, "clip_fraction": clip}  # fmt: skip
+
+
+def q5a_table(seeds=ADDING_SEEDS, crossed_seed=None):
+    """Unclipped at 0.03 diverges in the first 11 seeds; global norm 1 never; quantile diverges where none does
+    in seed 12 only."""
+    lr = claims.STAGE3_ADDING_DIVERGING
+    rows = []
+    for i, seed in enumerate(seeds):
+        rows.append(adding_run("none", lr, seed, 1e21 if i < 11 else 0.02, diverged=i < 11))
+        rows.append(adding_run(CANONICAL, lr, seed, 0.015, platform=ZEN5 if seed == crossed_seed else ZEN3))
+        rows.append(adding_run(ADAPTIVE, lr, seed, 0.012 if i != 0 else 5.0, diverged=False))
+    return pd.DataFrame(rows)
+
+
+def test_q5a_counts_divergences_with_exact_mcnemar_on_every_registered_seed():
+    primary, secondary = stage3_answers.q5a_divergence(q5a_table())
+    assert primary.complete and primary.stage == 3
+    assert primary.verdict == "clipping prevents divergence"
+    assert math.isclose(primary.effect.p, 2 * 0.5**11)
+    assert "diverged unclipped 11 of 19, clipped 0 of 19; prevented 11, caused 0" in primary.numbers
+    assert "19 of 19 registered seeds paired" in primary.numbers
+    assert secondary.question == "Q5a (secondary)" and "prevented 11" in secondary.numbers
+
+
+def test_q5a_decides_nothing_until_every_registered_seed_is_in():
+    (primary, _) = stage3_answers.q5a_divergence(q5a_table(seeds=ADDING_SEEDS[:-1]))
+    assert not primary.complete
+    assert primary.verdict == "incomplete (18 of 19 registered seeds paired): decides nothing yet"
+
+
+def test_a_pair_made_on_two_cpus_is_refused_and_counted():
+    table = q5a_table(crossed_seed=20)
+    p, refused = stage3_answers.paired(table, (CANONICAL, 0.03), ("none", 0.03))
+    assert refused == 1 and 20 not in set(p["seed"]) and len(p) == 18
+    (primary, _) = stage3_answers.q5a_divergence(table)
+    assert not primary.complete
+    assert "1 pair(s) refused: their runs record different platforms" in primary.numbers
+
+
+def test_a_run_without_a_recorded_platform_is_not_refused():
+    table = q5a_table()
+    table.loc[table["label"] == "none", "platform"] = stage3_answers.UNKNOWN_PLATFORM
+    assert stage3_answers.paired(table, (CANONICAL, 0.03), ("none", 0.03))[1] == 0
+
+
+def test_a_diverged_run_scores_the_worst_mse_of_its_contrast_and_is_never_averaged():
+    p = pd.DataFrame({"final_test_mse": [0.01, 1e21], "outcome": ["learned", "diverged"],
+                      "final_test_mse_base": [0.02, 0.03], "outcome_base": ["learned", "learned"]})  # fmt: skip
+    arm, base = stage3_answers.scored_mse(p)
+    assert list(arm) == [0.01, 0.03] and list(base) == [0.02, 0.03]
+
+
+def test_steps_to_validation_mse_count_from_step_0_and_never_reaching_scores_the_budget():
+    s = pd.DataFrame({"run_id": ["a", "b"]})
+    epochs = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 2, "step": [250, 500, 750, 250, 500],
+                           "val_mse": [0.2, 0.06, 0.04, 0.3, 0.2]})  # fmt: skip
+    got = stage3_answers.with_steps_to_mse(s, epochs, 0.05, 10_000)
+    assert list(got["steps_to_val_mse"]) == [750.0, 10_000.0]
+
+
+def q5b_table():
+    tuned = claims.STAGE3_ADDING_TUNED
+    rows = []
+    for i, seed in enumerate(ADDING_SEEDS):
+        rows.append(adding_run("none", tuned["none"], seed, 0.020 + 0.001 * (i % 5)))
+        rows.append(adding_run(CANONICAL, tuned[CANONICAL], seed, 0.015 + 0.0012 * (i % 4)))
+        rows.append(adding_run(ADAPTIVE, tuned[ADAPTIVE], seed, 0.020 + 0.001 * (i % 5) + 0.0001 * (i % 3)))
+    return pd.DataFrame(rows)
+
+
+def test_q5b_compares_each_arm_at_its_tuned_rate_with_scipys_paired_t_and_holm_across_the_arms():
+    table = q5b_table()
+    epochs = pd.DataFrame({"run_id": list(table["run_id"]), "step": [250] * len(table),
+                           "val_mse": [0.04] * len(table)})  # fmt: skip
+    found = {a.question: a for a in stage3_answers.q5b_learning(table, epochs)}
+    mse = found["Q5b global norm 1, final test MSE"]
+    base = table[table["label"] == "none"].set_index("seed")["final_test_mse"]
+    arm = table[table["label"] == CANONICAL].set_index("seed")["final_test_mse"]
+    other = table[table["label"] == ADAPTIVE].set_index("seed")["final_test_mse"]
+    p_gn = sps.ttest_rel(arm, base).pvalue
+    p_q = sps.ttest_rel(other, base).pvalue
+    assert math.isclose(mse.effect.p, p_gn, rel_tol=1e-9)
+    assert mse.verdict == "lower test MSE with clipping"
+    holm = min(1.0, 2 * min(p_gn, p_q))  # the smaller p times 2 (Holm's first step)
+    assert f"Holm p={holm:.2g}" in mse.numbers
+    # every run reached 0.05 at its first evaluation: no difference in steps, and it says so
+    steps = found["Q5b global norm 1, steps to validation MSE 0.05"]
+    assert steps.effect.mean == 0 and steps.verdict == "no significant difference"
+
+
+def q6_table(sgd_delta, momentum_seeds=claims.STAGE3_SEEDS["momentum"]):
+    rates = claims.STAGE3_CLASSIFIER_TUNED
+    rows = []
+    for i, seed in enumerate(SGD_SEEDS):
+        base = 0.980 + 0.001 * (i % 7)
+        rows.append(classifier_run("none", "sgd", rates["sgd"]["none"], seed, base, steps_to_98=860.0))
+        rows.append(classifier_run(CANONICAL, "sgd", rates["sgd"][CANONICAL], seed,
+                                   base + sgd_delta + 0.0004 * (i % 3), steps_to_98=math.nan))  # fmt: skip
+    for i, seed in enumerate(momentum_seeds):
+        rows.append(classifier_run("none", "momentum", rates["momentum"]["none"], seed, 0.985 + 0.0002 * (i % 3)))
+        rows.append(classifier_run(CANONICAL, "momentum", rates["momentum"][CANONICAL], seed,
+                                   0.985 + 0.0002 * ((i + 1) % 3)))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_q6_reads_accuracy_with_its_margin_and_steps_to_98_with_a_miss_scoring_the_planned_steps():
+    found = {a.question: a for a in stage3_answers.q6_tuned(q6_table(+0.003))}
+    assert found["Q6 sgd"].verdict == "clipping better"
+    assert found["Q6 momentum"].verdict == "no meaningful difference (within ±0.002)"
+    # the clipped SGD runs never reached 98%: each scores its 1,290 planned steps against 860
+    steps = found["Q6 sgd (steps to 98%)"]
+    assert steps.effect.mean == 1290 - 860
+    assert steps.verdict == "clipping reaches 98% later"
+
+
+def test_q6_holm_runs_across_both_metrics_and_both_optimizers():
+    table = q6_table(+0.003)
+    answers = stage3_answers.q6_tuned(table)
+    raw = [a.effect.p for a in answers]
+    order = sorted(range(4), key=lambda i: raw[i])
+    expected, running = [0.0] * 4, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (4 - rank) * raw[i]))
+        expected[i] = running
+    for a, q in zip(answers, expected, strict=True):
+        assert (f"Holm p={q:.2g}" in a.numbers) or (math.isnan(q) and "Holm p n/a" in a.numbers)
+
+
+def test_q7_compares_each_percentile_with_the_fixed_1_and_names_normalisation():
+    lr = claims.STAGE3_CLASSIFIER_TUNED["sgd"][CANONICAL]
+    rows = []
+    for i, seed in enumerate(SGD_SEEDS):
+        fixed = 0.985 + 0.001 * (i % 5)
+        rows.append(classifier_run(CANONICAL, "sgd", lr, seed, fixed))
+        p50, p90 = stage3_answers.percentile_label(50), stage3_answers.percentile_label(90)
+        rows.append(classifier_run(p50, "sgd", lr, seed, fixed - 0.004 + 0.0003 * (i % 3), clip=0.999))
+        rows.append(classifier_run(p90, "sgd", lr, seed, fixed + 0.0002 * (i % 2 - 0.5)))
+        rows.append(classifier_run(stage3_answers.percentile_label(99), "sgd", lr, seed, 0.1135, clip=0.003))
+    table = pd.DataFrame(rows)
+    found = {a.question: a for a in stage3_answers.q7_thresholds(table)}
+    assert found["Q7 classifier sgd p50"].verdict == "p50 worse than the fixed 1"
+    assert "gradient normalisation, not occasional clipping" in found["Q7 classifier sgd p50"].numbers
+    assert found["Q7 classifier sgd p90"].verdict == "no significant difference"
+    assert found["Q7 classifier sgd p99"].verdict == "p99 worse than the fixed 1"
+    assert not found["Q7 adding sgd p50"].complete  # no adding run in this table
+    # the registered default: the best median metric among percentiles clipping at most 90% of steps
+    chosen = stage3_answers.recommended_percentile(stage3_answers.claims.gather_evidence(table, table.iloc[0:0])
+                                                   .summaries)  # fmt: skip
+    assert chosen["classifier sgd"] == 90 and chosen["adding sgd"] is None
+
+
+# --- a complete stage-3 answer decides its claim ----------------------------------------------------------
+
+
+def answer(question, verdict, complete=True, stage=3):
+    return claims.Answer(question, verdict, f"numbers of {question}", None, "where", complete, stage=stage)
+
+
+def q1(verdicts):
+    return {f"Q1 {o}": answer(f"Q1 {o}", v, stage=2) for o, v in zip(("sgd", "momentum", "rmsprop", "adam"), verdicts)}
+
+
+SAME = "no meaningful difference (within ±0.002)"
+
+
+@pytest.mark.parametrize(
+    "q5a, expected",
+    [
+        ("clipping prevents divergence", "supported"),
+        ("clipping causes divergence", "refuted"),
+        ("no significant difference in divergence", "inconclusive"),
+    ],
+)
+def test_a_complete_q5a_decides_claim_3a_in_place_of_q4(q5a, expected):
+    answers = {
+        "Q4": answer("Q4", "uninformative: no run learned", stage=2),
+        "Q5a": answer("Q5a", q5a),
+        "Q5b global norm 1, final test MSE": answer("Q5b global norm 1, final test MSE", "lower test MSE"),
+    }
+    verdict, words, question = claims._claim_3a_from(answers)  # fmt: skip
+    assert (verdict, question) == (expected, "Q5a")
+    assert "at tuned rates: global norm 1, final test MSE: lower test MSE" in words
+
+
+def test_an_incomplete_q5a_leaves_claim_3a_to_q4():
+    answers = {
+        "Q4": answer("Q4", "clipping rescues training", stage=2),
+        "Q5a": answer("Q5a", "incomplete (3 of 19 registered seeds paired): decides nothing yet", False),
+    }
+    assert claims._claim_3a_from(answers)[2] == "Q4"  # fmt: skip
+
+
+def test_a_complete_q6_replaces_q1s_sgd_and_momentum_answers_for_claim_7():
+    answers = q1(["clipping better", "clipping better", SAME, SAME])
+    answers["Q6 sgd"] = answer("Q6 sgd", "clipping worse")
+    answers["Q6 momentum"] = answer("Q6 momentum", SAME)
+    assert claims._claim_7_from(answers) == ("refuted", "worse at tuned rates with sgd", "Q6 + Q1")
+    deciding = [a.question for a in claims._deciding(answers, "Q6 + Q1")]
+    assert sorted(deciding) == ["Q1 adam", "Q1 rmsprop", "Q6 momentum", "Q6 sgd"]
+    assert claims._stage_of("Q6 + Q1") == "stages 3 and 2 (Q6 + Q1)"
+    answers["Q6 momentum"] = answer("Q6 momentum", SAME, complete=False)
+    assert claims._claim_7_from(answers)[2] == "Q1"  # half of Q6 is not enough
