@@ -907,6 +907,15 @@ DESIGN_CHANGES = [
         "bears on": "stage 3 only: the cells were chosen on the calibration's validation scores by the rules "
         "committed with the calibration grid (210bde2)",
     },
+    {
+        "commit": "b0c5984",
+        "date": "2026-12-04",
+        "change": "stage 3's analysis written (analysis.stage3_answers): a pair's platform is CPU vendor, family, "
+        "model and oneDNN ISA; a diverged run's MSE is the contrast's worst non-diverged MSE; an answer decides only "
+        "with every registered seed paired; claim 7 reads Q6's accuracy, with steps to 98% beside it",
+        "bears on": "stage 3 only; made with 20 of its 338 confirmatory runs in (3 SGD pairs: n = 3, no interval, "
+        "no p-value), the code run once on them to check it, no rule changed after",
+    },
 ]
 
 
@@ -927,8 +936,8 @@ DESIGN_CHANGES = [
 # refuted if it causes it, inconclusive otherwise; Q5b beside it), and Q6 decides claim 7 for SGD and momentum in
 # place of Q1's answers for them (Q1's RMSprop and Adam answers stand). Of Q6's co-primary metrics the final test
 # accuracy is the one claim 7's rule reads (better / worse / within the margin); steps to 98% is reported beside
-# it. This reading of "decides claim 7" was written down on 2026-12-04 with 20 of stage 3's 338 confirmatory runs
-# in the bundle (3 SGD pairs) and before any stage-3 answer was computed (design changes, the report).
+# it. This reading of "decides claim 7" was written down on 2026-12-04 (b0c5984) with 20 of stage 3's 338
+# confirmatory runs in the bundle (3 SGD pairs: n = 3, no interval, no p-value) (design changes, the report).
 
 
 def _per_optimizer_tuned(answers: dict[str, Answer]) -> tuple[dict[str, str], str] | None:
