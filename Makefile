@@ -133,7 +133,7 @@ reports/bench.json: $(BENCH_SOURCES) | $(STAMP) data/mnist.npz
 bench: $(STAMP) data/mnist.npz
 	$(BIN)/python -m clipstudy.study.bench --json reports/bench.json
 
-# Eight quick-sized classifier runs swept under each workers x threads setting (README, "Choosing workers").
+# Eight quick-sized classifier runs swept under each workers x threads setting (docs/running.md, "Choosing workers").
 workers: $(STAMP) data/mnist.npz
 	$(BIN)/python -m clipstudy.study.workers --json reports/workers.json
 

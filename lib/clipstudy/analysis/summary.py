@@ -42,8 +42,8 @@ def findings_rows(audit: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """``(claim, the article's claim, verdict, words and evidence)`` per row of the claims table."""
     rows = []
     for _, r in audit.iterrows():
-        words = str(r.get("words") or r["verdict"])
-        rows.append((str(r["claim"]), str(r["text"]), str(r["verdict"]), f"{words} ({evidence(r)})"))
+        words, why = str(r.get("words") or r["verdict"]), evidence(r)
+        rows.append((str(r["claim"]), str(r["text"]), str(r["verdict"]), words if why in words else f"{words} ({why})"))
     return rows
 
 

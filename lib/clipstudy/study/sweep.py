@@ -38,7 +38,7 @@ from clipstudy.study import bundle, kernels, notebooks, probes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
-#: Measured on the 2-core machine (README, "Choosing workers"): two workers, each run single-threaded.
+#: Measured on the 2-core machine (docs/running.md, "Choosing workers"): two workers, each run single-threaded.
 DEFAULT_WORKERS = 2
 #: A run's cost model, for ordering and for the progress bar's estimate: each task's spec gives its seconds per
 #: training example (measured on the 2-core machine with two workers); evaluation examples cost a third of that,

@@ -1,4 +1,4 @@
-"""How many runs an hour each worker and thread setting gives on this machine (README, "Choosing workers").
+"""How many runs an hour each worker and thread setting gives on this machine (docs/running.md, "Choosing workers").
 
     python -m clipstudy.study.workers [--runs 8] [--settings 2x1 1x2 2x2 3x1] [--json FILE]
 
