@@ -48,9 +48,13 @@ import tempfile
 
 import numpy as np
 
-from clipstudy.clipping import ClippingOptimizer, ClipTelemetry, probe_threshold  # imports TensorFlow quietly
+import clipstudy
+
+clipstudy.quiet_tensorflow()  # TensorFlow's start-up lines kept off the page (opt-in: the library leaves logging alone)
 
 import keras
+
+from clipstudy.clipping import ClippingOptimizer, ClipTelemetry, probe_threshold
 
 from clipstudy.analysis import plots
 from clipstudy.analysis.tensorboard import telemetry_steps

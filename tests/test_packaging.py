@@ -7,6 +7,7 @@ import and train without them.
 """
 
 import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,16 @@ def test_the_wheel_installs_offline_into_a_fresh_environment_and_fits_a_model_wi
     first, last = map(float, lines["LOSS"].split())
     assert last < first
     assert importlib.metadata.version("clipstudy") == clipstudy.__version__
+
+
+def test_quiet_tensorflow_keeps_tensorflows_start_up_lines_off_standard_error():
+    """TensorFlow writes CUDA and CPU notices to fd 2 before its logger starts; after clipstudy.quiet_tensorflow()
+    importing Keras and running a layer print none of them (the plain import is left to TensorFlow)."""
+    code = (
+        "import clipstudy; clipstudy.quiet_tensorflow(); import keras; "
+        "print(keras.layers.Dense(2)(keras.ops.ones((1, 3))).shape)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "(1, 2)"
+    chatter = [line for line in done.stderr.splitlines() if re.match(r"(I|W|E)0000 |WARNING: All log messages", line)]
+    assert not chatter, done.stderr

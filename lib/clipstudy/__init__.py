@@ -12,4 +12,14 @@ The subpackages import one way, each only from those before it:
 ``import clipstudy`` is cheap: TensorFlow is imported on first use, quietly.
 """
 
+from clipstudy import _quiet
+
 __version__ = "0.3.0"
+
+
+def quiet_tensorflow():
+    """Import TensorFlow now, without the start-up lines it writes to standard error before its logger starts
+    (CUDA and CPU-feature notices, which ``TF_CPP_MIN_LOG_LEVEL`` does not reach), and set its Python and absl
+    loggers to errors only; returns the module. Opt-in: ``clipstudy.clipping`` never touches your process's
+    logging by itself. Call it before ``import keras`` or ``import tensorflow``."""
+    return _quiet.import_tensorflow_quietly()

@@ -394,3 +394,35 @@ def test_a_clipping_parameter_passed_to_the_wrapper_points_to_clip_params():
         ClippingOptimizer(keras.optimizers.Adam(), "global_norm", threshold=1.0)
     with pytest.raises(ValueError, match="set such options on the inner optimizer"):
         ClippingOptimizer(keras.optimizers.Adam(), "global_norm", beta_1=0.8)
+
+
+def test_telemetry_steps_reads_the_latest_of_several_runs_logged_to_one_folder(toy, tmp_path):
+    """Two fits into one folder leave two event files whose steps both start at 1: the table is the second
+    run's (its threshold), never a pivot of both."""
+    from clipstudy.analysis.tensorboard import event_files, telemetry_steps
+
+    for threshold in (4.0, 2.0):
+        fitted(
+            ClippingOptimizer(keras.optimizers.SGD(0.05), "global_norm", {"threshold": threshold}),
+            toy,
+            callbacks=[ClipTelemetry(), keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1)],
+        )
+    assert len(event_files(tmp_path / "tb")) == 2
+    steps = telemetry_steps(tmp_path / "tb")
+    assert list(steps["step"]) == list(range(1, 17))
+    assert (steps["threshold"] == 2.0).all()
+
+
+def test_the_probe_records_one_pass_over_a_small_data_set_by_default(toy):
+    """256 examples in batches of 32: 8 unclipped steps (not 100, 12 passes); the threshold is numpy's percentile
+    of those norms, and the weights are put back."""
+    from clipstudy.clipping import probe_threshold
+
+    model = small_model()
+    model.compile(keras.optimizers.SGD(0.05), xent())
+    before = [w.copy() for w in model.get_weights()]
+    probe = probe_threshold(model, *toy, batch_size=32, percentile=90)
+    assert len(probe.norms) == 8
+    assert probe.threshold == pytest.approx(float(np.percentile(probe.norms, 90)))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert len(probe_threshold(model, *toy, batch_size=32, steps=20).norms) == 20

@@ -19,21 +19,17 @@ STEP_COLUMNS = {
 
 
 def read_scalars(logdir: str | Path) -> pd.DataFrame:
-    """Every scalar in the event files under ``logdir``: one row per (tag, step), columns ``tag``, ``step``, ``value``.
-    ``logdir`` is the folder given to ``keras.callbacks.TensorBoard`` (its ``train/`` subfolder is read) or the
-    folder that holds the event files.
+    """Every scalar of the latest run logged under ``logdir``: one row per (tag, step), columns ``tag``, ``step``,
+    ``value``. ``logdir`` is the folder given to ``keras.callbacks.TensorBoard`` (its ``train/`` subfolder is read)
+    or the folder that holds the event files. Each ``fit`` into the same folder adds an event file of its own, with
+    its steps numbered from 1 again: the newest file is read (``event_file`` picks another).
 
     Raises:
       FileNotFoundError: no event file in ``logdir`` or ``logdir/train``.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logdir = Path(logdir)
-    if not any(logdir.glob("events.out.tfevents.*")) and any((logdir / "train").glob("events.out.tfevents.*")):
-        logdir = logdir / "train"  # what keras.callbacks.TensorBoard writes the training scalars to
-    if not any(logdir.glob("events.out.tfevents.*")):
-        raise FileNotFoundError(f"no TensorBoard event file in {logdir} or {logdir / 'train'}")
-    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0, "scalars": 0}).Reload()
+    events = EventAccumulator(str(event_file(logdir)), size_guidance={"tensors": 0, "scalars": 0}).Reload()
     rows = []
     for tag in events.Tags()["tensors"]:  # TF2 summaries are tensors; keep the numeric scalars
         for event in events.Tensors(tag):
@@ -44,10 +40,31 @@ def read_scalars(logdir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["tag", "step", "value"]).sort_values(["tag", "step"], ignore_index=True)
 
 
+def event_files(logdir: str | Path) -> list[Path]:
+    """The event files under ``logdir`` (or ``logdir/train``, where ``keras.callbacks.TensorBoard`` writes the
+    training scalars), oldest first: one per ``fit`` logged there."""
+    logdir = Path(logdir)
+    if not any(logdir.glob("events.out.tfevents.*")) and any((logdir / "train").glob("events.out.tfevents.*")):
+        logdir = logdir / "train"
+    files = sorted(logdir.glob("events.out.tfevents.*"), key=lambda f: (f.stat().st_mtime_ns, f.name))
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event file in {logdir} or {logdir / 'train'}")
+    return files
+
+
+def event_file(logdir: str | Path, run: int = -1) -> Path:
+    """One run's event file under ``logdir``: the newest by default (``run=0``: the first logged there)."""
+    files = event_files(logdir)
+    try:
+        return files[run]
+    except IndexError:
+        raise IndexError(f"run={run}: {logdir} holds {len(files)} logged run(s)") from None
+
+
 def telemetry_steps(logdir: str | Path) -> pd.DataFrame:
     """``ClipTelemetry``'s per-step scalars under ``logdir`` as a steps table (``step``, ``norm_before``,
     ``norm_after``, ``threshold``, ``clipped``), the shape ``plots.norm_trace`` draws; TensorBoard numbers
-    the steps from 1."""
+    the steps from 1. Of a folder several runs were logged to, the latest run's (``read_scalars``)."""
     scalars = read_scalars(logdir)
     scalars = scalars[scalars["tag"].isin(STEP_COLUMNS)]
     if scalars.empty:

@@ -6,7 +6,8 @@
     clipper = ("global_norm", {"threshold": probe.threshold})
 
 The probe trains a copy of the model's optimizer (fresh state, same settings) without clipping for
-``steps`` steps, records the global gradient norm of each, and puts every weight back. The
+``steps`` steps (default: one pass over array data, at most 100), records the global gradient norm of each,
+and puts every weight back. The
 recommended threshold is a percentile of those norms (``percentile``, default the median), the rule
 the study uses for its thresholds from data (``clipstudy.study.probes`` records its norms with
 ``record_norms`` and reads them with ``threshold_from_norms`` below). The probe stops early at the
@@ -84,7 +85,7 @@ def probe_threshold(
     y=None,
     *,
     batch_size: int = 32,
-    steps: int = DEFAULT_STEPS,
+    steps: int | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     loss=None,
     optimizer=None,
@@ -94,6 +95,12 @@ def probe_threshold(
 
     Args:
       model: a built Keras model. Its weights are the same afterwards.
+      steps: unclipped steps to record; default one pass over array data, at most ``DEFAULT_STEPS`` (100), so a
+        small data set is not trained on for many epochs; ``DEFAULT_STEPS`` for a ``tf.data.Dataset``.
+      percentile: the percentile of the recorded norms to recommend (default 50, the median). The median is below
+        half of the probe's norms by construction and, as training lowers the norm, usually below nearly every
+        later one: with it the clipper rescales nearly every step (gradient normalisation). A high percentile
+        (90 or 99) clips only the steps above what the probe saw. The study's stage 3 (question Q7) compares them.
       x, y: arrays of inputs and targets (shuffled by ``seed`` in batches of ``batch_size``), or ``x`` a
         ``tf.data.Dataset`` of ``(inputs, targets)`` batches and ``y`` None.
       loss: the loss (a name, function or ``keras.losses.Loss``); default: the model's compiled loss.
@@ -112,6 +119,9 @@ def probe_threshold(
             f"runs on {keras.backend.backend()!r}. Probe under TensorFlow, or fit with ClippingOptimizer(inner, "
             "'none') and ClipTelemetry, which record clip_norm_before on every backend"
         )
+    if steps is None:
+        one_pass = DEFAULT_STEPS if isinstance(x, tf.data.Dataset) else -(-len(x) // batch_size)
+        steps = max(1, min(DEFAULT_STEPS, one_pass))
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"probe_threshold: {name}={value!r} is invalid; it must be an integer ≥ 1")
