@@ -752,3 +752,21 @@ def test_an_edited_published_file_is_named_first_on_the_page(tmp_path):
     top = page.header(audit, "paper", "complete", edited=edits)
     assert top.index("THE BUNDLE DIFFERS FROM THE COMMITTED TREE") < top.index('<p class="cs-lead">')
     assert "results/paper/runs/r1/summary.json" in top
+
+
+def test_make_reproduce_refuses_to_check_a_drawn_run_against_an_edited_published_copy(monkeypatch, capsys):
+    """verify compares a retrained run with its published copy: an edited copy would make it check the edit, so
+    a drawn run whose files differ from git's is refused by name; edits to other runs are only noted."""
+    from types import SimpleNamespace
+
+    from clipstudy.analysis import verify
+
+    edits = ["results/paper/runs/r1/summary.json", "results/paper/runs/r9/steps.parquet"]
+    monkeypatch.setattr(verify.report, "bundle_edits", lambda root: edits)
+    assert verify._edited_copies("paper", [SimpleNamespace(run_id="r1")]) == [edits[0]]
+    assert "1 other file(s) of results/paper/ differ from git's copy" in capsys.readouterr().err
+    assert verify._edited_copies("paper", [SimpleNamespace(run_id="r2")]) == []
+    monkeypatch.setattr(verify, "_draw", lambda args: ([SimpleNamespace(run_id="r1")], set()))
+    assert verify.main(["--profile", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert "the published copies of 1 drawn run(s) differ from the committed ones" in err and "r1/summary.json" in err

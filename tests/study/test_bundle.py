@@ -209,3 +209,15 @@ def test_verify_from_the_command_line_checks_a_sampled_run_by_its_first_steps(pu
     assert code == 0, out
     assert f"(its first {verify.PREFIX_STEPS} steps) ..." in out and "(checked: bits, first 50 steps)" in out
     assert "1 of the runs were checked on their first 50 steps" in out and "REPRODUCED" in out
+
+
+def test_a_second_sweep_publishing_to_the_same_bundle_is_refused_whatever_its_reports_folder(
+    published_profile, tmp_path
+):
+    """Two sweeps of one published profile with different --reports would both write the bundle (and train every
+    run twice); the second is refused, naming the bundle, before it starts anything."""
+    from clipstudy.study.lock import FolderBusy, SweepLock
+
+    with SweepLock(paths.results_dir() / "pub", holder="sweep publishing to it"):
+        with pytest.raises(FolderBusy, match=f"another sweep publishing to it .* in {paths.results_dir() / 'pub'}"):
+            sweep.run_sweep(published_profile, tmp_path / "elsewhere", workers=1, progress=False)

@@ -171,3 +171,31 @@ def test_a_warm_kernel_that_dies_mid_run_fails_the_run_within_seconds_and_is_rep
     after = notebook_of(tmp_path / "after.ipynb", "print(6 * 7)")
     notebooks.execute(after, tmp_path / "after.out.ipynb", kernel=kernels.kernel_for(kernel_key))
     assert printed(tmp_path / "after.out.ipynb").strip() == "42"
+
+
+def test_a_warm_kernel_that_hangs_fails_the_run_at_its_timeout_and_is_replaced(tmp_path, kernel_key):
+    """A kernel that hangs (alive, never answering: a deadlock, a stuck read) is not dead, so only a time limit
+    ends its run: the run fails with nbclient's CellTimeoutError and the next run gets a new kernel."""
+    import time
+
+    from nbclient.exceptions import CellTimeoutError
+
+    hangs = notebook_of(tmp_path / "hangs.ipynb", "import time", "time.sleep(600)")
+    kernel = kernels.kernel_for(kernel_key)
+    started = time.monotonic()
+    with pytest.raises(CellTimeoutError):
+        notebooks.execute(hangs, tmp_path / "hangs.out.ipynb", kernel=kernel, timeout=3)
+    assert time.monotonic() - started < 60
+    assert not kernel.alive() and kernels.kernel_for(kernel_key) is not kernel
+
+
+def test_the_run_timeout_is_six_hours_unless_the_environment_says_otherwise(monkeypatch):
+    from clipstudy.study import sweep
+
+    monkeypatch.delenv("CLIPSTUDY_RUN_TIMEOUT", raising=False)
+    assert sweep.run_timeout() == 21600
+    monkeypatch.setenv("CLIPSTUDY_RUN_TIMEOUT", "0")
+    assert sweep.run_timeout() is None
+    monkeypatch.setenv("CLIPSTUDY_RUN_TIMEOUT", "ten")
+    with pytest.raises(ValueError, match="CLIPSTUDY_RUN_TIMEOUT='ten' is not a number"):
+        sweep.run_timeout()

@@ -456,3 +456,30 @@ def test_ctrl_c_ends_the_sweep_with_one_line_that_says_how_to_resume(tmp_path, m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("interrupted; 0 of 7 runs finished, resume with: python -m clipstudy.study.sweep --profile")
+
+
+def test_a_full_disk_ends_the_run_with_an_error_naming_the_folder(tmp_path, monkeypatch):
+    """When the disk is full nothing can be recorded, not even the failure: the task raises one OSError that
+    names the run and the folder (a bare write error names no file), which ends the sweep with one line."""
+    _, specs = profiles.load_profile("smoke")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep.notebooks, "execute", full)
+    monkeypatch.setattr(sweep, "write_json_atomic", full)  # the failure record cannot be written either
+    with pytest.raises(OSError) as caught:
+        sweep.execute_run(specs[0], str(tmp_path), warm=False)
+    assert caught.value.errno == 28 and caught.value.filename == str(tmp_path)
+    assert str(caught.value) == (
+        f"[Errno 28] No space left on device while writing run {specs[0].run_id}: '{tmp_path}'"
+    )
+
+
+def test_an_error_that_names_its_file_or_is_not_a_full_disk_passes_unchanged(tmp_path):
+    named = OSError(28, "No space left on device", "/somewhere/file")
+    with pytest.raises(OSError) as caught, sweep.naming_full_disk("writing", tmp_path):
+        raise named
+    assert caught.value is named
+    with pytest.raises(PermissionError), sweep.naming_full_disk("writing", tmp_path):
+        raise PermissionError(13, "Permission denied")

@@ -51,7 +51,7 @@ import pandas as pd
 
 from clipstudy import hardware, paths, tasks
 from clipstudy.analysis import claims, report
-from clipstudy.study import bundle, compare, kernels, notebooks, probes, runfiles
+from clipstudy.study import bundle, compare, kernels, notebooks, probes, runfiles, sweep
 from clipstudy.study.profiles import load_profile, publishes
 
 BITS = "bits"
@@ -265,7 +265,9 @@ def _retrain(spec, out: Path, parameters: dict) -> None:
     """Execute ``spec``'s notebook into ``out`` as the sweep does: in this process's warm kernel for its threads."""
     source = paths.notebook(spec.notebook)
     key = kernels.KernelKey(str(source.parent), spec.config.threads, notebooks.KERNEL)
-    notebooks.execute(source, out / "notebook.ipynb", parameters, kernel=kernels.kernel_for(key))
+    notebooks.execute(
+        source, out / "notebook.ipynb", parameters, kernel=kernels.kernel_for(key), timeout=sweep.run_timeout()
+    )
 
 
 def verify_run(spec, published: Path, scratch: Path, current: dict | None = None) -> Verification:
@@ -462,6 +464,19 @@ def _kernels_closed():
         kernels.close_all()
 
 
+def _edited_copies(name: str, chosen) -> list[str]:
+    """The bundle files of the ``chosen`` runs that differ from git's committed copy (``report.bundle_edits``);
+    a note of edits elsewhere in the bundle goes to standard error."""
+    edits = report.bundle_edits(bundle.bundle_dir(name))
+    drawn = {spec.run_id for spec in chosen}
+    mine = [e for e in edits if len(Path(e).parts) > 3 and Path(e).parts[3] in drawn]
+    if len(edits) > len(mine):
+        print(
+            f"note: {len(edits) - len(mine)} other file(s) of results/{name}/ differ from git's copy", file=sys.stderr
+        )
+    return mine
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if not publishes(args.profile):
@@ -471,6 +486,15 @@ def main(argv=None) -> int:
     chosen, prefixed = _draw(args)
     if not chosen:
         print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
+        return 2
+    edited = _edited_copies(name, chosen)
+    if edited:
+        print(
+            f"error: the published copies of {len(edited)} drawn run(s) differ from the committed ones "
+            f"({', '.join(edited[:3])}{' ...' if len(edited) > 3 else ''}): a check against them would check the "
+            f"edit; restore them (git checkout -- results/{name}) and run again",
+            file=sys.stderr,
+        )
         return 2
     here = hardware.describe(hardware.fingerprint())
     print(f"this machine: {here}; retraining {len(chosen)} published run(s) of {name}")

@@ -92,6 +92,7 @@ def execute(
     log_output: bool = False,
     log: str | Path | None = None,
     kernel=None,
+    timeout: float | None = None,
 ) -> Path:
     """Execute ``source`` (an ``.ipynb``) with ``parameters`` into ``target``, cleaned.
 
@@ -102,9 +103,12 @@ def execute(
 
     ``kernel``: a ``kernels.WarmKernel`` to execute in (reset first) instead of a kernel started for this
     notebook; its standard error since the reset goes to ``log``. A failure discards that kernel.
+
+    ``timeout``: seconds any one cell may run (a run's training is one cell); past it nbclient raises
+    ``CellTimeoutError`` and the kernel, hung rather than dead, is discarded. None: no limit.
     """
     if kernel is not None:
-        return _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log)
+        return _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log, timeout)
     import papermill as pm  # deferred: only executions need it
 
     source, target = Path(source), Path(target)
@@ -124,6 +128,7 @@ def execute(
                         progress_bar=False,
                         cwd=str(cwd or source.parent),
                         log_output=log_output,
+                        execution_timeout=timeout,
                     )
                     break
                 except RuntimeError as exc:  # papermill's cell errors are not RuntimeErrors
@@ -150,7 +155,7 @@ def _publish_executed(running: Path, target: Path, keep_papermill: bool) -> None
         running.unlink()
 
 
-def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log) -> Path:
+def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log, timeout=None) -> Path:
     """``execute`` in the warm ``kernel``: its reset, then the notebook; this process's standard error and
     what the kernel wrote to its own meanwhile go to ``log``, as in a kernel started for the notebook."""
     import papermill as pm
@@ -174,6 +179,7 @@ def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output
                 progress_bar=False,
                 log_output=log_output,
                 warm_kernel=kernel,
+                execution_timeout=timeout,
             )
         kernel.runs += 1
         if not kept:
@@ -199,11 +205,18 @@ def _warm_engine() -> str:
 
     class WarmEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, warm_kernel=None, **kwargs):
+        def execute_managed_notebook(
+            cls, nb_man, kernel_name, log_output=False, warm_kernel=None, execution_timeout=None, **kwargs
+        ):
             from jupyter_client.asynchronous import AsyncKernelClient
 
             client = PapermillNotebookClient(
-                nb_man, km=warm_kernel.km, kernel_name=kernel_name, log=logger, log_output=log_output
+                nb_man,
+                km=warm_kernel.km,
+                kernel_name=kernel_name,
+                log=logger,
+                log_output=log_output,
+                timeout=execution_timeout,
             )
             # An asynchronous client of the same kernel, as nbclient expects: with the kernel's own blocking one,
             # nbclient's wait for a reply blocked its event loop, its kernel-alive check never ran, and a kernel

@@ -16,6 +16,8 @@ same paths, e.g. on a shared file system). No TensorFlow is imported in this pro
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -70,11 +72,51 @@ def without_dask_malloc_trim() -> None:
         del os.environ["MALLOC_TRIM_THRESHOLD_"]
 
 
+#: Seconds one cell of a run may take before its kernel is taken as hung (the run fails, the sweep goes on): six
+#: hours, twenty times the slowest published run (a detector run, about 1,500 s on an AMD EPYC Zen 3) and room
+#: for a CPU eight times slower. ``CLIPSTUDY_RUN_TIMEOUT`` (seconds; 0: none) sets another.
+RUN_TIMEOUT_S = 6 * 3600
+
+
+def run_timeout() -> float | None:
+    """The per-cell limit of a run (``RUN_TIMEOUT_S`` or ``$CLIPSTUDY_RUN_TIMEOUT``; None for 0)."""
+    raw = os.environ.get("CLIPSTUDY_RUN_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else RUN_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"CLIPSTUDY_RUN_TIMEOUT={raw!r} is not a number of seconds (0: no limit)") from None
+    if value < 0:
+        raise ValueError(f"CLIPSTUDY_RUN_TIMEOUT={raw!r} is negative; give seconds, or 0 for no limit")
+    return value or None
+
+
+#: The errors of a full disk (or an exhausted quota): they end the sweep, naming the folder.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def naming_full_disk(what: str, where: Path):
+    """Re-raise a full disk's ``OSError`` that names no file (a failed ``write``) with what was being written
+    and the folder, so the sweep's one line of error says where space ran out."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in DISK_FULL and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror} while {what}", str(where)) from exc
+        raise
+
+
 def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
-    """Run one notebook into ``root/<run_id>``; a Dask task. Returns a status record, never raises.
+    """Run one notebook into ``root/<run_id>``; a Dask task. Returns a status record and raises only when the
+    disk is full (an ``OSError`` naming the folder: nothing can be recorded there, and the sweep stops).
     The run sets TensorFlow's threads itself (``RunConfig.threads``), whoever executes it. ``warm``: in this
     worker's warm kernel (``kernels``: reset before the run, replaced after a failure), else in a kernel
     started for this run."""
+    with naming_full_disk(f"writing run {spec.run_id}", Path(root)):
+        return _execute_run(spec, root, warm)
+
+
+def _execute_run(spec: RunSpec, root: str, warm: bool) -> dict[str, Any]:
     without_dask_malloc_trim()
     root_path = Path(root)
     final = root_path / spec.run_id
@@ -93,6 +135,7 @@ def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
             keep_papermill=True,
             log=partial / "kernel.log",
             kernel=kernels.kernel_for(key) if warm else None,
+            timeout=run_timeout(),
         )
         if not runfiles.is_finished(partial):
             raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
@@ -110,6 +153,8 @@ def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
 def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, Any]:
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    if type(exc).__name__ == "CellTimeoutError":
+        message += f" (the kernel hung or the run is slower here: CLIPSTUDY_RUN_TIMEOUT={run_timeout() or 0:g} s)"
     write_json_atomic(
         {"run_id": spec.run_id, "error": message, "params": spec.params, "traceback": traceback.format_exc()},
         partial / runfiles.ERROR,
@@ -252,7 +297,10 @@ def run_sweep(
     # Resolved before anything sees it: the notebooks run with notebooks/ as their working directory.
     root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
     root.mkdir(parents=True, exist_ok=True)
-    with SweepLock(root, wait=wait):
+    with contextlib.ExitStack() as held:
+        held.enter_context(SweepLock(root, wait=wait))
+        if publishes(profile):  # one sweep per bundle too, whatever --reports each was given
+            held.enter_context(SweepLock(bundle.bundle_dir(name), wait=wait, holder="sweep publishing to it"))
         return _sweep_locked(profile, name, specs, root, scheduler, workers, progress, not fresh_kernels)
 
 
@@ -404,7 +452,8 @@ def _run_all(
             if status["status"] == "failed":
                 result.failed[status["run_id"]] = status["error"]
             else:
-                places.publish(status["run_id"])
+                with naming_full_disk(f"publishing run {status['run_id']}", places.bundle or root):
+                    places.publish(status["run_id"])
                 (result.skipped if status["status"] == "skipped" else result.done).append(status["run_id"])
             bar.update(work[status["run_id"]])
             bar.set_postfix_str(
