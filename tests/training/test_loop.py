@@ -369,3 +369,32 @@ def test_a_step_with_a_stateful_random_op_is_seen_as_drawing_from_the_global_see
     with_keras_dropout = tf.function(lambda x: dropout(x, training=True), input_signature=spec)
     assert _draws_from_global_seed(noisy) and _draws_from_global_seed(in_branch)
     assert not _draws_from_global_seed(stateless) and not _draws_from_global_seed(with_keras_dropout)
+
+
+def _first_update(data, warmup_steps: int) -> np.ndarray:
+    """The weights after one SGD step (no clipping) of the same model, batch and seed."""
+    config = RunConfig(**SMALL, optimizer="sgd", learning_rate=0.1, warmup_steps=warmup_steps)
+    run = training.train(config, ClassificationTask(), data, progress=False, stop_after=1)
+    return np.concatenate([w.ravel() for w in run.model.get_weights()]).astype(np.float64)
+
+
+def test_warm_up_scales_the_rate_linearly_from_rate_over_n(mnist_splits):
+    """With plain SGD, step 1's update is rate × g without warm-up, rate × g/2 with N = 2 and rate × g/4 with N = 4
+    (same weights, batch and gradient): so (w_plain − w_2) = 2 (w_2 − w_4), whatever the initial weights."""
+    plain, two, four = (_first_update(mnist_splits, n) for n in (0, 2, 4))
+    np.testing.assert_allclose(plain - two, 2 * (two - four), rtol=1e-3, atol=1e-7)
+    assert np.abs(two - four).max() > 1e-4  # the warm-up changed the step at all
+
+
+def test_after_its_warm_up_a_run_steps_at_the_full_rate(mnist_splits):
+    """A run's rate is the configured one from step N on: a run with warm-up N = 1 (rate × 1/1 at step 1) is the
+    run without warm-up, bit for bit; and warm-up leaves the id of a run without it unchanged."""
+    from clipstudy.study.runfiles import run_id
+
+    a = train(mnist_splits, optimizer="sgd", learning_rate=0.1, epochs=1)
+    b = train(mnist_splits, optimizer="sgd", learning_rate=0.1, epochs=1, warmup_steps=1)
+    assert a.summary["outcome_sha256"] == b.summary["outcome_sha256"]
+    assert "warmup_steps" not in RunConfig().to_params()
+    assert run_id(RunConfig(warmup_steps=0)) == run_id(RunConfig()) != run_id(RunConfig(warmup_steps=300))
+    with pytest.raises(training.ConfigError, match="warmup_steps=-1 is invalid"):
+        RunConfig(warmup_steps=-1)

@@ -114,6 +114,10 @@ class RunConfig:
         metadata=_doc("TensorFlow intra- and inter-op threads: they change the numbers, so they are part of the run"),
     )
     threshold_rule: str | None = field(default=None, metadata=_doc("how a threshold read from data was chosen"))
+    warmup_steps: int = field(
+        default=0,
+        metadata=_doc("linear learning-rate warm-up: rate × k/N at step k until step N, then the rate (0: none)"),
+    )
 
     @classmethod
     def for_task(cls, task: str, /, **overrides) -> RunConfig:
@@ -147,6 +151,8 @@ class RunConfig:
                 del params[optional]
         if not params["task_params"]:
             del params["task_params"]  # tasks without parameters: the ids of runs made before it existed
+        if not params["warmup_steps"]:
+            del params["warmup_steps"]  # no warm-up: the ids of every run made before warm-up existed
         return params
 
     def replace(self, **changes) -> RunConfig:
@@ -195,6 +201,7 @@ class RunConfig:
             )
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         _check_int("seed", self.seed, minimum=0, maximum=LIMITS["seed"])
+        _check_int("warmup_steps", self.warmup_steps, minimum=0, maximum=LIMITS["warmup_steps"])
         for name in ("epochs", "batch_size", "threads"):
             _check_int(name, getattr(self, name), minimum=1, maximum=LIMITS[name])
         for name in ("train_subset", "test_subset", "eval_every", "validation"):
@@ -228,6 +235,7 @@ def _check_number(name, value):
 #: each task's own pool.
 LIMITS = {
     "learning_rate": 1e6,
+    "warmup_steps": 10_000_000,
     "seed": 2**32 - 1,
     "epochs": 1_000,
     "batch_size": 65_536,

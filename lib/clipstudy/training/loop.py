@@ -157,7 +157,10 @@ def train(
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    divergence, seen = _run_epochs(config, compiled.train_step, len(train_split), log, evaluations, bar, stop_after)
+    warmup = _Warmup(config, compiled.optimizer)
+    divergence, seen = _run_epochs(
+        config, compiled.train_step, len(train_split), log, evaluations, bar, stop_after, warmup
+    )
     wall = time.perf_counter() - evaluations.start
     bar.close()
     compiled.finish(net)
@@ -235,8 +238,28 @@ def phase_timings(setup_s: float, steps: pd.DataFrame, epochs: pd.DataFrame, wal
     }
 
 
+class _Warmup:
+    """Linear learning-rate warm-up (``RunConfig.warmup_steps`` = N): before step k ≤ N the optimizer's rate is set
+    to rate × k/N (rate × 1 at step N, exactly the rate); no run without warm-up is touched. The rate is an
+    optimizer variable, so the compiled step is the same and a kept one serves warm-up runs too."""
+
+    def __init__(self, config: RunConfig, optimizer):
+        self.steps, self.rate, self.optimizer = config.warmup_steps, config.learning_rate, optimizer
+
+    def before(self, step: int) -> None:
+        if step <= self.steps:
+            self.optimizer.learning_rate = self.rate * min(1.0, step / self.steps)
+
+
 def _run_epochs(
-    config: RunConfig, train_step, n_train: int, log: StepLog, evaluations: _Evaluations, bar, stop_after=None
+    config: RunConfig,
+    train_step,
+    n_train: int,
+    log: StepLog,
+    evaluations: _Evaluations,
+    bar,
+    stop_after=None,
+    warmup: _Warmup | None = None,
 ):
     """The optimizer steps of every epoch, with the evaluations; stops at divergence (or after ``stop_after``
     steps).
@@ -252,6 +275,8 @@ def _run_epochs(
         for b in range(steps_per_epoch):
             batch = order[b * config.batch_size : (b + 1) * config.batch_size]
             scale, shuffle = spikes.at(log.steps + 1)
+            if warmup is not None:
+                warmup.before(log.steps + 1)
             t0 = time.perf_counter()
             record = train_step(batch, scale, shuffle).numpy()
             row = log.append(record, time.perf_counter() - t0)
