@@ -236,3 +236,19 @@ def test_a_complete_q6_replaces_q1s_sgd_and_momentum_answers_for_claim_7():
     assert claims._stage_of("Q6 + Q1") == "stages 3 and 2 (Q6 + Q1)"
     answers["Q6 momentum"] = answer("Q6 momentum", SAME, complete=False)
     assert claims._claim_7_from(answers)[2] == "Q1"  # half of Q6 is not enough
+
+
+def test_the_paper_profile_plans_q8_as_registered():
+    """Q8's 76 runs: each of the four arms (clipping × warm-up) at Adam 1e-2 on each registered seed, with stage 2's
+    detector settings; no earlier run's id moved (a run without warm-up leaves warmup_steps out of its id)."""
+    from clipstudy.study.profiles import load_profile
+
+    _, specs = load_profile("paper")
+    q8 = [s.config for s in specs if s.config.task == "detector" and s.config.seed in claims.STAGE3_DETECTOR_SEEDS]
+    arms = {("none" if c.method == "none" else claims.DETECTOR_CLIP, c.warmup_steps) for c in q8}
+    assert arms == set(claims.STAGE3_DETECTOR_ARMS) and len(q8) == 4 * len(claims.STAGE3_DETECTOR_SEEDS) == 76
+    assert {(c.optimizer, c.learning_rate, c.epochs, c.batch_size, c.dataset) for c in q8} == {
+        ("adam", 0.01, 3, 32, "full")
+    }
+    earlier = [s for s in specs if s.config.warmup_steps == 0]
+    assert all("warmup_steps" not in s.config.to_params() for s in earlier)

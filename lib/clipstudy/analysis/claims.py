@@ -792,6 +792,18 @@ STAGE3_ADDING_TARGET_MSE = 0.05
 STAGE3_CLASSIFIER_TUNED = {"sgd": {"none": 0.3, CANONICAL: 1.0}, "momentum": {"none": 0.03, CANONICAL: 0.1}}
 #: Q7, which threshold: the probe's percentiles, each against the fixed 1 at the clipped arm's tuned rate.
 STAGE3_PERCENTILES = (50, 90, 99)
+#: Q8, the unstable detector (registered with its power calculation before its first run; docs/protocol.md):
+#: Adam 1e-2, stage 2's settings (30,000 canvases, 3 epochs, batch 32), four arms: none, YOLO's global norm 10,
+#: a linear learning-rate warm-up without clipping, and the warm-up with global norm 10. The warm-up length: every
+#: published collapse at this rate is visible by step 50 (training loss >= 3.4 there in every collapsed run, <=
+#: 2.95 in every run that learned; the largest norm at steps 2 to 7), so 300 steps (a third of an epoch, six
+#: times that) keep the rate below a sixth of 1e-2 through it. Seeds 12-30: 19 for 80% power against collapse
+#: rates 0.7 and 0.2 with the exact McNemar test (analysis.power).
+STAGE3_DETECTOR = {"task": "detector", "optimizer": "adam", "learning_rate": 0.01}
+STAGE3_WARMUP_STEPS = 300
+STAGE3_DETECTOR_SEEDS = tuple(range(12, 31))
+STAGE3_DETECTOR_ARMS = (("none", 0), (DETECTOR_CLIP, 0), ("none", STAGE3_WARMUP_STEPS),
+                        (DETECTOR_CLIP, STAGE3_WARMUP_STEPS))  # fmt: skip
 
 #: Every change made to the paper profile's design after its first run was committed (9c5090a, 2026-11-28
 #: 19:28 UTC), with the commit that made it. The report shows this table.

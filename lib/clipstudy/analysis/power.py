@@ -99,7 +99,20 @@ def stage3_table(summaries) -> list[dict]:
     rows.append({"contrast": "Q5a: divergence at the lowest rate where unclipped calibration runs diverge",
                  "effect": "divergence 0.7 unclipped vs 0.2 clipped", "assumes": "independent arms, exact McNemar",
                  "seeds": n, "power": pw})  # fmt: skip
+    rows.append(detector_row(s))
     return rows
+
+
+def detector_row(s) -> dict:
+    """Q8's row: collapses of the detector at Adam 1e-2, global norm 10 against none (stage 2 saw 4 of 5 unclipped
+    and 1 of 5 clipped collapse: 0.7 against 0.2 is the effect to detect, a little under what it saw)."""
+    q3 = claims.pairs(claims.select(claims.confirmatory(s), claims.DETECTOR_UNSTABLE), claims.DETECTOR_CLIP)
+    seen = f"stage 2 (Q3, YOLO's 10): {int(q3['failed_base'].sum())} of {len(q3)} unclipped and "
+    seen += f"{int(q3['failed'].sum())} of {len(q3)} clipped collapsed"
+    n, pw = seeds_needed(lambda k: mcnemar_power(0.7, 0.2, k))
+    return {"contrast": "Q8: detector collapses at Adam 1e-2, global norm 10 vs none",
+            "effect": "collapse 0.7 unclipped vs 0.2 clipped", "assumes": f"independent arms, exact McNemar; {seen}",
+            "seeds": n, "power": pw}  # fmt: skip
 
 
 def main(argv=None) -> int:
