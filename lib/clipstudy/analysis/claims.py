@@ -928,6 +928,13 @@ DESIGN_CHANGES = [
         "bears on": "stage 3 only; made with 20 of its 338 confirmatory runs in (3 SGD pairs: n = 3, no interval, "
         "no p-value), the code run once on them to check it, no rule changed after",
     },
+    {
+        "commit": "e7c8b95",
+        "date": "2026-12-04",
+        "change": "stage 3's Q8 added: the detector at Adam 1e-2 in four arms (none, global norm 10, a 300-step "
+        "learning-rate warm-up, both) on seeds 12-30, deciding claim 8 in place of Q3 once complete",
+        "bears on": "claim 8 (once Q8 is complete); registered before any detector run of seed 10 or up",
+    },
 ]
 
 
