@@ -331,7 +331,8 @@ for task in other_tasks:
 # first run: Q5, the positive control on the adding problem (Q5a: divergence at SGD 0.03; Q5b: each arm at its
 # own tuned rate, final test MSE and steps to validation MSE 0.05); Q6, tuned against tuned on the refined grid
 # (SGD and momentum, final test accuracy and steps to 98%); Q7, which threshold (the probe's 50th, 90th and 99th
-# percentile against the fixed 1). Every pair is made on one CPU (a pair whose runs record different platforms is
+# percentile against the fixed 1); Q8, the detector at Adam 1e-2 in four arms (none, global norm 10, a 300-step
+# learning-rate warm-up, both; collapses, exact McNemar). Every pair is made on one CPU (a pair whose runs record different platforms is
 # refused); an answer decides its claim only once every registered seed is paired.
 
 # %%

@@ -252,3 +252,47 @@ def test_the_paper_profile_plans_q8_as_registered():
     }
     earlier = [s for s in specs if s.config.warmup_steps == 0]
     assert all("warmup_steps" not in s.config.to_params() for s in earlier)
+
+
+def detector_run(label, seed, collapsed, warmup=0, platform=ZEN3, ap=0.58):
+    key = {"batch_size": 32, "dataset": "full", "epochs": 3, "eval_every": 470, "validation": 1000}
+    key.update({"warmup_steps": warmup} if warmup else {})
+    return {"run_id": f"det-{label}-{warmup}-{seed}", "task": "detector", "optimizer": "adam", "learning_rate": 0.01,
+            "seed": seed, "label": label, "settings_key": json.dumps(key, sort_keys=True), "spiked": False,
+            "final_AP": 1e-5 if collapsed else ap, "final_AP50": 1e-4 if collapsed else 0.93, "diverged": False,
+            "failure": "AP50 below 0.01" if collapsed else None, "final_train_loss": 3.2 if collapsed else 0.7,
+            "loss_start": 4.0, "platform": platform, "clip_fraction": 0.001 if label != "none" else 0.0}  # fmt: skip
+
+
+def test_q8_counts_collapses_and_pairs_the_warm_up_arms_by_seed_across_their_settings():
+    """Unclipped collapses in 14 of 19 seeds, global norm 10 in 3 (two of them where none did too): prevented 12,
+    caused 1, exact McNemar p = 2 · (1 + 13) / 2¹³; the warm-up arms, whose settings differ, still pair by seed."""
+    seeds = claims.STAGE3_DETECTOR_SEEDS
+    rows = []
+    for i, seed in enumerate(seeds):
+        rows.append(detector_run("none", seed, collapsed=i < 14))
+        rows.append(detector_run(claims.DETECTOR_CLIP, seed, collapsed=i in (0, 1, 18)))
+        rows.append(detector_run("none", seed, collapsed=i < 2, warmup=claims.STAGE3_WARMUP_STEPS))
+        rows.append(detector_run(claims.DETECTOR_CLIP, seed, collapsed=False, warmup=claims.STAGE3_WARMUP_STEPS))
+    found = {a.question: a for a in stage3_answers.q8_detector(pd.DataFrame(rows))}
+    primary = found["Q8"]
+    assert primary.complete and primary.verdict == "clipping prevents collapse"
+    assert math.isclose(primary.effect.p, 2 * 14 / 2**13)
+    assert "collapsed unclipped 14 of 19, clipped 3 of 19; prevented 12, caused 1" in primary.numbers
+    assert "global norm 10: 16 of 19 learned (final_AP median 0.580" in primary.numbers
+    warm = found["Q8 (warm-up vs clipping)"]
+    assert "collapsed reference 3 of 19, arm 2 of 19" in warm.numbers and warm.effect.n == 19
+    assert warm.verdict == "no significant difference in collapse"
+
+
+def test_a_complete_q8_decides_claim_8_in_place_of_q3():
+    answers = {
+        "Q3": answer("Q3", "inconclusive", stage=2),
+        "Q8": answer("Q8", "clipping prevents collapse"),
+        "Q8 (warm-up vs clipping)": answer("Q8 (warm-up vs clipping)", "no significant difference in collapse"),
+    }
+    verdict, words, question = claims._claim_8_from(answers)  # fmt: skip
+    assert (verdict, question) == ("supported", "Q8")
+    assert words.endswith("; warm-up vs clipping: no significant difference in collapse")
+    answers["Q8"] = answer("Q8", "incomplete (3 of 19 registered seeds paired): decides nothing yet", False)
+    assert claims._claim_8_from(answers)[2] == "Q3"

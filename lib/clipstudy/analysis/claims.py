@@ -951,8 +951,10 @@ DESIGN_CHANGES = [
 #   claim 8 (helps detection as classification) <- Q3: supported if clipping is better at the detector's
 #     unstable rate, refuted if worse or within the margin; Q2, the classifier's pattern, is named beside it.
 #
-# Stage 3 (registered in 806d3ba): Q5a decides claim 3a in place of Q4 (supported if clipping prevents divergence,
-# refuted if it causes it, inconclusive otherwise; Q5b beside it), and Q6 decides claim 7 for SGD and momentum in
+# Stage 3 (registered in 806d3ba; Q8 in e7c8b95): Q8 decides claim 8 in place of Q3 (supported if clipping
+# prevents collapses, refuted if it causes them; its warm-up contrasts beside it); Q5a decides claim 3a in place of
+# Q4 (supported if clipping prevents divergence, refuted if it causes it, inconclusive otherwise; Q5b beside it),
+# and Q6 decides claim 7 for SGD and momentum in
 # place of Q1's answers for them (Q1's RMSprop and Adam answers stand). Of Q6's co-primary metrics the final test
 # accuracy is the one claim 7's rule reads (better / worse / within the margin); steps to 98% is reported beside
 # it. This reading of "decides claim 7" was written down on 2026-12-04 (b0c5984) with 20 of stage 3's 338
@@ -1018,6 +1020,16 @@ def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
 
 
 def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
+    q8 = answers.get("Q8")
+    if q8 is not None and q8.complete:
+        words = {
+            "clipping prevents collapse": ("supported", "prevents the detector's collapses at its unstable rate"),
+            "clipping causes collapse": ("refuted", "causes the detector to collapse at its unstable rate"),
+        }
+        verdict, text = words.get(q8.verdict, ("inconclusive", f"on the detector at its unstable rate: {q8.verdict}"))
+        beside = [a for q, a in answers.items() if q.startswith("Q8 (") and a.complete]
+        text += "".join(f"; {a.question.removeprefix('Q8 (').rstrip(')')}: {a.verdict}" for a in beside)
+        return verdict, text + _q2_beside(answers.get("Q2")), "Q8"
     q3 = answers.get("Q3")
     if q3 is None or not q3.complete:
         return None
@@ -1143,9 +1155,10 @@ CONFIRM_METRICS = {
     "Q4": "Δ failure rate",
     "Q5a": "Δ divergence rate",
     "Q6": "Δ final test accuracy",
+    "Q8": "Δ collapse rate",
 }
 #: The claim each confirmatory question speaks to (Q2 is reported beside claim 3a, and decides nothing).
-QUESTION_CLAIM = {"Q1": "7", "Q2": "3a", "Q3": "8", "Q4": "3a", "Q5a": "3a", "Q6": "7"}
+QUESTION_CLAIM = {"Q1": "7", "Q2": "3a", "Q3": "8", "Q4": "3a", "Q5a": "3a", "Q6": "7", "Q8": "8"}
 
 
 def _in_headline(a: Answer, claim: str) -> bool:

@@ -767,13 +767,14 @@ STAGE_STYLE = {
 FOREST_FAMILIES = (
     ("accuracy", "Δ test accuracy or its area under the curve (clipped − reference)", +1),
     ("AP", "Δ COCO AP or AP50 (clipped − unclipped)", +1),
-    ("failure rate", "Δ failure or divergence rate (clipped − unclipped)", -1),
+    ("failure rate", "Δ failure, divergence or collapse rate (clipped − unclipped)", -1),
 )
 
 
 def forest_family(metric: str) -> str:
     """The panel a headline row's metric belongs to."""
-    return "failure rate" if "failure" in metric or "divergence" in metric else "AP" if "AP" in metric else "accuracy"
+    failures = ("failure", "divergence", "collapse")
+    return "failure rate" if any(w in metric for w in failures) else "AP" if "AP" in metric else "accuracy"
 
 
 def forest(rows: pd.DataFrame, title: str = "Every claim's primary effect, with the verdict in force"):

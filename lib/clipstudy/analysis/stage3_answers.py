@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -101,7 +102,7 @@ def with_steps_to_mse(s: pd.DataFrame, epochs: pd.DataFrame, target: float, budg
 
 def _coverage(p: pd.DataFrame, seeds_key: str, refused: int) -> tuple[bool, str]:
     """Whether every registered seed is paired, and a note of what is in (and what was refused)."""
-    registered = set(claims.STAGE3_SEEDS[seeds_key])
+    registered = set(claims.STAGE3_DETECTOR_SEEDS if seeds_key == "detector" else claims.STAGE3_SEEDS[seeds_key])
     have = set(p["seed"]) & registered if len(p) else set()
     note = f"{len(have)} of {len(registered)} registered seeds paired"
     if refused:
@@ -113,29 +114,56 @@ def _incomplete(note: str) -> str:
     return f"incomplete ({note}): decides nothing yet"
 
 
-def _mcnemar_answer(question: str, p: pd.DataFrame, where: str, seeds_key: str, refused: int) -> Answer:
-    """Divergence of the clipped arm against the unclipped one, exact McNemar (Q5a)."""
+#: The words of Q5a's contrast; Q8's are the same with a collapse (``COLLAPSE``) and, in its secondary contrasts,
+#: two arms that may both be clipped (``ARMS``).
+DIVERGENCE = {
+    "outcome": "diverged",
+    "noun": "divergence",
+    "arm": "clipped",
+    "reference": "unclipped",
+    "actor": "clipping",
+}
+COLLAPSE = {**DIVERGENCE, "outcome": "collapsed", "noun": "collapse"}
+ARMS = {**COLLAPSE, "arm": "arm", "reference": "reference", "actor": "the arm"}
+
+
+def _mcnemar_answer(
+    question: str,
+    p: pd.DataFrame,
+    where: str,
+    seeds_key: str,
+    refused: int,
+    bad: tuple[str, ...] = ("diverged",),
+    words: dict | None = None,
+    p_shown: float | None = None,
+) -> Answer:
+    """Bad outcomes (``bad``: divergence for Q5a, a collapse for Q8) of one arm against a reference arm, exact
+    McNemar. ``words``: the outcome (``diverged``), its noun, the two arms' names and who acts (``DIVERGENCE``);
+    ``p_shown``: a Holm-adjusted p to decide on and show beside the raw one."""
+    w = words or DIVERGENCE
     complete, note = _coverage(p, seeds_key, refused)
-    div, div_base = p["outcome"] == "diverged", p["outcome_base"] == "diverged"
-    caused, prevented = int((div & ~div_base).sum()), int((div_base & ~div).sum())
-    pval = stats.exact_mcnemar(caused, prevented)
+    hit, hit_base = p["outcome"].isin(bad), p["outcome_base"].isin(bad)
+    caused, prevented = int((hit & ~hit_base).sum()), int((hit_base & ~hit).sum())
+    raw = stats.exact_mcnemar(caused, prevented)
+    pval = raw if p_shown is None else p_shown
     n = len(p)
-    effect = stats.Effect(float(div.mean() - div_base.mean()) if n else math.nan, math.nan, math.nan, n,
-                          pval if n else math.nan, "divergence rate, exact McNemar")  # fmt: skip
+    effect = stats.Effect(float(hit.mean() - hit_base.mean()) if n else math.nan, math.nan, math.nan, n,
+                          pval if n else math.nan, f"{w['noun']} rate, exact McNemar")  # fmt: skip
+    adjusted = "" if p_shown is None else f" (Holm-adjusted {p_shown:.2g})"
     numbers = (
-        f"{where}: diverged unclipped {int(div_base.sum())} of {n}, clipped {int(div.sum())} of {n}; prevented "
-        f"{prevented}, caused {caused}; exact McNemar p={pval:.2g}, n={n}; outcomes unclipped: "
-        f"{outcomes.counts_text(list(p['outcome_base']))}; clipped: {outcomes.counts_text(list(p['outcome']))}; "
-        f"the clipped arm {claims.clip_share(p)}; {note}"
+        f"{where}: {w['outcome']} {w['reference']} {int(hit_base.sum())} of {n}, {w['arm']} {int(hit.sum())} of {n}; "
+        f"prevented {prevented}, caused {caused}; exact McNemar p={raw:.2g}{adjusted}, n={n}; outcomes "
+        f"{w['reference']}: {outcomes.counts_text(list(p['outcome_base']))}; {w['arm']}: "
+        f"{outcomes.counts_text(list(p['outcome']))}; the {w['arm']} arm {claims.clip_share(p)}; {note}"
     )
     if not complete:
         verdict = _incomplete(note)
     elif pval < claims.ALPHA:
-        verdict = "clipping prevents divergence" if prevented > caused else "clipping causes divergence"
-    elif not div_base.any():
-        verdict = "inconclusive: no unclipped run diverged"
+        verdict = f"{w['actor']} {'prevents' if prevented > caused else 'causes'} {w['noun']}"
+    elif not hit_base.any():
+        verdict = f"inconclusive: no {w['reference']} run {w['outcome']}"
     else:
-        verdict = "no significant difference in divergence"
+        verdict = f"no significant difference in {w['noun']}"
     return Answer(question, verdict, numbers, effect, where, complete, stage=3)
 
 
@@ -285,9 +313,77 @@ def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
     return chosen
 
 
+def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
+    """Q8's runs: the detector at its unstable rate on Q8's seeds, each with its outcome and ``warmup_steps``
+    (a setting: read from the run's settings)."""
+    cell = claims.STAGE3_DETECTOR
+    rows = s[(s["task"] == cell["task"]) & s["seed"].isin(claims.STAGE3_DETECTOR_SEEDS)]
+    rows = claims.select(rows[rows["optimizer"] == cell["optimizer"]], {"learning_rate": cell["learning_rate"]},
+                         spiked=None)  # fmt: skip
+    if rows.empty:
+        return rows.assign(outcome=pd.Series(dtype=str), warmup_steps=pd.Series(dtype=int))
+    warmup = rows["settings_key"].map(lambda k: int(json.loads(k).get("warmup_steps", 0)))
+    return outcomes.add_outcomes(rows.assign(warmup_steps=warmup))
+
+
+def _detector_pair(rows: pd.DataFrame, arm: tuple[str, int], base: tuple[str, int]) -> tuple[pd.DataFrame, int]:
+    """Q8's runs of ``arm`` (label, warm-up steps) beside ``base``'s of the same seed; cross-platform pairs refused."""
+    pick = [rows[(rows["label"] == label) & (rows["warmup_steps"] == w)] for label, w in (arm, base)]
+    p = pick[0].merge(pick[1], on=["seed"], suffixes=("", "_base"))
+    if p.empty or "platform" not in p:
+        return p, 0
+    known = (p["platform"] != UNKNOWN_PLATFORM) & (p["platform_base"] != UNKNOWN_PLATFORM)
+    crossed = known & (p["platform"] != p["platform_base"])
+    return p[~crossed].reset_index(drop=True), int(crossed.sum())
+
+
+def _arm_name(arm: tuple[str, int]) -> str:
+    clip = "global norm 10" if arm[0] != "none" else "no clipping"
+    return clip + (f" with a {arm[1]}-step warm-up" if arm[1] else "")
+
+
+def _learned_ap(rows: pd.DataFrame) -> str:
+    """Per arm, the final AP and AP50 of the runs that did not collapse (median and range), and the clip share."""
+    parts = []
+    for arm in claims.STAGE3_DETECTOR_ARMS:
+        runs = rows[(rows["label"] == arm[0]) & (rows["warmup_steps"] == arm[1])]
+        ok = runs[runs["outcome"] == "learned"]
+        ap = ", ".join(f"{m} median {ok[m].median():.3f} [{ok[m].min():.3f}, {ok[m].max():.3f}]"
+                       for m in ("final_AP", "final_AP50") if m in ok and len(ok))  # fmt: skip
+        share = f", {outcomes.clipping_words(float(runs['clip_fraction'].mean()))}" if len(runs) else ""
+        parts.append(f"{_arm_name(arm)}: {len(ok)} of {len(runs)} learned" + (f" ({ap})" if ap else "") + share)
+    return "; ".join(parts)
+
+
+def q8_detector(s: pd.DataFrame) -> list[Answer]:
+    """Q8: the detector at Adam 1e-2 in four arms. Primary: collapses (diverged or stalled) of global norm 10 against
+    none, exact McNemar; secondary: warm-up against global norm 10, warm-up with global norm 10 against warm-up
+    alone, Holm across the three contrasts; the AP of runs that learned and each arm's clip share beside them."""
+    rows = detector_runs(s)
+    none, clip, warm, both = claims.STAGE3_DETECTOR_ARMS
+    contrasts = [("Q8", clip, none), ("Q8 (warm-up vs clipping)", warm, clip), ("Q8 (warm-up + clipping vs warm-up)",
+                                                                            both, warm)]  # fmt: skip
+    found = [(q, arm, base, *_detector_pair(rows, arm, base)) for q, arm, base in contrasts]
+    raw = []
+    for _, _, _, p, _ in found:
+        bad, bad_base = p["outcome"].isin(("diverged", "stalled")), p["outcome_base"].isin(("diverged", "stalled"))
+        raw.append(stats.exact_mcnemar(int((bad & ~bad_base).sum()), int((bad_base & ~bad).sum())) if len(p) else 1.0)
+    adjusted = stats.holm(raw)
+    answers = []
+    for i, (question, arm, base, p, refused) in enumerate(found):
+        where = (f"detector, Adam lr=0.01, 30,000 canvases, 3 epochs: {_arm_name(arm)} (the arm) vs {_arm_name(base)} "
+                 "(the reference), collapses (diverged or stalled)")  # fmt: skip
+        answer = _mcnemar_answer(question, p, where, "detector", refused, ("diverged", "stalled"),
+                                 ARMS if i else COLLAPSE, None if i == 0 else adjusted[i])  # fmt: skip
+        if i == 0:
+            answer.numbers += f"; among runs that learned: {_learned_ap(rows)}"
+        answers.append(answer)
+    return answers
+
+
 def answers(summaries: pd.DataFrame, epochs: pd.DataFrame) -> list[Answer]:
-    """Every stage-3 answer (Q5a, Q5b, Q6, Q7) over the profile's runs (summaries with ``platform``)."""
+    """Every stage-3 answer (Q5a, Q5b, Q6, Q7, Q8) over the profile's runs (summaries with ``platform``)."""
     if summaries.empty:
         return []
     return [*q5a_divergence(summaries), *q5b_learning(summaries, epochs), *q6_tuned(summaries),
-            *q7_thresholds(summaries)]  # fmt: skip
+            *q7_thresholds(summaries), *q8_detector(summaries)]  # fmt: skip
