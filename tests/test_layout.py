@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "clipstudy"
 #: Each layer may import only the layers listed for it (and itself); the base modules are open to all.
-BASE = {"paths", "fileio", "_quiet", "__version__", "hardware"}
+BASE = {"paths", "fileio", "_quiet", "__version__", "hardware", "caches"}
 MAY_IMPORT = {
     "clipping": set(),
     "data": set(),
@@ -25,14 +25,13 @@ DEFERRED = {
     "papermill",
     "jupytext",
     "dask",
+    "distributed",
     "tensorboard",
     "clipstudy.data.tfds_builder",
     "matplotlib",
     "clipstudy.clipping.optimizer",  # Keras classes, defined when first asked for
     "IPython",  # in a kernel only
     "jupyter_client",
-    "clipstudy.study.kernels",  # kernels and notebooks use each other: the calls defer the import
-    "clipstudy.study.notebooks",
 }
 
 

@@ -37,8 +37,11 @@ def test_generated_sequences_have_one_marker_in_each_half_and_their_sum_as_targe
 
 
 def test_a_process_generates_each_split_once_read_only_and_equal_to_a_fresh_generation(monkeypatch):
-    monkeypatch.setattr(adding, "_GENERATED", {})
-    monkeypatch.setattr(adding, "MAX_GENERATED", 2)
+    from clipstudy import caches
+
+    generated = caches.cache("adding")
+    generated.clear()
+    monkeypatch.setattr(generated, "max_entries", 2)
     first = adding.generated(300, 7, 1)
     again = adding.generated(300, 7, 1)
     assert again[0] is first[0] and again[1] is first[1]  # reused, not generated again
@@ -50,7 +53,7 @@ def test_a_process_generates_each_split_once_read_only_and_equal_to_a_fresh_gene
     task_split = adding.AddingTask(length=7).load_data()[0]
     assert not task_split.x.flags.writeable  # the task reads through the cache
     adding.generated(300, 7, 2)
-    assert list(adding._GENERATED) == [(2000, 7, 3), (300, 7, 2)]  # bounded: the oldest went first
+    assert generated.keys() == [(2000, 7, 3), (300, 7, 2)]  # bounded: the oldest went first
     assert adding.generated(300, 7, 1)[0] is not first[0]
 
 

@@ -113,18 +113,7 @@ def probe_threshold(
     """
     from clipstudy.clipping.optimizer import keras, tf
 
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"probe_threshold runs on the TensorFlow backend (it takes gradients with tf.GradientTape); this Keras "
-            f"runs on {keras.backend.backend()!r}. Probe under TensorFlow, or fit with ClippingOptimizer(inner, "
-            "'none') and ClipTelemetry, which record clip_norm_before on every backend"
-        )
-    if steps is None:
-        one_pass = DEFAULT_STEPS if isinstance(x, tf.data.Dataset) else -(-len(x) // batch_size)
-        steps = max(1, min(DEFAULT_STEPS, one_pass))
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"probe_threshold: {name}={value!r} is invalid; it must be an integer ≥ 1")
+    steps = _checked_steps(x, steps, batch_size, keras, tf)
     loss_fn = _loss(model, loss, keras)
     probe_optimizer = _fresh_optimizer(model, optimizer, keras)
     variables = model.trainable_variables
@@ -148,6 +137,25 @@ def probe_threshold(
         for variable, value in zip(model.variables, saved):
             variable.assign(value)
     return ThresholdProbe(norms=norms, percentile=float(percentile), threshold=threshold_from_norms(norms, percentile))
+
+
+def _checked_steps(x, steps, batch_size, keras, tf) -> int:
+    """The probe's step count (default: one pass over array data, at most ``DEFAULT_STEPS``), after checking the
+    backend, ``steps`` and ``batch_size``."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"probe_threshold runs on the TensorFlow backend (it takes gradients with tf.GradientTape); this Keras "
+            f"runs on {keras.backend.backend()!r}. Probe under TensorFlow, or fit with ClippingOptimizer(inner, "
+            "'none') and ClipTelemetry, which record clip_norm_before on every backend"
+        )
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"probe_threshold: batch_size={batch_size!r} is invalid; it must be an integer ≥ 1")
+    if steps is None:
+        one_pass = DEFAULT_STEPS if isinstance(x, tf.data.Dataset) else -(-len(x) // batch_size)
+        steps = max(1, min(DEFAULT_STEPS, one_pass))
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"probe_threshold: steps={steps!r} is invalid; it must be an integer ≥ 1")
+    return steps
 
 
 def _loss(model, loss, keras):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipstudy import paths
+from clipstudy import caches, paths
 from clipstudy.fileio import atomic_target, file_identity, sha256_file
 
 CANONICAL_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
@@ -262,8 +262,9 @@ def read_provenance(path: str | Path | None = None) -> dict:
 
 
 #: The arrays of the last data file read, read-only, keyed by what identifies the file's contents (path, size,
-#: modification time): a warm kernel's runs (``clipstudy.study.kernels``) read the file once.
-_LOADED: dict = {}
+#: modification time), with whether they were verified: a warm kernel's runs (``clipstudy.study.kernels``) read
+#: the file once.
+_LOADED = caches.ProcessCache("mnist", 1, "the MNIST arrays of the file last read, by its path, size and mtime")
 
 
 def load_mnist(path: str | Path | None = None, verify: bool = True):
@@ -280,11 +281,12 @@ def load_mnist(path: str | Path | None = None, verify: bool = True):
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `make data` (or `python -m clipstudy.data`) to fetch MNIST")
     key = file_identity(path)
-    if _LOADED.get("key") == key and (_LOADED["verified"] or not verify):
-        arrays = _LOADED["arrays"]
+    kept = _LOADED.get(key)
+    if kept is not None and (kept[0] or not verify):
+        arrays = kept[1]
     else:
         arrays = _read_arrays(path, verify)
-        _LOADED.update(key=key, verified=verify, arrays=arrays)
+        _LOADED.put(key, (verify, arrays))
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 

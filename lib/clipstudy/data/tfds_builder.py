@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipstudy import paths
+from clipstudy import caches, paths
 from clipstudy._quiet import import_tensorflow_quietly, verbose
 from clipstudy.data import boxes as box_formats
 from clipstudy.data import mnist
@@ -87,7 +87,8 @@ class MnistDetection(tfds.core.GeneratorBasedBuilder):
 #: The splits read from their decoded copies in this process, read-only, by path: ``path -> (file_identity,
 #: Split)``. A warm kernel's runs (``clipstudy.study.kernels``) read each file once, and get the same
 #: ``Annotations`` objects every time, whose encoded targets the detector keeps (``DetectionTask.prepare``).
-_DECODED: dict[str, tuple[tuple, Split]] = {}
+#: Nine at most: three sizes of canvases, three splits each.
+_DECODED = caches.ProcessCache("canvases", 9, "detection splits read from their decoded copies, by path")
 
 
 def load_split(config: str, split: str, data_dir: str | Path | None = None) -> Split:
@@ -113,9 +114,9 @@ def _read_decoded_once(cache: Path) -> Split:
     kept = _DECODED.get(identity[0])
     if kept is not None and kept[0] == identity:
         return kept[1]
-    _DECODED.pop(identity[0], None)  # never a stale entry beside a failed read
+    _DECODED.pop(identity[0])  # never a stale entry beside a failed read
     decoded = _read_decoded(cache)
-    _DECODED[identity[0]] = (identity, decoded)
+    _DECODED.put(identity[0], (identity, decoded))
     return decoded
 
 

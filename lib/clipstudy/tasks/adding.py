@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipstudy import caches
 from clipstudy._quiet import keras, tf
 from clipstudy.data.split import Split
 from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
@@ -66,8 +67,8 @@ def make_adding(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 #: The splits this process generated, by ``(n, length, seed)``, read-only (``generated``): a warm kernel's later
 #: runs of the same length reuse them. At most ``MAX_GENERATED`` are kept (the three splits of two lengths).
-_GENERATED: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 MAX_GENERATED = 6
+_GENERATED = caches.ProcessCache("adding", MAX_GENERATED, "the adding problem's generated splits, by (n, length, seed)")
 
 
 def generated(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,13 +76,13 @@ def generated(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     later call shares them (a sweep's warm kernel runs many runs of one length; generating the 100,000
     training sequences took most of a quick recurrent run's 0.9 s of data on an AMD EPYC Zen 3)."""
     key = (int(n), int(length), int(seed))
-    if key not in _GENERATED:
+    kept = _GENERATED.get(key)
+    if kept is None:
         x, y = make_adding(*key)
         x.flags.writeable = y.flags.writeable = False
-        while len(_GENERATED) >= MAX_GENERATED:
-            del _GENERATED[next(iter(_GENERATED))]  # the oldest
-        _GENERATED[key] = (x, y)
-    return _GENERATED[key]
+        kept = (x, y)
+        _GENERATED.put(key, kept)  # the oldest dropped beyond MAX_GENERATED
+    return kept
 
 
 def adding_targets(x: np.ndarray) -> np.ndarray:

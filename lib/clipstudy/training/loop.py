@@ -7,6 +7,7 @@ diverging run early, marking it as such: divergence is a result.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from clipstudy._quiet import keras, tf
 from clipstudy.data.split import Split, subset_indices
-from clipstudy.training.config import RunConfig
+from clipstudy.training.config import RunConfig, thaw
 from clipstudy.training.monitor import DivergenceMonitor
 from clipstudy.training.optimizers import make_optimizer
 from clipstudy.training.spikes import spike_plan
@@ -78,13 +79,24 @@ def set_determinism(seed: int, tensorflow: bool = True) -> None:
     if tensorflow:
         keras.utils.set_random_seed(seed)
     else:
-        rng_utils = keras.src.utils.rng_utils
-        global_state = keras.src.backend.common.global_state
-        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-        global_state.set_global_attribute(keras.src.random.seed_generator.GLOBAL_SEED_GENERATOR, None)
-        random.seed(seed)
-        np.random.seed(seed)
+        seed_all_but_tensorflow(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+#: The Keras version whose private seeding state ``seed_all_but_tensorflow`` writes (the lock's; a test holds it
+#: to ``keras.utils.set_random_seed`` on whichever version is installed).
+KERAS_SEEDING_CHECKED = "3.15.1"
+
+
+def seed_all_but_tensorflow(seed: int) -> None:
+    """What ``keras.utils.set_random_seed`` does except TensorFlow's global seed: Python's, NumPy's, and Keras' own
+    seed and seed generator. Keras has no public call for it, so this is the one place that writes Keras' private
+    global state (``rng_utils.GLOBAL_RANDOM_SEED``, ``seed_generator.GLOBAL_SEED_GENERATOR``)."""
+    global_state = keras.src.backend.common.global_state
+    global_state.set_global_attribute(keras.src.utils.rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(keras.src.random.seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 class _Evaluations:
@@ -157,10 +169,7 @@ def train(
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
     log = StepLog(steps_per_epoch * config.epochs)
     bar = _progress(log.capacity, progress, f"{clip.name}/{config.optimizer}/lr={config.learning_rate:g}")
-    warmup = _Warmup(config, compiled.optimizer)
-    divergence, seen = _run_epochs(
-        config, compiled.train_step, len(train_split), log, evaluations, bar, stop_after, warmup
-    )
+    divergence, seen = _run_epochs(config, compiled, len(train_split), log, evaluations, bar, stop_after)
     wall = time.perf_counter() - evaluations.start
     bar.close()
     compiled.finish(net)
@@ -208,10 +217,12 @@ def _start(config: RunConfig, task, data, clip, model, reuse_compiled: bool):
 
 
 def _compiled_key(config: RunConfig, task, clip) -> tuple:
-    """What a run's compiled step depends on beyond the shapes ``Compiled.fits`` checks: the task (made
-    from ``config``), the clipper's rule and parameters, the optimizer's kind."""
-    task_id = (type(task).__qualname__, config.task, repr(config.task_params), config.dataset)
-    return (*task_id, repr(clip), config.optimizer)
+    """What a run's compiled step depends on beyond the shapes ``Compiled.fits`` checks, as data: the task (made
+    from ``config``: its class, name, parameters and data set), the clipper's rule and parameters (its
+    ``config()``), the optimizer's kind."""
+    task_params = json.dumps(thaw(config.task_params), sort_keys=True)
+    clipper = (clip.name, json.dumps(clip.config(), sort_keys=True, default=str))
+    return (type(task).__qualname__, config.task, task_params, config.dataset, *clipper, config.optimizer)
 
 
 def _check_stop_after(stop_after) -> None:
@@ -251,20 +262,11 @@ class _Warmup:
             self.optimizer.learning_rate = self.rate * min(1.0, step / self.steps)
 
 
-def _run_epochs(
-    config: RunConfig,
-    train_step,
-    n_train: int,
-    log: StepLog,
-    evaluations: _Evaluations,
-    bar,
-    stop_after=None,
-    warmup: _Warmup | None = None,
-):
+def _run_epochs(config: RunConfig, compiled, n_train: int, log: StepLog, evaluations: _Evaluations, bar, stop_after):
     """The optimizer steps of every epoch, with the evaluations; stops at divergence (or after ``stop_after``
     steps).
     Returns ``(divergence reason or None, images seen)``."""
-    spikes = spike_plan(config.spikes)
+    spikes, warmup, train_step = spike_plan(config.spikes), _Warmup(config, compiled.optimizer), compiled.train_step
     monitor = DivergenceMonitor()
     shuffler = np.random.default_rng([config.seed, 2])
     steps_per_epoch = math.ceil(n_train / config.batch_size)
@@ -275,8 +277,7 @@ def _run_epochs(
         for b in range(steps_per_epoch):
             batch = order[b * config.batch_size : (b + 1) * config.batch_size]
             scale, shuffle = spikes.at(log.steps + 1)
-            if warmup is not None:
-                warmup.before(log.steps + 1)
+            warmup.before(log.steps + 1)
             t0 = time.perf_counter()
             record = train_step(batch, scale, shuffle).numpy()
             row = log.append(record, time.perf_counter() - t0)

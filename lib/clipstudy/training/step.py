@@ -13,19 +13,20 @@ bit, ``tests/training/test_loop.py``); the run's own model receives the trained 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clipstudy import caches
 from clipstudy._quiet import tf
 
 #: Compiled runs kept for a later run of the same shape in this process, the most recent (each holds its
 #: model, optimizer and training examples: its last run's, until the next one loads its own). Two, so that a
 #: sweep worker whose runs alternate between two tasks or methods keeps both.
 MAX_KEPT = 2
-_kept: dict[tuple, Compiled] = {}
-_kept_lock = threading.Lock()
+_kept = caches.ProcessCache(
+    "compiled steps", MAX_KEPT, "compiled training steps of the last runs, by what they depend on"
+)
 
 
 def make_train_step(net, task, clip, optimizer, x_train, y_train, clip_state=None):
@@ -138,10 +139,7 @@ class Compiled:
             self.seeded_random = any(_draws_from_global_seed(f) for f in (self.train_step, self.predict))
         if self.seeded_random:
             return
-        with _kept_lock:
-            _kept[self.key] = self
-            while len(_kept) > MAX_KEPT:
-                _kept.pop(next(iter(_kept)))
+        _kept.put(self.key, self)  # the oldest dropped beyond MAX_KEPT
 
 
 def _optimizer_config(optimizer) -> dict:
@@ -165,8 +163,7 @@ def _draws_from_global_seed(function) -> bool:
 
 def kept_run_waits(key) -> bool:
     """Whether a finished run of ``key`` left its compiled functions (then ``compile_run`` needs no spare model)."""
-    with _kept_lock:
-        return key in _kept
+    return key in _kept
 
 
 def compile_run(net, task, clip, optimizer, x_train, y_train, input_shape, key=None, spare=None, seed=None) -> Compiled:
@@ -179,8 +176,7 @@ def compile_run(net, task, clip, optimizer, x_train, y_train, input_shape, key=N
     ``seed``: TensorFlow's global seed is still to be set (to it) if they are traced after all.
     """
     if key is not None:
-        with _kept_lock:
-            kept = _kept.pop(key, None)
+        kept = _kept.pop(key)
         if kept is not None and kept.fits(net, optimizer, clip, x_train, y_train, input_shape):
             kept.load(net, optimizer, clip, x_train, y_train)
             return kept
@@ -210,7 +206,6 @@ def compile_run(net, task, clip, optimizer, x_train, y_train, input_shape, key=N
 
 def forget_compiled() -> int:
     """Drop every kept compiled run of this process; returns how many there were."""
-    with _kept_lock:
-        n = len(_kept)
-        _kept.clear()
+    n = len(_kept)
+    _kept.clear()
     return n

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipstudy import caches
 from clipstudy._quiet import tf
 from clipstudy.data.boxes import Annotations
 from clipstudy.data.canvases import SPLIT_SIZES
@@ -18,11 +19,11 @@ from clipstudy.tasks.detection.centernet import centernet, decode, detection_los
 COLLAPSED_AP50 = 0.01
 
 
-#: Encoded targets of read-only annotations, ``(id(annotations), input_size) -> (annotations, target)``: the
-#: entry holds its annotations, so their id cannot be reused while it is kept.
-_ENCODED: dict[tuple[int, int], tuple[Annotations, np.ndarray]] = {}
 #: Entries kept at most (the ``full`` canvases are 33,000 annotations; 16 x 16 x 15 float32 targets each).
 MAX_ENCODED = 100_000
+#: Encoded targets of read-only annotations, ``(id(annotations), input_size) -> (annotations, target)``: the
+#: entry holds its annotations, so their id cannot be reused while it is kept.
+_ENCODED = caches.ProcessCache("detector targets", MAX_ENCODED, "the detector's encoded targets of read-only canvases")
 
 
 def encoded_targets(annotations: Annotations, input_size: int) -> np.ndarray:
@@ -36,9 +37,7 @@ def encoded_targets(annotations: Annotations, input_size: int) -> np.ndarray:
         return kept[1]
     target = encode_targets(annotations.boxes, annotations.classes, input_size)
     target.flags.writeable = False
-    if len(_ENCODED) >= MAX_ENCODED:
-        _ENCODED.clear()
-    _ENCODED[key] = (annotations, target)
+    _ENCODED.put(key, (annotations, target))
     return target
 
 
