@@ -391,10 +391,12 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
         )
 
 
-def _malloc_trim_before_and_after_a_run_would_start():
-    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    sweep.without_dask_malloc_trim()
-    return before, os.environ.get("MALLOC_TRIM_THRESHOLD_")
+def _malloc_trim_here_and_in_a_child():
+    from clipstudy.study import processes
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), processes.child_environment(os.environ).get(
+        "MALLOC_TRIM_THRESHOLD_"
+    )
 
 
 def test_kernels_started_by_a_sweep_worker_do_without_the_nannys_malloc_trim_setting():
@@ -402,17 +404,18 @@ def test_kernels_started_by_a_sweep_worker_do_without_the_nannys_malloc_trim_set
     must not inherit it (it halves TensorFlow's step speed). Asked of a real worker of the sweep's cluster."""
     client, cluster = sweep._start_client(None, 1, 1)
     try:
-        before, after = client.submit(_malloc_trim_before_and_after_a_run_would_start, pure=False).result()
+        here, child = client.submit(_malloc_trim_here_and_in_a_child, pure=False).result()
     finally:
         client.close()
         cluster.close()
-    assert before == "65536" and after is None
+    assert here == "65536" and child is None  # the worker's own environment is left as it is
 
 
 def test_a_malloc_trim_setting_of_the_users_own_is_kept(monkeypatch):
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
-    sweep.without_dask_malloc_trim()
-    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "131072"
+    from clipstudy.study import processes
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # outside a Dask worker even Dask's value is the user's
+    assert processes.child_environment(os.environ)["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 
 def test_the_sweep_runs_every_arm_of_a_seed_before_the_next_seed():

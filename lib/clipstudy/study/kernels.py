@@ -24,7 +24,7 @@ its file's path, size and modification time, and the detector's encoded targets 
 same shape loads its own start into (its weights, optimizer slots, clipper state and examples) instead of
 tracing it again (``training.step``). So what stays warm is code (imported modules, autograph's
 conversions, compiled steps) and input read and encoded once per worker. A kernel starts with glibc's
-allocator tuned for TensorFlow's large buffers (``notebooks.KERNEL_MALLOC``). Tested
+allocator tuned for TensorFlow's large buffers (``processes.KERNEL_MALLOC``). Tested
 (``tests/study/test_kernels.py``): runs executed after other runs in one kernel write the same files, bit
 for bit, and the same notebook (every output, figures included) as the same runs executed each in a fresh
 kernel.
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipstudy._quiet import verbose
+from clipstudy.study.processes import KERNEL_START_TRIES, child_environment, stderr_to
 
 #: Runs a kernel executes before it is replaced by a fresh one (bounds what a long sweep can accumulate).
 MAX_RUNS = 40
@@ -99,9 +100,7 @@ class WarmKernel:
 
     def start(self) -> None:
         """Start the kernel; a start that dies at once (two workers that picked the same free port) is
-        tried again, up to ``notebooks.KERNEL_START_TRIES`` times."""
-        from clipstudy.study.notebooks import KERNEL_START_TRIES
-
+        tried again, up to ``processes.KERNEL_START_TRIES`` times."""
         for attempt in range(1, KERNEL_START_TRIES + 1):
             try:
                 self._start_once()
@@ -115,13 +114,11 @@ class WarmKernel:
     def _start_once(self) -> None:
         from jupyter_client.manager import KernelManager  # deferred: only executions need it
 
-        from clipstudy.study.notebooks import kernel_environment, stderr_to
-
         self.km = KernelManager(kernel_name=self.key.kernel_name)
         with stderr_to(None if verbose() else self.log):  # inherited by the kernel for its whole life
             self.km.start_kernel(
                 cwd=self.key.cwd,
-                env=kernel_environment(os.environ),
+                env=child_environment(os.environ),
                 extra_arguments=["--HistoryManager.hist_file=:memory:"],
             )
         self.kc = self.km.client()

@@ -8,7 +8,6 @@ nbval compares. A stored notebook carries no widget state (progress bars) and no
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import nbformat
 
 from clipstudy._quiet import verbose
 from clipstudy.fileio import atomic_target
+from clipstudy.study import kernels
+from clipstudy.study.processes import stderr_to
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 KERNEL = "python3"
@@ -40,48 +41,6 @@ def clean(nb: nbformat.NotebookNode, keep_papermill: bool = False) -> nbformat.N
     return nb
 
 
-#: glibc's allocator in the kernels (and probes) that train: one arena, blocks up to 1 GiB from the heap, and
-#: freed memory kept until 1 GiB of it is free. By default TensorFlow's thread allocates from an arena of its
-#: own, each buffer over 32 MiB (a classifier evaluation batch's first activation is 86 MB) is mapped for it
-#: and unmapped when freed, and mapped memory is faulted in page by page: a ``quick`` classifier run took
-#: 460,000 page faults and 1.5 s of system time, its evaluations 4.2 s; with these, 6,000 and 0.02 s, its
-#: evaluations 2.6 s (AMD EPYC Zen 3, glibc 2.36). Where they are and how much memory is kept change, not
-#: a number. Applied on glibc 2.36 or later (where they were measured; an older glibc may refuse a 1 GiB
-#: mmap threshold, and the trim threshold alone makes it worse), unless the allocator is tuned already.
-KERNEL_MALLOC = {
-    "glibc.malloc.arena_max": "1",
-    "glibc.malloc.mmap_threshold": str(1 << 30),
-    "glibc.malloc.trim_threshold": str(1 << 30),
-}
-MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-
-
-def glibc_version() -> tuple[int, ...] | None:
-    """The C library's version if it is glibc (``(2, 36)``), else None."""
-    try:
-        name, _, version = os.confstr("CS_GNU_LIBC_VERSION").partition(" ")
-    except (AttributeError, ValueError, OSError):
-        return None
-    return tuple(int(p) for p in version.split(".") if p.isdigit()) if name == "glibc" else None
-
-
-def kernel_environment(env) -> dict[str, str]:
-    """``env`` for a process that trains (a kernel, a probe): TensorFlow's C++ log quiet, and glibc's allocator
-    tuned (``KERNEL_MALLOC``) unless ``env`` tunes it already or the C library is not glibc 2.36+."""
-    env = {"TF_CPP_MIN_LOG_LEVEL": "3", **env}
-    given = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
-    tuned = {t.partition("=")[0] for t in given} & set(KERNEL_MALLOC) or any(v in env for v in MALLOC_ENV)
-    if not tuned and (glibc_version() or (0,)) >= (2, 36):
-        env["GLIBC_TUNABLES"] = ":".join([*given, *(f"{k}={v}" for k, v in KERNEL_MALLOC.items())])
-    return env
-
-
-#: A kernel that dies before answering its first request has run no cell (kernels started at the same
-#: moment by two workers can pick the same free port), so its start is tried again, up to this often.
-KERNEL_START_TRIES = 3
-KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
-
-
 def execute(
     source: str | Path,
     target: str | Path,
@@ -102,48 +61,19 @@ def execute(
     the notebook executed up to the failure is still written to ``target`` (whole, never half a file).
 
     ``kernel``: a ``kernels.WarmKernel`` to execute in (reset first) instead of a kernel started for this
-    notebook; its standard error since the reset goes to ``log``. A failure discards that kernel.
-
-    ``timeout``: seconds any one cell may run (a run's training is one cell); past it nbclient raises
-    ``CellTimeoutError`` and the kernel, hung rather than dead, is discarded. None: no limit.
+    notebook; its standard error since the reset goes to ``log``. A failure discards that kernel. ``timeout``:
+    seconds a cell may run (None: no limit); past it nbclient raises ``CellTimeoutError``, the kernel is discarded.
     """
     if kernel is not None:
         return _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log, timeout)
-    import papermill as pm  # deferred: only executions need it
-
-    source, target = Path(source), Path(target)
-    running = target.with_name(f".{target.stem}.running{target.suffix}")
-    kept = log is not None
-    log = Path(log) if kept else target.with_name(f".{target.stem}.kernel.log")
-    os.environ.update(kernel_environment(os.environ))  # papermill's kernel inherits this process's environment
+    # A kernel of its own, started with its environment handed to it as a value (``processes.child_environment``)
+    # and shut down after: the same kernel and execution as a warm one's, without the runs before it.
+    one_off = kernels.WarmKernel(kernels.KernelKey(str(Path(cwd or Path(source).parent)), None, KERNEL))
+    one_off.start()
     try:
-        with stderr_to(None if verbose() else log):
-            for attempt in range(1, KERNEL_START_TRIES + 1):
-                try:
-                    pm.execute_notebook(
-                        str(source),
-                        str(running),
-                        parameters=parameters or {},
-                        kernel_name=KERNEL,
-                        progress_bar=False,
-                        cwd=str(cwd or source.parent),
-                        log_output=log_output,
-                        execution_timeout=timeout,
-                    )
-                    break
-                except RuntimeError as exc:  # papermill's cell errors are not RuntimeErrors
-                    if KERNEL_START_FAILURE not in str(exc) or attempt == KERNEL_START_TRIES:
-                        raise
-                    os.write(
-                        2,
-                        f"kernel start failed ({exc}); starting another "  # to the log, where stderr goes
-                        f"({attempt + 1}/{KERNEL_START_TRIES})\n".encode(),
-                    )
-        if not kept:
-            log.unlink(missing_ok=True)
+        return _execute_warm(source, target, parameters, one_off, keep_papermill, log_output, log, timeout, since=0)
     finally:
-        _publish_executed(running, target, keep_papermill)
-    return target
+        one_off.close()
 
 
 def _publish_executed(running: Path, target: Path, keep_papermill: bool) -> None:
@@ -155,18 +85,20 @@ def _publish_executed(running: Path, target: Path, keep_papermill: bool) -> None
         running.unlink()
 
 
-def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log, timeout=None) -> Path:
-    """``execute`` in the warm ``kernel``: its reset, then the notebook; this process's standard error and
-    what the kernel wrote to its own meanwhile go to ``log``, as in a kernel started for the notebook."""
+def _execute_warm(
+    source, target, parameters, kernel, keep_papermill, log_output, log, timeout=None, since=None
+) -> Path:
+    """``execute`` in the warm ``kernel``: its reset, then the notebook; this process's standard error and what
+    the kernel wrote to its own from byte ``since`` (default: its size now) go to ``log``. A failure discards the
+    kernel, after its part of the log is copied."""
     import papermill as pm
-
-    import clipstudy.study.kernels as kernels
 
     source, target = Path(source), Path(target)
     running = target.with_name(f".{target.stem}.running{target.suffix}")
     kept = log is not None
     log = Path(log) if kept else target.with_name(f".{target.stem}.kernel.log")
-    since = kernel.log_size()
+    since = kernel.log_size() if since is None else since
+    failed = False
     try:
         with stderr_to(None if verbose() else log):
             kernel.reset()
@@ -185,11 +117,13 @@ def _execute_warm(source, target, parameters, kernel, keep_papermill, log_output
         if not kept:
             log.unlink(missing_ok=True)
     except BaseException:
-        kernels.discard(kernel)  # whatever state the failure left, no later run sees it
+        failed = True
         raise
     finally:
         if log.exists():
             kernel.copy_log(since, log)
+        if failed:
+            kernels.discard(kernel)  # whatever state the failure left, no later run sees it
         _publish_executed(running, target, keep_papermill)
     return target
 
@@ -237,31 +171,6 @@ def _warm_engine() -> str:
 
     papermill_engines.register(WARM_ENGINE, WarmEngine)
     return WARM_ENGINE
-
-
-class stderr_to:
-    """Send this process's standard error (inherited by the kernels it starts) to ``path`` for a
-    while; ``None`` leaves it alone."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def __enter__(self):
-        if self.path is None:
-            return self
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.log = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(self.log, 2)
-        return self
-
-    def __exit__(self, *exc):
-        if self.path is not None:
-            sys.stderr.flush()
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            os.close(self.log)
-        return False
 
 
 def cells_of(nb) -> list[tuple[str, str, tuple]]:

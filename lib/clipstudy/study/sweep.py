@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from clipstudy import paths
 from clipstudy._quiet import quiet_dask
 from clipstudy.fileio import write_json_atomic
-from clipstudy.study import bundle, kernels, notebooks, probes, runfiles
+from clipstudy.study import bundle, kernels, notebooks, probes, processes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
 
@@ -55,21 +55,6 @@ def estimated_seconds(config) -> float:
     evaluations = config.epochs + (steps // config.eval_every if config.eval_every else 0)
     images = steps * config.batch_size + evaluations * (config.test_examples() + (config.validation or 0)) / 3
     return RUN_OVERHEAD_S + config.spec.seconds_per_example * images
-
-
-def without_dask_malloc_trim() -> None:
-    """Start this process's children (kernels, probes) without the glibc setting Dask's nanny gives its workers.
-
-    The nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``) so that a worker
-    hands freed memory back to the system; a kernel that inherits it hands back TensorFlow's buffers after
-    every op and faults them in again: a quick classifier step took 0.151 s instead of 0.075 s (AMD EPYC
-    Zen 3, one thread), half the speed of the same run outside Dask. Only Dask's own value is removed (one the
-    user set otherwise stays); the numbers do not change, only how memory is handed back."""
-    import dask.config
-
-    dask_value = (dask.config.get("distributed.nanny.pre-spawn-environ", None) or {}).get("MALLOC_TRIM_THRESHOLD_")
-    if dask_value is not None and os.environ.get("MALLOC_TRIM_THRESHOLD_") == str(dask_value):
-        del os.environ["MALLOC_TRIM_THRESHOLD_"]
 
 
 #: Seconds one cell of a run may take before its kernel is taken as hung (the run fails, the sweep goes on): six
@@ -117,7 +102,6 @@ def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
 
 
 def _execute_run(spec: RunSpec, root: str, warm: bool) -> dict[str, Any]:
-    without_dask_malloc_trim()
     root_path = Path(root)
     final = root_path / spec.run_id
     if runfiles.is_finished(final):
@@ -212,8 +196,7 @@ class SweepResult:
 
 def execute_probe(config, path: str) -> dict[str, Any]:
     """Run one threshold probe in a child process (its own TensorFlow, threads from ``config``); a Dask task."""
-    without_dask_malloc_trim()
-    env = notebooks.kernel_environment(os.environ)
+    env = processes.child_environment(os.environ)
     done = subprocess.run(
         [sys.executable, "-m", "clipstudy.study.probes", "--config", json.dumps(config.to_params()), "--out", path],
         env=env,
