@@ -17,13 +17,12 @@ What makes a run in a warm kernel the run it would be in a kernel of its own:
 * a run that fails, a kernel that died, or one that has executed ``MAX_RUNS`` runs is replaced by a
   fresh kernel, so one bad run cannot change another and memory cannot creep.
 
-The study's modules keep no state between calls but read-only caches of data: the MNIST arrays
-(``data.mnist.load_mnist``) and the detection canvases (``data.tfds_builder.load_split``), each keyed by
-its file's path, size and modification time, and the detector's encoded targets of those canvases
-(``tasks.detection.task.encoded_targets``); and the last run's compiled training step, which a run of the
-same shape loads its own start into (its weights, optimizer slots, clipper state and examples) instead of
-tracing it again (``training.step``). So what stays warm is code (imported modules, autograph's
-conversions, compiled steps) and input read and encoded once per worker. A kernel starts with glibc's
+The study's modules keep no state between calls but the caches listed in ``clipstudy.caches`` (each named and
+bounded: the MNIST arrays, the detection canvases and the detector's encoded targets of them, the adding problem's
+sequences, all read-only; and the last runs' compiled training steps, which a run of the same shape loads its own
+start into: its weights, optimizer slots, clipper state and examples, instead of tracing them again). So what
+stays warm is code (imported modules, autograph's conversions, compiled steps) and input read and encoded once
+per worker. A kernel starts with glibc's
 allocator tuned for TensorFlow's large buffers (``processes.KERNEL_MALLOC``). Tested
 (``tests/study/test_kernels.py``): runs executed after other runs in one kernel write the same files, bit
 for bit, and the same notebook (every output, figures included) as the same runs executed each in a fresh
