@@ -20,8 +20,10 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from clipstudy.analysis import outcomes, stats
 from clipstudy.fileio import atomic_target
@@ -806,136 +808,8 @@ STAGE3_DETECTOR_ARMS = (("none", 0), (DETECTOR_CLIP, 0), ("none", STAGE3_WARMUP_
                         (DETECTOR_CLIP, STAGE3_WARMUP_STEPS))  # fmt: skip
 
 #: Every change made to the paper profile's design after its first run was committed (9c5090a, 2026-11-28
-#: 19:28 UTC), with the commit that made it. The report shows this table.
-DESIGN_CHANGES = [
-    {
-        "commit": "32aa5d1",
-        "date": "2026-11-28",
-        "change": "the optimizer grid cut from four rates to three per optimizer (SGD 0.3, momentum 0.003, RMSprop "
-        "and Adam 3e-4 dropped) and ZClip cut from the detector cell, to fit the 5-hour budget",
-        "bears on": "claim 7 (SGD's grid jumps from 0.1 to the failing 1.0); claim 8's secondaries",
-    },
-    {
-        "commit": "d8545af",
-        "date": "2026-11-28",
-        "change": "five seeds only at the rate chosen on validation: the grid's other rates keep seeds 0-1, and the "
-        "detector's unstable rate (Adam 1e-2) keeps two unclipped seeds and no clipped arm",
-        "bears on": "claim 7 (two-seed cells off the chosen rate); claim 8 (the cell where clipping could matter "
-        "was not run: the confirmatory question 3 runs it)",
-    },
-    {
-        "commit": "133c868",
-        "date": "2026-11-28",
-        "change": "global norm and AutoClip left the 10-epoch article cell (both run at Adam 1e-3 in 3 epochs)",
-        "bears on": "claim 2's secondaries",
-    },
-    {
-        "commit": "23a9b74",
-        "date": "2026-11-29",
-        "change": "stage 1's audit leaves the confirmatory seeds (5-9) out, so stage 1's verdicts stay as published",
-        "bears on": "none of stage 1's numbers; made after the first confirmatory runs were committed",
-    },
-    {
-        "commit": "620f8c5",
-        "date": "2026-11-29",
-        "change": "which confirmatory answer decides which claim (below), written with 47 of the 156 confirmatory "
-        "runs in the bundle, before any answer was computed from them; 18 of those 47 were Q4's 20 runs (the "
-        "positive control), so Q4, which decides claim 3a, was mapped with nearly all of its data in",
-        "bears on": "claims 3a, 7 and 8 once their questions are complete; for 3a the mapping was not blind to Q4",
-    },
-    {
-        "commit": "620f8c5",
-        "date": "2026-11-29",
-        "change": "verdict words matched to their rules ('no effect within ±m', 'no effect at the article's setting, "
-        "where its threshold is never reached', 'non-inferior within 0.005') and a 'tested where' line per claim",
-        "bears on": "wording only: no verdict, effect or rule changed",
-    },
-    {
-        "commit": "72935ec",
-        "date": "2026-11-29",
-        "change": "the clipping methods rewritten in the middle of stage 2 (one ops namespace for TensorFlow and "
-        "JAX); the study loop keeps TensorFlow's own ops, and the nine methods' trajectory digests were checked "
-        "identical before and after",
-        "bears on": "none of the numbers (runs before and after are bit-identical); disclosed because it "
-        "changed the code that made half of stage 2's runs",
-    },
-    {
-        "commit": "59fe962",
-        "date": "2026-11-29",
-        "change": "a secondary for claims 1 and 5: convergence from step 0 (each run's mean per-step training loss), "
-        "asked for by review because the test-accuracy area starts at the first evaluation",
-        "bears on": "secondary only: decides nothing",
-    },
-    {
-        "commit": "80b5865",
-        "date": "2026-11-29",
-        "change": "claim 4 reads make bench's measurement again (a bug: its source label had gained the machine and "
-        "date, and the filter compared the whole string)",
-        "bears on": "claim 4's numbers (its verdict is by construction)",
-    },
-    {
-        "commit": "d28679b",
-        "date": "2026-12-02",
-        "change": "AdaGC and quantile tracking, at their published defaults, added to the adding task's cells "
-        "(experiment adding_newer: SGD 0.01, 0.03, 0.1, seeds 5-9, 30 runs), with 132 of the 156 confirmatory "
-        "runs in; the library had gained both methods after stage 2 was registered",
-        "bears on": "exploratory secondaries only (the other tasks' table): no question reads them",
-    },
-    {
-        "commit": "5f5fd0c",
-        "date": "2026-12-02",
-        "change": "a claim decided by stage 2 names where that test ran ('tested where') and its numbers in the "
-        "claims table, stage 1's effect columns marked as stage 1's; made with stage 2 complete",
-        "bears on": "wording only: no verdict, effect or rule changed",
-    },
-    {
-        "commit": "210bde2",
-        "date": "2026-12-04",
-        "change": "stage 1's audit reads seeds 0-4 only (it had left out seeds 5-9), so that stage 3's seeds (10 "
-        "and up) cannot enter stage 1's verdicts; stage 3's protocol and calibration grid committed",
-        "bears on": "none of the published numbers (no run of seed 10 or more existed; all 156 stage-2 runs were in)",
-    },
-    {
-        "commit": "be46c45",
-        "date": "2026-12-04",
-        "change": "outcomes counted as diverged, stalled or learned; Q2 reported per optimizer beside its pooled "
-        "test; Q4 worded 'uninformative' where no run of either arm came below the one-value MSE (1/12)",
-        "bears on": "wording of claims 3a and 8 and of Q4: no verdict, effect or p-value changed; made with all 156 "
-        "stage-2 runs in (the rule was written after its numbers were known); no calibration run committed yet",
-    },
-    {
-        "commit": "67a57ba",
-        "date": "2026-12-04",
-        "change": "no interval and no p-value from fewer than 5 paired seeds in the secondary scan (it gave t "
-        "p-values to two-seed contrasts), so fewer contrasts enter its Holm correction",
-        "bears on": "the secondary scans of claims 2 and 5 (secondary only: decides nothing); made with every stage-1 "
-        "and stage-2 run in and 8 of stage 3's 90 calibration runs committed",
-    },
-    {
-        "commit": "806d3ba",
-        "date": "2026-12-04",
-        "change": "stage 3's confirmatory questions (Q5-Q7), cells and seeds registered, with all 90 calibration runs "
-        "and no confirmatory run in; the sweep now starts every arm of a seed of a task together (order only)",
-        "bears on": "stage 3 only: the cells were chosen on the calibration's validation scores by the rules "
-        "committed with the calibration grid (210bde2)",
-    },
-    {
-        "commit": "b0c5984",
-        "date": "2026-12-04",
-        "change": "stage 3's analysis written (analysis.stage3_answers): a pair's platform is CPU vendor, family, "
-        "model and oneDNN ISA; a diverged run's MSE is the contrast's worst non-diverged MSE; an answer decides only "
-        "with every registered seed paired; claim 7 reads Q6's accuracy, with steps to 98% beside it",
-        "bears on": "stage 3 only; made with 20 of its 338 confirmatory runs in (3 SGD pairs: n = 3, no interval, "
-        "no p-value), the code run once on them to check it, no rule changed after",
-    },
-    {
-        "commit": "e7c8b95",
-        "date": "2026-12-04",
-        "change": "stage 3's Q8 added: the detector at Adam 1e-2 in four arms (none, global norm 10, a 300-step "
-        "learning-rate warm-up, both) on seeds 12-30, deciding claim 8 in place of Q3 once complete",
-        "bears on": "claim 8 (once Q8 is complete); registered before any detector run of seed 10 or up",
-    },
-]
+#: 19:28 UTC), with the commit that made it: design_changes.yaml beside this module. The report shows this table.
+DESIGN_CHANGES = yaml.safe_load((Path(__file__).parent / "design_changes.yaml").read_text(encoding="utf-8"))
 
 
 # --- which confirmatory answer decides which claim ------------------------------------------------------
