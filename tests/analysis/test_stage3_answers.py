@@ -296,3 +296,8 @@ def test_a_complete_q8_decides_claim_8_in_place_of_q3():
     assert words.endswith("; warm-up vs clipping: no significant difference in collapse")
     answers["Q8"] = answer("Q8", "incomplete (3 of 19 registered seeds paired): decides nothing yet", False)
     assert claims._claim_8_from(answers)[2] == "Q3"
+
+
+def test_no_mcnemar_p_value_from_fewer_than_five_pairs():
+    (primary, _) = stage3_answers.q5a_divergence(q5a_table(seeds=ADDING_SEEDS[:3]))
+    assert "exact McNemar p n/a (fewer than 5 pairs), n=3" in primary.numbers and math.isnan(primary.effect.p)

@@ -144,21 +144,23 @@ def _mcnemar_answer(
     complete, note = _coverage(p, seeds_key, refused)
     hit, hit_base = p["outcome"].isin(bad), p["outcome_base"].isin(bad)
     caused, prevented = int((hit & ~hit_base).sum()), int((hit_base & ~hit).sum())
-    raw = stats.exact_mcnemar(caused, prevented)
-    pval = raw if p_shown is None else p_shown
     n = len(p)
-    effect = stats.Effect(float(hit.mean() - hit_base.mean()) if n else math.nan, math.nan, math.nan, n,
-                          pval if n else math.nan, f"{w['noun']} rate, exact McNemar")  # fmt: skip
-    adjusted = "" if p_shown is None else f" (Holm-adjusted {p_shown:.2g})"
+    tested = n >= stats.MIN_TESTED_N  # no p-value from fewer pairs, as everywhere in the study
+    raw = stats.exact_mcnemar(caused, prevented) if tested else math.nan
+    pval = raw if p_shown is None or not tested else p_shown
+    effect = stats.Effect(float(hit.mean() - hit_base.mean()) if n else math.nan, math.nan, math.nan, n, pval,
+                          f"{w['noun']} rate, exact McNemar")  # fmt: skip
+    adjusted = "" if p_shown is None or not tested else f" (Holm-adjusted {p_shown:.2g})"
+    shown = f"p={raw:.2g}" if tested else f"p n/a (fewer than {stats.MIN_TESTED_N} pairs)"
     numbers = (
         f"{where}: {w['outcome']} {w['reference']} {int(hit_base.sum())} of {n}, {w['arm']} {int(hit.sum())} of {n}; "
-        f"prevented {prevented}, caused {caused}; exact McNemar p={raw:.2g}{adjusted}, n={n}; outcomes "
+        f"prevented {prevented}, caused {caused}; exact McNemar {shown}{adjusted}, n={n}; outcomes "
         f"{w['reference']}: {outcomes.counts_text(list(p['outcome_base']))}; {w['arm']}: "
         f"{outcomes.counts_text(list(p['outcome']))}; the {w['arm']} arm {claims.clip_share(p)}; {note}"
     )
     if not complete:
         verdict = _incomplete(note)
-    elif pval < claims.ALPHA:
+    elif pval < claims.ALPHA:  # complete: every registered seed (at least 11) is paired, so pval is a number
         verdict = f"{w['actor']} {'prevents' if prevented > caused else 'causes'} {w['noun']}"
     elif not hit_base.any():
         verdict = f"inconclusive: no {w['reference']} run {w['outcome']}"
