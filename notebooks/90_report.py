@@ -305,7 +305,8 @@ for task in other_tasks:
             page.show(plots.recurrent_outcomes(runs), rep.figures, f"adding_mse_{int(epochs)}ep",
                       f"The adding problem (T = 50), {steps:,} SGD steps: the final test MSE of every run, one panel "
                       "per method setting so that every point sits at the rate it ran at; the median over the runs "
-                      "that did not diverge joined across rates; diverged runs as red × above the axis with their "
+                      "that did not diverge joined across rates; a run that did not diverge but ended above MSE 1 "
+                      "as a triangle at the top edge; diverged runs as red × above the axis with their "
                       "count; dashed lines: the constant predictor (0.167) and a model that finds one of the two "
                       "values (0.083); dotted: solved (0.01).",
                       "Log-log point plots of final test MSE against learning rate, one panel per clipping method.")
@@ -332,8 +333,8 @@ for task in other_tasks:
 # own tuned rate, final test MSE and steps to validation MSE 0.05); Q6, tuned against tuned on the refined grid
 # (SGD and momentum, final test accuracy and steps to 98%); Q7, which threshold (the probe's 50th, 90th and 99th
 # percentile against the fixed 1); Q8, the detector at Adam 1e-2 in four arms (none, global norm 10, a 300-step
-# learning-rate warm-up, both; collapses, exact McNemar). Every pair is made on one CPU (a pair whose runs record different platforms is
-# refused); an answer decides its claim only once every registered seed is paired.
+# learning-rate warm-up, both; collapses, exact McNemar). Every pair is made on one CPU (a pair whose runs record
+# different platforms is refused); an answer decides its claim only once every registered seed is paired.
 
 # %%
 stage3 = rep.stage3_answers()

@@ -410,7 +410,8 @@ ADDING_LINES = ((1 / 6, "constant predictor 0.167"), (1 / 12, "finds one value 0
 
 def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
     """The adding problem's final test MSE, one panel per method setting (so every point sits at the rate it ran
-    at), rates on a log axis: every run that did not diverge as a dot, the median over them joined across rates,
+    at), rates on a log axis: every run that did not diverge as a dot (a triangle at the top edge when it ended
+    above MSE 1, the axis's top), the median over them joined across rates,
     every diverged run as a red × above the axis's top (its MSE, up to 1e37, is not drawn), and the three reference
     lines. No interval: the protocol draws none from fewer than 5 seeds, and a median needs none."""
     s = outcomes.add_outcomes(summaries)
@@ -423,8 +424,12 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
     for ax, level in zip(axes.flat, order):
         sub = s[s[hue] == level]
         kept = sub[sub["outcome"] != "diverged"]
-        ax.scatter(kept["learning_rate"], kept["final_test_mse"].clip(upper=top), s=16, color=colors[level],
-                   alpha=0.7, lw=0, zorder=3)  # fmt: skip
+        inside, above = kept[kept["final_test_mse"] <= top], kept[kept["final_test_mse"] > top]
+        ax.scatter(inside["learning_rate"], inside["final_test_mse"], s=16, color=colors[level], alpha=0.7, lw=0,
+                   zorder=3)  # fmt: skip
+        ax.scatter(
+            above["learning_rate"], [top] * len(above), marker="^", s=30, color=colors[level], zorder=3, clip_on=False
+        )  # fmt: skip  (did not diverge, but ended above the axis: drawn at its top)
         med = kept.groupby("learning_rate")["final_test_mse"].median()
         ax.plot(med.index, med.clip(upper=top).to_numpy(), color=colors[level], lw=1.8, marker="o", ms=5, zorder=3)
         gone = sub[sub["outcome"] == "diverged"]
@@ -449,8 +454,8 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
         ax.set_visible(False)
     fig.suptitle(
         title
-        or f"Adding problem: final test MSE per run (median over runs that did not diverge; red ×: diverged "
-        f"runs, their count beside; {seeds_note(s)})",
+        or f"Adding problem: final test MSE per run (median over runs that did not diverge; ▲: above MSE 1, drawn at "
+        f"the top; red ×: diverged runs, their count beside; {seeds_note(s)})",
         fontsize=10,
     )
     fig.tight_layout()
