@@ -426,3 +426,23 @@ def test_the_probe_records_one_pass_over_a_small_data_set_by_default(toy):
     assert probe.threshold == pytest.approx(float(np.percentile(probe.norms, 90)))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     assert len(probe_threshold(model, *toy, batch_size=32, steps=20).norms) == 20
+
+
+def test_telemetry_warns_when_tensorboard_cannot_see_its_per_step_values(toy, tmp_path):
+    """TensorBoard before ClipTelemetry, or without update_freq=1, gets no per-step clip scalars, silently before;
+    now fit warns, naming the fix. The right order warns nothing (and TensorBoard's files then hold the scalars)."""
+    import warnings
+
+    def fit_with(callbacks):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted(ClippingOptimizer(keras.optimizers.SGD(0.05), "global_norm", {"threshold": 4.0}), toy, epochs=1,
+                   callbacks=callbacks)  # fmt: skip
+        return [str(w.message) for w in caught if "ClipTelemetry" in str(w.message)]
+
+    board = keras.callbacks.TensorBoard(str(tmp_path / "a"), update_freq=1)
+    assert any("comes after keras.callbacks.TensorBoard" in m for m in fit_with([board, ClipTelemetry()]))
+    epochly = keras.callbacks.TensorBoard(str(tmp_path / "b"))
+    assert any("update_freq='epoch'" in m for m in fit_with([ClipTelemetry(), epochly]))
+    right = keras.callbacks.TensorBoard(str(tmp_path / "c"), update_freq=1)
+    assert fit_with([ClipTelemetry(), right]) == []

@@ -23,7 +23,9 @@ the values are the same as on TensorFlow.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 
 from clipstudy.clipping.optimizer import find_clipping_optimizer, keras
 
@@ -51,6 +53,30 @@ class ClipTelemetry(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         _ = self.optimizer  # fail at the start, not after the first epoch, when there is nothing to read
         self._steps = 0
+        for problem in self.misplaced(_calling_callbacks()):
+            warnings.warn(problem, UserWarning, stacklevel=2)
+
+    def misplaced(self, callbacks) -> list[str]:
+        """What keeps the per-step values from a TensorBoard callback among ``callbacks`` (the list ``fit`` runs):
+        one that comes before this callback reads each batch's logs before they are added; one without
+        ``update_freq=1`` writes only the epoch values."""
+        if not callbacks or self not in callbacks:
+            return []
+        mine, problems = callbacks.index(self), []
+        for i, c in enumerate(callbacks):
+            if not isinstance(c, keras.callbacks.TensorBoard):
+                continue
+            if i < mine:
+                problems.append(
+                    "ClipTelemetry comes after keras.callbacks.TensorBoard in the callbacks: TensorBoard has written "
+                    "each batch before the clip_* values are added, so none reach it; put ClipTelemetry() first"
+                )
+            if c.update_freq != 1 and self.every == 1:
+                problems.append(
+                    f"keras.callbacks.TensorBoard(update_freq={c.update_freq!r}) writes only what is in the logs at "
+                    "that frequency: ClipTelemetry's per-step values need update_freq=1 (the epoch means still arrive)"
+                )
+        return problems
 
     def _sync(self):
         sync = getattr(self.model, "jax_state_sync", None)  # only the JAX trainer has it
@@ -97,3 +123,15 @@ class ClipTelemetry(keras.callbacks.Callback):
                 f"{p}skipped_steps": totals["nonfinite"],
             }
         )
+
+
+def _calling_callbacks() -> list | None:
+    """The callbacks of the ``keras.callbacks.CallbackList`` that is calling ``on_train_begin`` (Keras gives a
+    callback no handle on its siblings; ``fit`` calls through that list), or None when called otherwise."""
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+        owner = caller.f_locals.get("self") if caller is not None else None
+        return list(owner.callbacks) if isinstance(owner, keras.callbacks.CallbackList) else None
+    finally:
+        del frame
