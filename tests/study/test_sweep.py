@@ -486,3 +486,20 @@ def test_an_error_that_names_its_file_or_is_not_a_full_disk_passes_unchanged(tmp
     assert caught.value is named
     with pytest.raises(PermissionError), sweep.naming_full_disk("writing", tmp_path):
         raise PermissionError(13, "Permission denied")
+
+
+def test_a_run_interrupted_by_ctrl_c_in_its_kernel_is_not_recorded_as_failed(tmp_path, monkeypatch):
+    """Ctrl-C in the terminal reaches the kernels too: the cell raises KeyboardInterrupt. That run is not a failure
+    (it used to be recorded as one): its partial folder is removed, nothing is written, and resuming redoes it."""
+    from papermill.exceptions import PapermillExecutionError
+
+    _, specs = profiles.load_profile("smoke")
+
+    def interrupted(*args, **kwargs):
+        raise PapermillExecutionError(3, 1, "train()", "KeyboardInterrupt", "", [])
+
+    monkeypatch.setattr(sweep.notebooks, "execute", interrupted)
+    status = sweep.execute_run(specs[0], str(tmp_path), warm=False)
+    assert status == {"run_id": specs[0].run_id, "status": "interrupted"}
+    assert list(tmp_path.iterdir()) == []  # no failed record, no partial folder
+    assert not sweep.interrupted(PapermillExecutionError(3, 1, "x", "ValueError", "boom", []))

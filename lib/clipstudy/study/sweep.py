@@ -124,6 +124,9 @@ def _execute_run(spec: RunSpec, root: str, warm: bool) -> dict[str, Any]:
         if not runfiles.is_finished(partial):
             raise RuntimeError(f"{spec.notebook} finished without writing the run's files ({runfiles.MANIFEST})")
     except Exception as exc:  # a failed run is a record, not the end of the sweep
+        if interrupted(exc):  # Ctrl-C reached the kernel too: nothing to record, the run is redone on resume
+            shutil.rmtree(partial, ignore_errors=True)
+            return {"run_id": spec.run_id, "status": "interrupted"}
         status = _record_failure(spec, partial, exc)
     if status["status"] == "failed" and runfiles.is_finished(final):
         shutil.rmtree(partial)  # a failed attempt never replaces a finished run
@@ -132,6 +135,12 @@ def _execute_run(spec: RunSpec, root: str, warm: bool) -> dict[str, Any]:
         shutil.rmtree(final)  # an earlier failed or killed attempt
     os.rename(partial, final)
     return status
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether a run ended because its kernel was interrupted (Ctrl-C in the terminal reaches the kernels too: a
+    cell raises KeyboardInterrupt), not because it failed."""
+    return getattr(exc, "ename", None) == "KeyboardInterrupt" or isinstance(exc, KeyboardInterrupt)
 
 
 def _record_failure(spec: RunSpec, partial: Path, exc: Exception) -> dict[str, Any]:
@@ -432,6 +441,8 @@ def _run_all(
         )
         for future in futures:
             status = future.result()
+            if status["status"] == "interrupted":
+                raise KeyboardInterrupt  # the terminal's Ctrl-C, seen first by a kernel: end as the driver would
             if status["status"] == "failed":
                 result.failed[status["run_id"]] = status["error"]
             else:
