@@ -870,13 +870,10 @@ def _claim_7_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
 
 
 def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
+    rnn = "on the adding problem (vanilla RNN)"
     q5a = answers.get("Q5a")
     if q5a is not None and q5a.complete:
-        words = {
-            "clipping prevents divergence": ("supported", "prevents divergence on the adding problem (vanilla RNN)"),
-            "clipping causes divergence": ("refuted", "causes divergence on the adding problem (vanilla RNN)"),
-        }
-        verdict, text = words.get(q5a.verdict, ("inconclusive", f"on the adding problem (vanilla RNN): {q5a.verdict}"))
+        verdict, text = _in_words(q5a, "divergence", rnn, f"prevents divergence {rnn}", f"causes divergence {rnn}")
         q5b = [a for q, a in answers.items() if q.startswith("Q5b") and a.complete]
         if q5b:
             text += "; at tuned rates: " + ", ".join(f"{a.question.removeprefix('Q5b ')}: {a.verdict}" for a in q5b)
@@ -884,23 +881,26 @@ def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
     q4 = answers.get("Q4")
     if q4 is None or not q4.complete:
         return None
-    words = {
-        "clipping rescues training": ("supported", "prevents divergence on the adding problem (vanilla RNN)"),
-        "clipping harms training": ("refuted", "causes failures on the adding problem (vanilla RNN)"),
-    }
-    verdict, text = words.get(q4.verdict, ("inconclusive", f"on the adding problem (vanilla RNN): {q4.verdict}"))
-    text += _q2_beside(answers.get("Q2"))
-    return verdict, text, "Q4"
+    words = {"clipping rescues training": ("supported", f"prevents divergence {rnn}"),
+             "clipping harms training": ("refuted", f"causes failures {rnn}")}  # fmt: skip
+    verdict, text = words.get(q4.verdict, ("inconclusive", f"{rnn}: {q4.verdict}"))
+    return verdict, text + _q2_beside(answers.get("Q2")), "Q4"
+
+
+def _in_words(answer: Answer, noun: str, where: str, prevents: str, causes: str) -> tuple[str, str]:
+    """A claim's verdict and words from a complete McNemar answer (``clipping prevents/causes <noun>``)."""
+    if answer.verdict == f"clipping prevents {noun}":
+        return "supported", prevents
+    if answer.verdict == f"clipping causes {noun}":
+        return "refuted", causes
+    return "inconclusive", f"{where}: {answer.verdict}"
 
 
 def _claim_8_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
     q8 = answers.get("Q8")
     if q8 is not None and q8.complete:
-        words = {
-            "clipping prevents collapse": ("supported", "prevents the detector's collapses at its unstable rate"),
-            "clipping causes collapse": ("refuted", "causes the detector to collapse at its unstable rate"),
-        }
-        verdict, text = words.get(q8.verdict, ("inconclusive", f"on the detector at its unstable rate: {q8.verdict}"))
+        where = "on the detector at its unstable rate"
+        verdict, text = _in_words(q8, "collapse", where, f"prevents collapses {where}", f"causes collapses {where}")
         beside = [a for q, a in answers.items() if q.startswith("Q8 (") and a.complete]
         text += "".join(f"; {a.question.removeprefix('Q8 (').rstrip(')')}: {a.verdict}" for a in beside)
         return verdict, text + _q2_beside(answers.get("Q2")), "Q8"
