@@ -89,17 +89,17 @@ sweep: $(STAMP) data
 	$(BIN)/python -m clipstudy.study.sweep --profile $(PROFILE)
 
 report: $(STAMP)
-	$(BIN)/python -m clipstudy.analysis.report --profile $(PROFILE) $(if $(ALLOW_INCOMPLETE),--allow-incomplete)
+	$(BIN)/python -m clipstudy.orchestration.build_report --profile $(PROFILE) $(if $(ALLOW_INCOMPLETE),--allow-incomplete)
 
 # Retrain the cheapest runs published in results/$(PROFILE)/: identical bits where the recorded platform (CPU,
 # oneDNN ISA, threads, versions) is this one; elsewhere within each cell's seed-to-seed spread, verdicts unchanged.
 verify: $(STAMP) data
-	$(BIN)/python -m clipstudy.analysis.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
+	$(BIN)/python -m clipstudy.orchestration.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
 
 # One fixed short run under each oneDNN setting on this CPU, merged into results/platforms.json (commit it):
 # rows from several CPUs say which setting gives the same bits everywhere, and at what cost.
 platforms: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.study.platforms --record results/platforms.json
+	$(BIN)/python -m clipstudy.orchestration.platforms --record results/platforms.json
 
 # make reproduce (no PROFILE): the published study. The report rebuilt from results/paper/ alone (no training;
 # it says INCOMPLETE while the confirmatory stage's runs are still arriving), then one run of every experiment,
@@ -112,30 +112,30 @@ SEED ?= 0
 ifeq ($(origin PROFILE),file)
 reproduce: $(STAMP) data
 	@echo "== report: profile paper, from the published bundle results/paper/ (no training)"
-	$(BIN)/python -m clipstudy.analysis.report --profile paper --allow-incomplete
+	$(BIN)/python -m clipstudy.orchestration.build_report --profile paper --allow-incomplete
 	@echo "== retrain one published run of each experiment (seed $(SEED)): whole up to $(SAMPLE_STEPS) steps, else its first 50"
-	$(BIN)/python -m clipstudy.analysis.verify --profile paper --draw sample --seed $(SEED) --max-steps $(SAMPLE_STEPS) --prefix-long
+	$(BIN)/python -m clipstudy.orchestration.verify --profile paper --draw sample --seed $(SEED) --max-steps $(SAMPLE_STEPS) --prefix-long
 else
 reproduce: $(STAMP) data reports/bench.json
 	@echo "== sweep: profile $(PROFILE)"
 	$(BIN)/python -m clipstudy.study.sweep --profile $(PROFILE)
 	@echo "== report"
-	$(BIN)/python -m clipstudy.analysis.report --profile $(PROFILE)
+	$(BIN)/python -m clipstudy.orchestration.build_report --profile $(PROFILE)
 endif
 
 # The cost figure and claim 4 read make bench's interleaved measurement; reproduce redoes it when it is
 # missing or older than the code it measures.
-BENCH_SOURCES := $(wildcard lib/clipstudy/clipping/*.py lib/clipstudy/training/*.py) lib/clipstudy/study/bench.py lib/clipstudy/study/breakdown.py
+BENCH_SOURCES := $(wildcard lib/clipstudy/clipping/*.py lib/clipstudy/training/*.py) lib/clipstudy/orchestration/bench.py lib/clipstudy/orchestration/breakdown.py
 reports/bench.json: $(BENCH_SOURCES) | $(STAMP) data/mnist.npz
 	@echo "== make bench: step time per method, interleaved (about 4 minutes)"
-	$(BIN)/python -m clipstudy.study.bench --json $@
+	$(BIN)/python -m clipstudy.orchestration.bench --json $@
 
 bench: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.study.bench --json reports/bench.json
+	$(BIN)/python -m clipstudy.orchestration.bench --json reports/bench.json
 
 # Eight quick-sized classifier runs swept under each workers x threads setting (docs/running.md, "Choosing workers").
 workers: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.study.workers --json reports/workers.json
+	$(BIN)/python -m clipstudy.orchestration.workers --json reports/workers.json
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from clipstudy.analysis import claims, report, stats
+from clipstudy.orchestration import build_report
 from clipstudy.study import profiles
 from clipstudy.study import runfiles as runs
 from clipstudy.training import RunConfig, RunResult
@@ -174,7 +175,7 @@ def smoke_report(tmp_path_factory):
     overhead = {m: {"ratio": r, "median_step_s": 0.05 * r, "steps": 165} for m, r in BENCH_RATIOS.items()}
     bench = {"overhead": overhead, "platform": {"cpu_model_name": "test CPU"}, "date": "2026-01-01"}
     (scratch / "bench.json").write_text(json.dumps(bench))
-    return report.build_report("smoke", scratch)
+    return build_report.build_report("smoke", scratch)
 
 
 #: The hand-set step-time ratios of the smoke report's bench measurement.
@@ -276,7 +277,7 @@ def test_a_report_of_an_incomplete_plan_is_refused_naming_each_run(profile_path,
     import shutil
 
     shutil.rmtree(root / victim)
-    assert report.main(["--profile", str(profile_path), "--reports", str(reports)]) == 1
+    assert build_report.main(["--profile", str(profile_path), "--reports", str(reports)]) == 1
     err = capsys.readouterr().err
     assert f"{victim}: not run yet" in err and "--allow-incomplete" in err
     assert not (reports / "fake" / "claims.csv").exists()
@@ -289,7 +290,7 @@ def test_an_allowed_incomplete_report_says_so_in_every_claim_row(profile_path):
     import shutil
 
     shutil.rmtree(root / victim)
-    html = report.build_report(profile_path, reports, allow_incomplete=True)
+    html = build_report.build_report(profile_path, reports, allow_incomplete=True)
     table = pd.read_csv(reports / "fake" / "claims.csv", dtype={"claim": str})
     assert table["plan"].str.startswith("INCOMPLETE: 1 of 8").all() and table["plan"].str.contains(victim).all()
     assert "INCOMPLETE" in html.read_text()
@@ -300,7 +301,7 @@ def test_a_failed_build_leaves_the_previous_report_whole(smoke_report, monkeypat
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     monkeypatch.setattr(report.claims, "audit", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        report.build_report("smoke", out.parent)
+        build_report.build_report("smoke", out.parent)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "runs" not in p.parts}
     assert after == before and not list(out.glob(".report-build-*"))
 
@@ -665,6 +666,13 @@ def test_the_recurrent_figure_draws_runs_at_their_own_rate_inside_its_range_with
     assert tuple(crosses[0].get_facecolor()[0][:3]) == pytest.approx(matplotlib.colors.to_rgb(plots.FAILED_COLOR))
     assert any(t.get_text() == "5" for t in none.texts)
     plt.close(fig)
+    # a run that did not diverge but ended above MSE 1 is a triangle at the top edge, not a dot among the others
+    runs = _adding_runs()
+    runs.loc[runs["run_id"] == "global_norm (threshold=1)-0.1-0", "final_test_mse"] = 3.0
+    fig = plots.recurrent_outcomes(runs)
+    triangles = [c for c in fig.axes[1].collections if len(c.get_offsets()) and c.get_offsets()[:, 1].min() == 1.0]
+    assert len(triangles) == 1 and [tuple(p) for p in triangles[0].get_offsets()] == [(0.1, 1.0)]
+    plt.close(fig)
 
 
 def test_one_colour_per_method_and_the_failure_marker_in_no_methods_colour():
@@ -759,7 +767,7 @@ def test_make_reproduce_refuses_to_check_a_drawn_run_against_an_edited_published
     a drawn run whose files differ from git's is refused by name; edits to other runs are only noted."""
     from types import SimpleNamespace
 
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     edits = ["results/paper/runs/r1/summary.json", "results/paper/runs/r9/steps.parquet"]
     monkeypatch.setattr(verify.report, "bundle_edits", lambda root: edits)

@@ -73,7 +73,7 @@ def test_publishing_is_all_or_nothing(tmp_path, monkeypatch):
 
 def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(published_profile, tmp_path):
     """Both sides computed on this machine: the platform matches, so the promise is bit for bit."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
@@ -90,7 +90,7 @@ def test_a_published_run_reproduces_exactly_and_a_tampered_one_does_not(publishe
 def test_a_run_from_another_platform_is_held_to_the_study_level(published_profile, tmp_path):
     """A published run whose recorded CPU is not this one: its bits are not promised, its metrics are
     checked against the cell's seed-to-seed spread instead, and a metric moved past it is caught."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
@@ -109,7 +109,7 @@ def test_a_run_from_another_platform_is_held_to_the_study_level(published_profil
 def test_the_cheapest_published_paper_run_reproduces_at_the_level_its_platform_promises(tmp_path):
     """The published numbers are reproducible: the cheapest run of results/paper/, retrained here. Bit for
     bit where the recorded platform is this one; elsewhere within its cell's seed-to-seed spread."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     chosen = verify.cheapest_runs("paper", 1)
     if not chosen:
@@ -146,7 +146,7 @@ def test_a_prefix_reproduces_bit_for_bit_here_and_each_study_level_rule_catches_
 ):
     """make reproduce's check of a long run: its first steps retrained. Both sides computed on this machine:
     bits. Then the rules applied where the platform differs, each against a deviation made by hand."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     (spec,) = verify.cheapest_runs(published_profile, 5)
     published = paths.results_dir() / "pub" / "runs" / spec.run_id
@@ -187,7 +187,7 @@ def test_a_prefix_reproduces_bit_for_bit_here_and_each_study_level_rule_catches_
 def test_a_published_paper_runs_prefix_reproduces_at_the_level_its_platform_promises(tmp_path):
     """What make reproduce checks of the paper runs too long to retrain in its minutes: one classifier run's
     first 50 steps, retrained here (bits where the recorded platform is this one, else the study level)."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     chosen = [s for s in verify.sample_runs("paper", 0, 1000, prefix_long=True) if s.experiment == "spikes"]
     if not chosen:
@@ -200,9 +200,9 @@ def test_a_published_paper_runs_prefix_reproduces_at_the_level_its_platform_prom
 
 
 def test_verify_from_the_command_line_checks_a_sampled_run_by_its_first_steps(published_profile, capsys):
-    """`python -m clipstudy.analysis.verify` as `make reproduce` calls it: a run longer than --max-steps is
+    """`python -m clipstudy.orchestration.verify` as `make reproduce` calls it: a run longer than --max-steps is
     checked by its first steps, the output names the promise, and it exits 0 when everything holds."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     code = verify.main(["--profile", str(published_profile), "--draw", "sample", "--max-steps", "1", "--prefix-long"])
     out = capsys.readouterr().out

@@ -25,7 +25,7 @@ def test_tables_must_match_in_every_column_but_the_timings():
 def test_make_reproduces_sample_is_one_short_run_per_experiment_drawn_reproducibly():
     """What `make reproduce` retrains: from the published bundle, one run of each experiment that has runs of at
     most 1,300 steps, the same draw for the same seed; the experiments without such runs are named, not sampled."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
     from clipstudy.study.runfiles import load_summary
 
     first = verify.sample_runs("paper", 0, 1300, only_short=True)
@@ -44,7 +44,7 @@ def test_make_reproduces_sample_is_one_short_run_per_experiment_drawn_reproducib
 def test_make_reproduces_draw_covers_every_experiment_whole_where_short_else_by_its_prefix():
     """`make reproduce`'s draw (SAMPLE_STEPS=1000, --prefix-long): one run of every experiment with published
     runs, the same for the same seed, another seed draws others; a whole run only where it is that short."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     drawn = verify.sample_runs("paper", 0, 1000, prefix_long=True)
     assert [s.run_id for s in drawn] == [s.run_id for s in verify.sample_runs("paper", 0, 1000, prefix_long=True)]
@@ -59,7 +59,7 @@ def test_make_reproduces_draw_covers_every_experiment_whole_where_short_else_by_
 def test_a_flipped_failure_is_within_the_cell_only_where_its_seeds_both_fail_and_train():
     """Rule 2 of the study level: a retrained run that fails where the published one trained (or the reverse)
     is outside the promise, unless the cell's published seeds show both outcomes."""
-    from clipstudy.analysis import verify
+    from clipstudy.orchestration import verify
 
     trained = {"final_test_accuracy": 0.97, "failure": None}
     collapsed = {"final_test_accuracy": 0.11, "failure": "collapsed: test accuracy 0.11 < 0.2"}

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from clipstudy.analysis import report
+from clipstudy.orchestration import build_report
 from clipstudy.study import bundle, lock, probes, profiles, runfiles, sweep
 from clipstudy.training import RunConfig
 
@@ -182,7 +183,7 @@ def test_a_file_system_without_locks_gives_a_clear_error(tmp_path, monkeypatch):
 def test_a_report_swap_that_fails_half_way_leaves_the_previous_report_whole(tmp_path, monkeypatch):
     out, staging = tmp_path / "out", tmp_path / "out" / ".report-build-x"
     staging.mkdir(parents=True)
-    for name in report.REPORT_OUTPUTS:
+    for name in build_report.REPORT_OUTPUTS:
         (out / name).write_text(f"old {name}")
         (staging / name).write_text(f"new {name}")
     real = Path.rename
@@ -197,9 +198,9 @@ def test_a_report_swap_that_fails_half_way_leaves_the_previous_report_whole(tmp_
 
     monkeypatch.setattr(Path, "rename", fail_on_the_second_placement)
     with pytest.raises(KeyboardInterrupt):
-        report._swap_in(staging, out)
+        build_report._swap_in(staging, out)
     monkeypatch.setattr(Path, "rename", real)
-    assert all((out / n).read_text() == f"old {n}" for n in report.REPORT_OUTPUTS)
+    assert all((out / n).read_text() == f"old {n}" for n in build_report.REPORT_OUTPUTS)
     assert not list(out.glob(".report-old-*"))
 
 
@@ -209,7 +210,7 @@ def test_a_killed_build_is_cleaned_up_and_its_backup_restored_by_the_next_one(tm
     (out / ".report-old-dead").mkdir()
     (out / ".report-old-dead" / "report.html").write_text("the previous report")
     (out / "claims.csv").write_text("new claims")  # placed before the kill
-    done = report.recover_interrupted_builds(out)
+    done = build_report.recover_interrupted_builds(out)
     assert (out / "report.html").read_text() == "the previous report"
     assert (out / "claims.csv").read_text() == "new claims"
     assert not list(out.glob(".report-*")) and len(done) == 2

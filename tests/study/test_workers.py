@@ -5,7 +5,8 @@ import argparse
 import pytest
 import yaml
 
-from clipstudy.study import breakdown, profiles, workers
+from clipstudy.orchestration import breakdown, workers
+from clipstudy.study import profiles
 
 
 def test_each_setting_sweeps_the_same_quick_classifier_runs_with_its_threads(tmp_path):

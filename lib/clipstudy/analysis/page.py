@@ -1,7 +1,7 @@
 """The report page: the answer first (title, findings, the claims table, provenance), then figures
 with captions and alt text, and tables as HTML tables of readable width.
 
-The report notebook displays these pieces; ``report.build_report`` exports it without code (and
+The report notebook displays these pieces; ``orchestration.build_report`` exports it without code (and
 without the cells that only print text for nbval) to ``report.html``.
 """
 

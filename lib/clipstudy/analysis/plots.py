@@ -427,9 +427,9 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
         inside, above = kept[kept["final_test_mse"] <= top], kept[kept["final_test_mse"] > top]
         ax.scatter(inside["learning_rate"], inside["final_test_mse"], s=16, color=colors[level], alpha=0.7, lw=0,
                    zorder=3)  # fmt: skip
-        ax.scatter(
-            above["learning_rate"], [top] * len(above), marker="^", s=30, color=colors[level], zorder=3, clip_on=False
-        )  # fmt: skip  (did not diverge, but ended above the axis: drawn at its top)
+        if len(above):  # did not diverge, but ended above the axis: a triangle at its top
+            ax.scatter(above["learning_rate"], [top] * len(above), marker="^", s=30, color=colors[level], zorder=3,
+                       clip_on=False)  # fmt: skip
         med = kept.groupby("learning_rate")["final_test_mse"].median()
         ax.plot(med.index, med.clip(upper=top).to_numpy(), color=colors[level], lw=1.8, marker="o", ms=5, zorder=3)
         gone = sub[sub["outcome"] == "diverged"]

@@ -1,6 +1,6 @@
 """Where a run's time goes, outside and inside its notebook (``make bench`` reports it for one run of each task).
 
-    python -m clipstudy.study.breakdown [--tasks classifier adding detector] [--json FILE]
+    python -m clipstudy.orchestration.breakdown [--tasks classifier adding detector] [--json FILE]
 
 Each run executes the run notebook through ``notebooks.execute``, as the sweep does: in a warm kernel
 after two other runs of the same task (other seeds), the sweep's default, and in a kernel of its own
@@ -143,7 +143,9 @@ def print_breakdown(results: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.breakdown", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.orchestration.breakdown", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--tasks", nargs="*", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Which settings make a run bit-identical across CPUs, and what they cost: one short, fixed run under each
 kernel setting, its outcome digest and step time recorded per CPU.
 
-    python -m clipstudy.study.platforms [--record results/platforms.json]
+    python -m clipstudy.orchestration.platforms [--record results/platforms.json]
 
 Each setting runs in a fresh process (oneDNN reads its settings once, at start): TensorFlow's defaults;
 oneDNN capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, an instruction set every supported CPU has); capped at
@@ -110,7 +110,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.platforms", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.orchestration.platforms", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--record", type=Path, default=None, help="merge the rows into this JSON file")
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)

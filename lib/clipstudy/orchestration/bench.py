@@ -5,7 +5,7 @@ op determinism on (so ``fit`` runs without XLA, as the study does). Each measure
 training epochs after the first (which pays for tracing), excluding evaluation; the pairs run
 alternately, ``--repeats`` times, and the report gives medians and the ratio of the medians.
 
-    python -m clipstudy.study.bench [--images 12800] [--epochs 3] [--repeats 5] [--threshold 1.0]
+    python -m clipstudy.orchestration.bench [--images 12800] [--epochs 3] [--repeats 5] [--threshold 1.0]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from clipstudy import clipping, hardware, training
 from clipstudy._quiet import keras
 from clipstudy.data.split import Split, subset_indices
 from clipstudy.fileio import write_json_atomic
-from clipstudy.study import breakdown
+from clipstudy.orchestration import breakdown
 from clipstudy.tasks.classification import ClassificationTask, prepare_images, seed_cnn
 from clipstudy.training import RunConfig
 
@@ -190,7 +190,9 @@ def print_overhead(overhead: dict, args) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.orchestration.bench", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--images", type=int, default=12800)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
@@ -200,7 +202,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead-rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
-        "--no-breakdown", action="store_true", help="skip the breakdown of one run of each task (study.breakdown)"
+        "--no-breakdown",
+        action="store_true",
+        help="skip the breakdown of a run of each task (breakdown)",
     )
     args = parser.parse_args(argv)
     if args.epochs < 2:

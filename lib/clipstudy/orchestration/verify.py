@@ -1,7 +1,7 @@
 """Are the published numbers reproducible? Retrain runs drawn from a profile's bundle and check them at the
 level this machine can promise.
 
-    python -m clipstudy.analysis.verify --profile paper [--runs 2] [--draw cheapest|sample]
+    python -m clipstudy.orchestration.verify --profile paper [--runs 2] [--draw cheapest|sample]
 
 Each drawn run is executed again (its notebook, in a fresh kernel, so its thread counts are its own) into a
 temporary folder and compared with its published copy. Which promise is checked depends on the platform the
@@ -398,7 +398,9 @@ def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFram
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.analysis.verify", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipstudy.orchestration.verify", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--runs", type=int, default=2, help="how many published runs to re-run (--draw cheapest)")
     parser.add_argument(
