@@ -72,3 +72,19 @@ def test_planned_steps_count_the_batches_of_every_epoch():
     assert RunConfig(epochs=3, validation=5000).planned_steps() == 3 * 430  # 55,000 left to train on
     assert RunConfig(train_subset=1000, batch_size=100).planned_steps() == 10
     assert RunConfig.for_task("detector", dataset="full", epochs=3).planned_steps() == 3 * 938
+
+
+def test_a_runs_axes_are_defined_once_and_its_settings_are_the_rest():
+    """What varies within an experiment is RunConfig's AXES; profiles, the report's settings key and the workers
+    bench read it from there (the report's key keeps the task, as every published key does)."""
+    from clipstudy.analysis import report
+    from clipstudy.orchestration import workers
+    from clipstudy.study import profiles
+    from clipstudy.training.config import AXES
+
+    config = RunConfig(method="global_norm", clip_params={"threshold": 1.0}, seed=3, epochs=2, warmup_steps=5)
+    assert set(config.settings()) == set(config.to_params()) - set(AXES)
+    assert config.settings()["epochs"] == 2 and config.settings()["warmup_steps"] == 5
+    assert profiles.AXES == AXES and report.RUN_AXES == set(AXES) - {"task"}
+    experiment = workers.profile_doc(2, 1)["experiments"][0]
+    assert not set(experiment["settings"]) & set(AXES)

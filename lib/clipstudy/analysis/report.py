@@ -20,11 +20,14 @@ from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
 from clipstudy.study import bundle, probes, runfiles
 from clipstudy.study.profiles import load_profile, publishes
+from clipstudy.training.config import AXES
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
 #: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
 #: and only runs of the same condition are compared.
-RUN_AXES = {"method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule"}
+#: The axes a run's settings key leaves out (``RunConfig``'s axes but the task, which the key has kept since the
+#: first report: the published report's keys do not change).
+RUN_AXES = set(AXES) - {"task"}
 #: The report's cost figure marks these targets (``make bench``).
 OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
 

@@ -22,6 +22,7 @@ from clipstudy import hardware
 from clipstudy.fileio import write_json_atomic
 from clipstudy.orchestration import breakdown
 from clipstudy.study import sweep
+from clipstudy.training.config import AXES
 
 
 def parse_setting(text: str) -> tuple[int, int]:
@@ -38,8 +39,7 @@ def parse_setting(text: str) -> tuple[int, int]:
 def profile_doc(runs: int, threads: int) -> dict:
     """A profile of ``runs`` quick-sized classifier runs (seeds 0, 1, ...) with ``threads`` TensorFlow threads."""
     run = breakdown.RUNS["classifier"]
-    fixed = {"task", "method", "clip_params", "optimizer", "learning_rate", "seed"}
-    settings = {k: v for k, v in run.items() if k not in fixed}
+    settings = {k: v for k, v in run.items() if k not in AXES}
     return {
         "experiments": [
             {

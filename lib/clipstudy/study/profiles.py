@@ -18,12 +18,13 @@ import yaml
 
 from clipstudy import paths
 from clipstudy.study import runfiles
+from clipstudy.training.config import AXES as RUN_CONFIG_AXES
 from clipstudy.training.config import OPTIMIZERS, TASKS, ConfigError, RunConfig
 
 #: The notebook that executes a run, whatever its task.
 RUN_NOTEBOOK = "10_train.ipynb"
 #: What an experiment's ``settings`` may set: every run parameter that is not one of its axes.
-AXES = ("task", "method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule")
+AXES = RUN_CONFIG_AXES  # what varies within an experiment: RunConfig's definition
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in AXES)
 EXPERIMENT_FIELDS = ("name", "task", "methods", "optimizers", "seeds")
 

@@ -81,6 +81,13 @@ def _doc(text: str):
     return {"doc": text}
 
 
+#: The fields of a run that vary within an experiment of a profile (its axes: which task, which method with which
+#: parameters, which optimizer at which rate, which seed, and how a threshold was read from data). Every other
+#: field is a setting, the same for every run of the experiment; runs that share their settings, task, optimizer
+#: and rate are one cell, and pairs within a cell differ in method (or seed) only.
+AXES = ("task", "method", "clip_params", "optimizer", "learning_rate", "seed", "threshold_rule")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run. Build with ``RunConfig.for_task(task, **overrides)``."""
@@ -154,6 +161,10 @@ class RunConfig:
         if not params["warmup_steps"]:
             del params["warmup_steps"]  # no warm-up: the ids of every run made before warm-up existed
         return params
+
+    def settings(self) -> dict[str, Any]:
+        """The parameters that are not axes (``AXES``): what every run of an experiment shares."""
+        return {k: v for k, v in self.to_params().items() if k not in AXES}
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
