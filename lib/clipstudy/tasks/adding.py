@@ -26,7 +26,7 @@ import numpy as np
 from clipstudy import caches
 from clipstudy._quiet import keras, tf
 from clipstudy.data.split import Split
-from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
+from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 
 #: Variance of the target (a sum of two independent U[0, 1]): the constant predictor's MSE.
 TARGET_VARIANCE = 1.0 / 6.0
@@ -171,16 +171,8 @@ class AddingTask:
         mse = float(row["test_mse"])
         return {"final_test_mse": mse, "final_test_r2": float(row["test_r2"]), "final_solved": float(mse < SOLVED_MSE)}
 
-    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
-        """Diverged; or no better than the constant predictor (r2 below 0.1); or its loss never went down."""
-        return failure_reason(
-            diverged=diverged,
-            metric="test r2",
-            value=final["final_test_r2"],
-            floor=FAILED_R2,
-            final_train_loss=final["final_train_loss"],
-            loss_start=loss_start,
-        )
+    #: Diverged; or no better than the constant predictor (r2 below 0.1); or its loss never went down.
+    failure = FailureRule("test r2", "final_test_r2", FAILED_R2)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         return []

@@ -62,9 +62,9 @@ class Task(Protocol):
     def final_metrics(self, row) -> dict[str, float]:
         """Summary fields from the last row of the epochs table."""
 
-    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
-        """Why a finished run counts as failed (diverged or collapsed), or ``None``. ``final`` holds
-        the summary's ``final_*`` metrics; ``loss_start`` the loss level the run started from."""
+    #: Why a finished run counts as failed (diverged or collapsed), or ``None``: the task's ``FailureRule``, called
+    #: with ``diverged``, ``final`` (the summary's ``final_*`` metrics) and ``loss_start`` (the loss it started at).
+    failure: FailureRule
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """Files beside the run's tables that the last evaluation produced (may be none)."""
@@ -131,6 +131,28 @@ def failure_reason(
     if stuck(final_train_loss, loss_start):
         return f"collapsed: training loss {final_train_loss:.3f} no lower than at its start {loss_start:.3f}"
     return None
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """A task's rule for a failed run, as data: the metric (in words, and its summary key) and the floor below which
+    the run collapsed; a diverged run, or one whose training loss ended no lower than it started, failed too. A task
+    holds it as its ``failure`` (``task.failure(diverged=..., final=..., loss_start=...)``); the protocol's outcome
+    kinds (``analysis.outcomes``) read the reason it gives."""
+
+    metric: str
+    summary_key: str
+    floor: float
+
+    def __call__(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
+        return failure_reason(
+            diverged=diverged,
+            metric=self.metric,
+            value=final[self.summary_key],
+            floor=self.floor,
+            final_train_loss=final["final_train_loss"],
+            loss_start=loss_start,
+        )
 
 
 def stuck(final_train_loss: float, start: float) -> bool:

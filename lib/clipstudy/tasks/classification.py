@@ -9,7 +9,7 @@ import numpy as np
 from clipstudy._quiet import keras, tf
 from clipstudy.data import mnist
 from clipstudy.data.split import Split
-from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
+from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 
 ACCURACY_TARGETS = (0.98, 0.99)
 #: Below this test accuracy a classifier has collapsed (chance is 0.1).
@@ -122,16 +122,8 @@ class ClassificationTask:
     def final_metrics(self, row) -> dict[str, float]:
         return {"final_test_loss": float(row["test_loss"]), "final_test_accuracy": float(row["test_accuracy"])}
 
-    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
-        """Diverged; or collapsed: test accuracy near chance, or the training loss still at its start."""
-        return failure_reason(
-            diverged=diverged,
-            metric="test accuracy",
-            value=final["final_test_accuracy"],
-            floor=COLLAPSED_ACCURACY,
-            final_train_loss=final["final_train_loss"],
-            loss_start=loss_start,
-        )
+    #: Diverged; or collapsed: test accuracy near chance, or the training loss still at its start.
+    failure = FailureRule("test accuracy", "final_test_accuracy", COLLAPSED_ACCURACY)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         return []

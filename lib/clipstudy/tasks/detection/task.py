@@ -11,7 +11,7 @@ from clipstudy._quiet import tf
 from clipstudy.data.boxes import Annotations
 from clipstudy.data.canvases import SPLIT_SIZES
 from clipstudy.data.split import Split
-from clipstudy.tasks.base import TaskSpec, check_size, failure_reason
+from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 from clipstudy.tasks.detection import coco, figures
 from clipstudy.tasks.detection.centernet import centernet, decode, detection_loss, encode_targets, losses
 
@@ -113,16 +113,8 @@ class DetectionTask:
     def final_metrics(self, row):
         return {"final_test_loss": float(row["test_loss"]), **{f"final_{k}": float(row[k]) for k in coco.METRICS}}
 
-    def failure(self, *, diverged: bool, final: dict[str, float], loss_start: float) -> str | None:
-        """Diverged; or collapsed: AP50 near 0, or the training loss still at its start."""
-        return failure_reason(
-            diverged=diverged,
-            metric="AP50",
-            value=final["final_AP50"],
-            floor=COLLAPSED_AP50,
-            final_train_loss=final["final_train_loss"],
-            loss_start=loss_start,
-        )
+    #: Diverged; or collapsed: AP50 near 0, or the training loss still at its start.
+    failure = FailureRule("AP50", "final_AP50", COLLAPSED_AP50)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """``ground_truth.json`` and ``detections.json`` of the last evaluation."""
