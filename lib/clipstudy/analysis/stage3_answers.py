@@ -68,7 +68,11 @@ def paired(rows: pd.DataFrame, arm: tuple[str, float], base: tuple[str, float]) 
     keys = stats.present_keys(rows, ["task", "settings_key", "optimizer", "seed"])
     a = claims.select(rows[rows["label"] == arm[0]], {"learning_rate": arm[1]}, spiked=None)
     b = claims.select(rows[rows["label"] == base[0]], {"learning_rate": base[1]}, spiked=None)
-    p = a.merge(b, on=keys, suffixes=("", "_base"))
+    return one_platform(a.merge(b, on=keys, suffixes=("", "_base")))
+
+
+def one_platform(p: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Paired runs without the pairs whose two runs record different platforms, and how many those were."""
     if "platform" not in p or p.empty:
         return p, 0
     known = (p["platform"] != UNKNOWN_PLATFORM) & (p["platform_base"] != UNKNOWN_PLATFORM)
@@ -331,12 +335,7 @@ def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
 def _detector_pair(rows: pd.DataFrame, arm: tuple[str, int], base: tuple[str, int]) -> tuple[pd.DataFrame, int]:
     """Q8's runs of ``arm`` (label, warm-up steps) beside ``base``'s of the same seed; cross-platform pairs refused."""
     pick = [rows[(rows["label"] == label) & (rows["warmup_steps"] == w)] for label, w in (arm, base)]
-    p = pick[0].merge(pick[1], on=["seed"], suffixes=("", "_base"))
-    if p.empty or "platform" not in p:
-        return p, 0
-    known = (p["platform"] != UNKNOWN_PLATFORM) & (p["platform_base"] != UNKNOWN_PLATFORM)
-    crossed = known & (p["platform"] != p["platform_base"])
-    return p[~crossed].reset_index(drop=True), int(crossed.sum())
+    return one_platform(pick[0].merge(pick[1], on=["seed"], suffixes=("", "_base")))
 
 
 def _arm_name(arm: tuple[str, int]) -> str:
