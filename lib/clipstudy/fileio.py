@@ -4,6 +4,7 @@ the target, then rename; a failed write leaves whatever was there before."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -71,3 +72,19 @@ def file_identity(path: str | Path) -> tuple[str, int, int]:
     path = Path(path)
     stat = path.stat()
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+#: The errors of a full disk (or an exhausted quota): they end a sweep or a report build, naming the folder.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def naming_full_disk(what: str, where: Path):
+    """Re-raise a full disk's ``OSError`` that names no file (a failed ``write``) with what was being written
+    and the folder, so that the one line of error a command prints says where space ran out."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in DISK_FULL and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror} while {what}", str(where)) from exc
+        raise

@@ -204,6 +204,31 @@ def test_a_report_swap_that_fails_half_way_leaves_the_previous_report_whole(tmp_
     assert not list(out.glob(".report-old-*"))
 
 
+def test_a_report_build_on_a_full_disk_ends_with_one_line_naming_the_folder_and_keeps_the_old_report(
+    state, monkeypatch, capsys
+):
+    """The build's writes fail one after another on a full disk (the notebook, then its kernel's log): the user
+    reads one line naming the report folder, not the chain, and the previous report is still there."""
+    path, reports, _, _ = state
+    out = reports / "pub"
+    for name in ("claims.csv", "report.html"):
+        (out / name).write_text(f"old {name}")
+
+    def disk_full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:  # what the kernel's log copy raises while the first failure is handled
+            raise OSError(errno.ENOSPC, "No space left on device") from None
+
+    monkeypatch.setattr(build_report.notebooks, "execute", disk_full)
+    assert build_report.main(["--profile", str(path), "--reports", str(reports)]) == 1
+    err = capsys.readouterr().err.strip()
+    kept = "while building the report (the previous one is kept)"
+    assert err == f"error: [Errno 28] No space left on device {kept}: '{out}'"
+    assert [(out / n).read_text() for n in ("claims.csv", "report.html")] == ["old claims.csv", "old report.html"]
+    assert not list(out.glob(".report-*"))
+
+
 def test_a_killed_build_is_cleaned_up_and_its_backup_restored_by_the_next_one(tmp_path):
     out = tmp_path / "out"
     (out / ".report-build-dead").mkdir(parents=True)

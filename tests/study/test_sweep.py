@@ -11,7 +11,7 @@ import nbformat
 import pytest
 import yaml
 
-from clipstudy import paths
+from clipstudy import fileio, paths
 from clipstudy.study import profiles, sweep
 from clipstudy.study import runfiles as runs
 
@@ -481,10 +481,10 @@ def test_a_full_disk_ends_the_run_with_an_error_naming_the_folder(tmp_path, monk
 
 def test_an_error_that_names_its_file_or_is_not_a_full_disk_passes_unchanged(tmp_path):
     named = OSError(28, "No space left on device", "/somewhere/file")
-    with pytest.raises(OSError) as caught, sweep.naming_full_disk("writing", tmp_path):
+    with pytest.raises(OSError) as caught, fileio.naming_full_disk("writing", tmp_path):
         raise named
     assert caught.value is named
-    with pytest.raises(PermissionError), sweep.naming_full_disk("writing", tmp_path):
+    with pytest.raises(PermissionError), fileio.naming_full_disk("writing", tmp_path):
         raise PermissionError(13, "Permission denied")
 
 
@@ -503,3 +503,49 @@ def test_a_run_interrupted_by_ctrl_c_in_its_kernel_is_not_recorded_as_failed(tmp
     assert status == {"run_id": specs[0].run_id, "status": "interrupted"}
     assert list(tmp_path.iterdir()) == []  # no failed record, no partial folder
     assert not sweep.interrupted(PapermillExecutionError(3, 1, "x", "ValueError", "boom", []))
+
+
+def test_sigint_to_the_sweep_process_alone_ends_it_with_one_line_and_leaves_no_process(tmp_path):
+    """``kill -INT`` of the driver alone (not the terminal's whole group): its workers and their kernels do not
+    see the signal, yet the sweep ends as Ctrl-C ends it, with one line and no libzmq abort, and no worker or
+    kernel outlives it. The run is signalled once its partial folder exists, that is while it trains."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    path = write_profile(tmp_path, {"experiments": [good_experiment(settings={"epochs": 20, "train_subset": 2048})]})
+    reports = tmp_path / "reports"
+    root = reports / "custom" / "runs"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "clipstudy.study.sweep", "--profile", str(path), "--reports", str(reports)]
+    driver = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a group of its own: only the driver gets the signal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background job ignores it
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(root.glob(".*.partial-*")) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert driver.poll() is None, driver.communicate()
+        children = psutil.Process(driver.pid).children(recursive=True)
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    assert "Traceback" not in err and "Assertion failed" not in err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("sweep ")]
+    resume = f"python -m clipstudy.study.sweep {' '.join(cmd[3:])}"
+    assert lines == [f"interrupted; 0 of 1 runs finished, resume with: {resume}"]
+    assert children, "the sweep started no worker"
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]

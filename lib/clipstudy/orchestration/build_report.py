@@ -21,6 +21,7 @@ import nbformat
 from clipstudy import paths
 from clipstudy.analysis import claims, page
 from clipstudy.analysis.report import DamagedRun, ProfileReport
+from clipstudy.fileio import DISK_FULL, naming_full_disk
 from clipstudy.study import bundle, notebooks, probes
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, publishes, resolve_profile
@@ -55,7 +56,8 @@ def build_report(profile: str | Path, reports: str | Path | None = None, allow_i
     rep.out.mkdir(parents=True, exist_ok=True)
     with SweepLock(rep.out, name=BUILD_LOCK, holder="report build"):
         recover_interrupted_builds(rep.out)
-        return _build_locked(profile, reports, rep)
+        with naming_full_disk("building the report (the previous one is kept)", rep.out):
+            return _build_locked(profile, reports, rep)
 
 
 def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
@@ -216,6 +218,11 @@ def main(argv=None) -> int:
         resolve_profile(args.profile)
         html = build_report(args.profile, args.reports, allow_incomplete=args.allow_incomplete)
     except (IncompletePlan, DamagedRun, ProfileError, FileNotFoundError, probes.ProbeError, FolderBusy) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk: one line naming the folder, not the chain of every failed write
+        if exc.errno not in DISK_FULL:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"report: {html}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from clipstudy import paths
 from clipstudy._quiet import quiet_dask
-from clipstudy.fileio import write_json_atomic
+from clipstudy.fileio import naming_full_disk, write_json_atomic
 from clipstudy.study import bundle, kernels, notebooks, probes, processes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
@@ -73,22 +72,6 @@ def run_timeout() -> float | None:
     if value < 0:
         raise ValueError(f"CLIPSTUDY_RUN_TIMEOUT={raw!r} is negative; give seconds, or 0 for no limit")
     return value or None
-
-
-#: The errors of a full disk (or an exhausted quota): they end the sweep, naming the folder.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-@contextlib.contextmanager
-def naming_full_disk(what: str, where: Path):
-    """Re-raise a full disk's ``OSError`` that names no file (a failed ``write``) with what was being written
-    and the folder, so the sweep's one line of error says where space ran out."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in DISK_FULL and not exc.filename:
-            raise OSError(exc.errno, f"{exc.strerror} while {what}", str(where)) from exc
-        raise
 
 
 def execute_run(spec: RunSpec, root: str, warm: bool = True) -> dict[str, Any]:
