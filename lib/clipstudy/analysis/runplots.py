@@ -5,8 +5,7 @@ Each figure is laid out by fixed margins (in inches, so they hold at any figure 
 ``tight_layout``, and measured once before it is returned (``laid_out``): a notebook's inline backend
 redraws every stale figure after its cell and then renders it again, and a figure already laid out is
 rendered once. Together with the run notebook's ``bbox_inches=None`` (no cropping pass), this makes a
-figure cost one draw instead of four (about 0.55 s to 0.28 s on a 2-core AMD EPYC; ``make bench``'s
-breakdown counts them in ``notebook_rest``).
+figure cost one draw instead of four (``make bench``'s breakdown counts them in ``notebook_rest``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Warm kernels: a sweep worker executes its runs' notebooks one after another in one Jupyter kernel.
 
 A run's notebook in a kernel of its own pays for the kernel's start and for importing TensorFlow, Keras
-and the study's modules (about 9 s on a 2-core AMD EPYC, more than a ``quick`` classifier run's 64
-training steps), every run. A warm kernel pays for them once per worker.
+and the study's modules (more than a ``quick`` classifier run's 64 training steps take: docs/speed.md),
+every run. A warm kernel pays for them once per worker.
 
 What makes a run in a warm kernel the run it would be in a kernel of its own:
 
@@ -66,7 +66,7 @@ def reset_kernel_state() -> None:
         sys.modules["matplotlib.pyplot"].close("all")
     gc.collect()
     # What is still alive now (the imported modules, mostly) is left out of later collections: a full
-    # collection of TensorFlow's heap costs ~0.3 s, and the reset makes two.
+    # collection of TensorFlow's heap is slow, and the reset makes two.
     gc.freeze()
 
 

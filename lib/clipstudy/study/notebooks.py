@@ -160,7 +160,7 @@ def _warm_engine() -> str:
             async_kc.load_connection_info(warm_kernel.km.get_connection_info())
             async_kc.start_channels()
             client.kc = async_kc
-            # papermill writes the whole notebook at each cell's start and end (about 0.1 s a run); a sweep's run
+            # papermill writes the whole notebook at each cell's start and end; a sweep's run
             # is written once, when papermill completes it (after a failure too), which is all anyone reads.
             output_path, nb_man.output_path = nb_man.output_path, None
             try:

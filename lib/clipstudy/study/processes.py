@@ -12,11 +12,11 @@ from pathlib import Path
 #: glibc's allocator in the kernels (and probes) that train: one arena, blocks up to 1 GiB from the heap, and
 #: freed memory kept until 1 GiB of it is free. By default TensorFlow's thread allocates from an arena of its
 #: own, each buffer over 32 MiB (a classifier evaluation batch's first activation is 86 MB) is mapped for it
-#: and unmapped when freed, and mapped memory is faulted in page by page: a ``quick`` classifier run took
-#: 460,000 page faults and 1.5 s of system time, its evaluations 4.2 s; with these, 6,000 and 0.02 s, its
-#: evaluations 2.6 s (AMD EPYC Zen 3, glibc 2.36). Where they are and how much memory is kept change, not
-#: a number. Applied on glibc 2.36 or later (where they were measured; an older glibc may refuse a 1 GiB
-#: mmap threshold, and the trim threshold alone makes it worse), unless the allocator is tuned already.
+#: and unmapped when freed, and mapped memory is faulted in page by page, a few hundred thousand page faults
+#: a ``quick`` classifier run (the CHANGELOG's 0.3.0 has the measurement). Where they are and how much
+#: memory is kept change, not a number. Applied on glibc 2.36 or later (where they were measured; an older
+#: glibc may refuse a 1 GiB mmap threshold, and the trim threshold alone makes it worse), unless the
+#: allocator is tuned already.
 KERNEL_MALLOC = {
     "glibc.malloc.arena_max": "1",
     "glibc.malloc.mmap_threshold": str(1 << 30),

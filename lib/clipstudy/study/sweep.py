@@ -57,7 +57,7 @@ def estimated_seconds(config) -> float:
 
 
 #: Seconds one cell of a run may take before its kernel is taken as hung (the run fails, the sweep goes on): six
-#: hours, twenty times the slowest published run (a detector run, about 1,500 s on an AMD EPYC Zen 3) and room
+#: hours, twenty times the slowest published run (a detector run on the slowest CPU met: docs/running.md) and room
 #: for a CPU eight times slower. ``CLIPSTUDY_RUN_TIMEOUT`` (seconds; 0: none) sets another.
 RUN_TIMEOUT_S = 6 * 3600
 

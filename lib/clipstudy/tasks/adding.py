@@ -73,8 +73,8 @@ _GENERATED = caches.ProcessCache("adding", MAX_GENERATED, "the adding problem's 
 
 def generated(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``make_adding(n, length, seed)``, generated once per process: the same arrays, read-only, because every
-    later call shares them (a sweep's warm kernel runs many runs of one length; generating the 100,000
-    training sequences took most of a quick recurrent run's 0.9 s of data on an AMD EPYC Zen 3)."""
+    later call shares them (a sweep's warm kernel runs many runs of one length, and generating the 100,000
+    training sequences is most of a quick recurrent run's data time)."""
     key = (int(n), int(length), int(seed))
     kept = _GENERATED.get(key)
     if kept is None:

@@ -1,14 +1,14 @@
 """The compiled training step and prediction function of a run, and their reuse by later runs of a process.
 
 Tracing a run's step (the model's forward and backward pass, the clipper, the optimizer's update) costs
-about 0.45 s on a 2-core AMD EPYC run alone and over a second beside a second sweep worker, several times
-a ``quick`` classifier's evaluation. A run that ``train`` is allowed to (``reuse_compiled``: ``run_one``, whose
-task comes from its config) hands its compiled functions back when it ends; the next run of the same
-shape in the process (same task, clipper, optimizer, data shapes; any seed and learning rate) loads its
-own start into their variables instead of tracing them again: its fresh model's weights, a fresh
-optimizer's slots and learning rate, the clipper's initial state, its training examples. The functions
-then compute what they would compute traced anew (the same graph on the same values: tested bit for
-bit, ``tests/training/test_loop.py``); the run's own model receives the trained weights at its end.
+more than a ``quick`` classifier's evaluation (``make bench``'s breakdown measures it: docs/speed.md). A run
+that ``train`` is allowed to (``reuse_compiled``: ``run_one``, whose task comes from its config) hands its
+compiled functions back when it ends; the next run of the same shape in the process (same task, clipper,
+optimizer, data shapes; any seed and learning rate) loads its own start into their variables instead of
+tracing them again: its fresh model's weights, a fresh optimizer's slots and learning rate, the clipper's
+initial state, its training examples. The functions then compute what they would compute traced anew (the
+same graph on the same values: tested bit for bit, ``tests/training/test_loop.py``); the run's own model
+receives the trained weights at its end.
 """
 
 from __future__ import annotations
