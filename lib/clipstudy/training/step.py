@@ -1,7 +1,7 @@
 """The compiled training step and prediction function of a run, and their reuse by later runs of a process.
 
-Tracing a run's step (the model's forward and backward pass, the clipper, the optimizer's update) costs
-more than a ``quick`` classifier's evaluation (``make bench``'s breakdown measures it: docs/speed.md). A run
+Tracing a run's step (the model's forward and backward pass, the clipper, the optimizer's update) is a
+visible part of a short run's time (``make bench``'s breakdown measures it: docs/speed.md). A run
 that ``train`` is allowed to (``reuse_compiled``: ``run_one``, whose task comes from its config) hands its
 compiled functions back when it ends; the next run of the same shape in the process (same task, clipper,
 optimizer, data shapes; any seed and learning rate) loads its own start into their variables instead of
