@@ -7,6 +7,7 @@ import and train without them.
 """
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -158,3 +159,24 @@ def test_quiet_tensorflow_keeps_tensorflows_start_up_lines_off_standard_error():
     assert done.stdout.strip() == "(1, 2)"
     chatter = [line for line in done.stderr.splitlines() if re.match(r"(I|W|E)0000 |WARNING: All log messages", line)]
     assert not chatter, done.stderr
+
+
+def _start_up_lines(code: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # make test sets it; users do not
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return [re.sub(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ", "", line) for line in done.stderr.splitlines()]
+
+
+def test_the_clipping_library_writes_each_of_tensorflows_start_up_lines_once_and_loses_none():
+    """A plain ``import tensorflow`` writes its start-up notices twice (two of its shared libraries write each);
+    importing the library's Keras wrapper writes every one of them, once. Which notices appear depends on the
+    machine (CUDA, CPU features), so the reference is the plain import on this one."""
+    layer = "import keras; keras.layers.Dense(2)(keras.ops.ones((1, 3)))"
+    plain = _start_up_lines(f"import tensorflow; {layer}")
+    wrapper = _start_up_lines(f"from clipstudy.clipping import ClippingOptimizer; {layer}")
+    assert plain, "TensorFlow wrote no start-up line to compare with"
+    assert len(wrapper) == len(set(wrapper)), wrapper
+    assert set(wrapper) == set(plain)
+    assert clipstudy._quiet.once_each("x\nI0000 00:00:1.5  12 a.cc:3] y\nx\nI0000 00:00:2.25  13 a.cc:3] y\nz\n") == (
+        "x\nI0000 00:00:1.5  12 a.cc:3] y\nz\n"
+    )

@@ -8,9 +8,13 @@ actually needed (the sweep driver and the report's profile checks never need it)
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
+import re
 import sys
+import tempfile
+from pathlib import Path
 
 
 def import_tensorflow_quietly():
@@ -43,9 +47,67 @@ def import_tensorflow_quietly():
     return tf
 
 
+#: The prefix absl gives a C++ log line (severity, date, time, thread): two copies of one notice differ only there.
+_ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ")
+
+
+def once_each(text: str) -> str:
+    """``text`` with every line after the first of its kind left out, two lines being of one kind when they differ
+    only in absl's prefix (TensorFlow's two shared libraries each write the same start-up notices)."""
+    seen, kept = set(), []
+    for line in text.splitlines(keepends=True):
+        key = _ABSL_PREFIX.sub("", line).rstrip()
+        if key not in seen:
+            seen.add(key)
+            kept.append(line)
+    return "".join(kept)
+
+
+def import_tensorflow_once():
+    """Import TensorFlow as a user's own ``import tensorflow`` would (its logging untouched, every notice kept: a
+    GPU user needs its CUDA lines), but with each start-up line written once instead of twice: standard error is
+    captured at the descriptor level for the length of the import, then written out without repeats (also when
+    the import fails, so its own messages are never lost)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        try:
+            os.dup2(captured.fileno(), 2)
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write(once_each(captured.read().decode("utf-8", "replace")))
+            sys.stderr.flush()
+    return tf
+
+
+def keras_backend() -> str:
+    """The backend ``import keras`` loads: ``KERAS_BACKEND``, else the one in Keras' config file, else TensorFlow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def import_keras_once():
+    """``import keras``, its TensorFlow backend (when that is the one it loads) imported by ``import_tensorflow_once``
+    first, so that TensorFlow's start-up lines appear once."""
+    if "keras" not in sys.modules and keras_backend() == "tensorflow":
+        import_tensorflow_once()
+    return importlib.import_module("keras")
+
+
 class _Deferred:
     """A module imported on first attribute access: after TensorFlow, quietly (the study's modules), or
-    plainly (``quiet=False``: the clipping library, which must not touch a user's process-wide logging)."""
+    plainly (``quiet=False``: the clipping library, which must not touch a user's process-wide logging; TensorFlow's
+    start-up lines are then written once each)."""
 
     def __init__(self, name: str, quiet: bool = True):
         self._name = name
@@ -56,6 +118,10 @@ class _Deferred:
         if self._module is None:
             if self._quiet:
                 import_tensorflow_quietly()
+            elif self._name == "tensorflow":
+                import_tensorflow_once()
+            elif self._name == "keras":
+                import_keras_once()
             self._module = importlib.import_module(self._name)
         return self._module
 
@@ -83,6 +149,7 @@ def quiet_dask() -> None:
 
 tf = _Deferred("tensorflow")
 keras = _Deferred("keras")
-#: For ``clipstudy.clipping``: deferred, but imported as the user's own ``import tensorflow`` would be.
+#: For ``clipstudy.clipping``: deferred, and imported as the user's own ``import tensorflow`` would be, its start-up
+#: lines written once.
 plain_tf = _Deferred("tensorflow", quiet=False)
 plain_keras = _Deferred("keras", quiet=False)

@@ -27,10 +27,11 @@ reports the true norms; another multi-replica strategy is refused, never run sil
 
 from __future__ import annotations
 
-import keras
-
+from clipstudy._quiet import import_keras_once
 from clipstudy._quiet import plain_tf as tf
 from clipstudy.clipping.base import REGISTRY, Clipper, get
+
+keras = import_keras_once()  # ``import keras``, TensorFlow's start-up lines written once instead of twice
 
 #: The statistics of the last step the wrapper exposes (``ClippingOptimizer.last_stats``).
 STAT_NAMES = ("norm_before", "norm_after", "clipped", "threshold", "nonfinite")
