@@ -55,7 +55,7 @@ if len(headline):
               "force (the claims table's), what that row's own test found, n and p. Claims decided by "
               "construction (3b, 4) have no row.",
               "Forest plot of each claim's effect and interval in three panels: accuracy, AP, failure rate.")
-page.show_html(page.claims_section(audit, report.provenance(rep, profile)))
+page.show_html(page.claims_section(audit, report.provenance(rep)))
 
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT

@@ -281,7 +281,7 @@ def test_a_threshold_from_data_comes_from_a_probe_and_is_part_of_the_run_id(tmp_
     from clipstudy.analysis import report
 
     rep = report.ProfileReport.load(path, reports)
-    assert rep.missing == [] and report.provenance(rep, path)["runs by experiment"] == f"{exp['name']} 1/1"
+    assert rep.missing == [] and report.provenance(rep)["runs by experiment"] == f"{exp['name']} 1/1"
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_holder(tmp_path):

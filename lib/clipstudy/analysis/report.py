@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
 from clipstudy.study import bundle, probes, runfiles
-from clipstudy.study.profiles import load_profile, publishes
+from clipstudy.study.plan import Plan, load_plan
+from clipstudy.study.profiles import RunSpec
 from clipstudy.training.config import AXES
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
@@ -136,23 +137,31 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
     )
 
 
-def load_profile_runs(profile: str, reports: str | Path | None = None) -> tuple[str, ProfileRuns, list[str]]:
+def load_profile_runs(
+    profile: str | Path | Plan, reports: str | Path | None = None
+) -> tuple[str, ProfileRuns, list[str]]:
     """The profile's name, the runs of its current plan, and the ids of planned runs not finished yet."""
-    name, specs = load_profile(profile)
-    root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
-    probes_dir = root.parent / "probes"
-    if publishes(profile):  # a published profile is reported from its bundle alone, checked against its index
-        root, probes_dir = bundle.bundle_dir(name) / "runs", bundle.bundle_dir(name) / "probes"
-        _check_bundle(bundle.bundle_dir(name), specs, probes_dir)
-    resolved = [probes.resolve(s, probes_dir) for s in specs]
+    plan = load_plan(profile)
+    table, missing, _ = _load_runs(plan, reports)
+    return plan.name, table, missing
+
+
+def _load_runs(plan: Plan, reports) -> tuple[ProfileRuns, list[str], list[RunSpec | None]]:
+    """The plan's finished runs, the planned runs not finished yet (and why), and each planned run with its
+    threshold from data resolved (None: its probe has not run). A published profile is reported from its bundle
+    alone, checked against its index first."""
+    probes_dir = plan.record(reports) / "probes"
+    resolved = plan.resolved(probes_dir)
+    if plan.publishes:
+        _check_bundle(plan.bundle, plan.specs, resolved, probes_dir)
     planned = {s.run_id for s in resolved if s is not None}
-    waiting = sorted(f"{s.run_id} (its threshold probe has not run)" for s, r in zip(specs, resolved) if r is None)
-    table = load_runs(root, planned)
+    waiting = sorted(f"{s.run_id} (its threshold probe has not run)" for s, r in zip(plan.specs, resolved) if r is None)
+    table = load_runs(plan.record(reports) / "runs", planned)
     missing = sorted(planned - set(table.summaries["run_id"]) - set(table.failed["run_id"])) + waiting
-    return name, table, missing
+    return table, missing, resolved
 
 
-def _check_bundle(bundle_root: Path, specs, probes_dir: Path) -> None:
+def _check_bundle(bundle_root: Path, specs, resolved, probes_dir: Path) -> None:
     """Every probe the plan reads and every run published so far matches the bundle's index, or
     ``DamagedRun`` names each one that does not."""
     try:
@@ -163,8 +172,7 @@ def _check_bundle(bundle_root: Path, specs, probes_dir: Path) -> None:
     for name in sorted({probes.probe_file(probes_dir, s.config).name for s in specs if s.config.threshold_from_data}):
         if (probes_dir / name).exists():
             problems += [f"probe {name}: {p}" for p in bundle.probe_problems(bundle_root, name, index)]
-    resolved = [r for r in (probes.resolve(s, probes_dir) for s in specs) if r is not None] if not problems else []
-    for s in resolved:
+    for s in [r for r in resolved if r is not None] if not problems else []:
         if (bundle_root / "runs" / s.run_id).exists():
             problems += [f"run {s.run_id}: {p}" for p in bundle.run_problems(bundle_root, s.run_id, index)]
     if problems:
@@ -189,13 +197,14 @@ class ProfileReport:
     table: ProfileRuns
     missing: list[str]
     runs_root: Path
+    plan: Plan | None = None  # what the profile plans (None for a report put together by hand)
+    resolved: list[RunSpec | None] = field(default_factory=list)  # the plan's runs, thresholds from data read
 
     @classmethod
-    def load(cls, profile: str | Path, reports: str | Path | None = None) -> ProfileReport:
-        name, table, missing = load_profile_runs(profile, reports)
-        out = Path(reports or paths.reports_dir()).resolve() / name
-        runs_root = bundle.bundle_dir(name) / "runs" if publishes(profile) else out / "runs"
-        return cls(name, out, table, missing, runs_root)
+    def load(cls, profile: str | Path | Plan, reports: str | Path | None = None) -> ProfileReport:
+        plan = load_plan(profile)
+        table, missing, resolved = _load_runs(plan, reports)
+        return cls(plan.name, plan.local(reports), table, missing, plan.record(reports) / "runs", plan, resolved)
 
     figures_dir: Path | None = None  # where figures go; default <out>/figures
 
@@ -203,8 +212,7 @@ class ProfileReport:
     def bench_files(self) -> list[Path]:
         """Where the cost figure's measurement is read: the one published beside the profile's bundle, then
         this machine's ``reports/bench.json``."""
-        home = bundle.bundle_dir(self.name)
-        published = [home / "bench.json"] if self.runs_root.resolve().parent == home.resolve() else []
+        published = [self.plan.bundle / "bench.json"] if self.plan and self.plan.publishes else []
         return published + [self.out.parent / "bench.json"]
 
     @property
@@ -440,15 +448,14 @@ def spike_table(table: ProfileRuns, runs_root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def provenance(rep: ProfileReport, profile: str | Path) -> dict[str, str]:
+def provenance(rep: ProfileReport) -> dict[str, str]:
     """What the report rests on: profile, runs by experiment, failures, dates, commit, libraries,
     machine and compute, for the report's provenance box."""
-    _, specs = load_profile(profile)
+    specs = rep.plan.specs
     finished = set(rep.table.summaries["run_id"])
     by_experiment = {}
-    for spec in specs:
-        # a threshold from data is part of the run's id: the planned spec names the run once its probe has run
-        resolved = probes.resolve(spec, rep.runs_root.parent / "probes")
+    # a threshold from data is part of the run's id: the planned spec names the run once its probe has run
+    for spec, resolved in zip(specs, rep.resolved):
         done, planned = by_experiment.get(spec.experiment, (0, 0))
         by_experiment[spec.experiment] = (done + (resolved is not None and resolved.run_id in finished), planned + 1)
     s = rep.table.summaries
@@ -495,7 +502,7 @@ def _git_commit() -> str:
 
 def _run_dates(rep: ProfileReport) -> str:
     """When the runs were made: the bundle's commit dates for a published profile, else file times."""
-    if rep.runs_root == bundle.bundle_dir(rep.name) / "runs":
+    if rep.plan is not None and rep.plan.publishes:
         dates = _git("log", "--format=%cs", "--", str(rep.runs_root)).split()
         if dates:
             return f"published in commits from {dates[-1]} to {dates[0]}"

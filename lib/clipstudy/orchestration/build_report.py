@@ -22,9 +22,10 @@ from clipstudy import paths
 from clipstudy.analysis import claims, page
 from clipstudy.analysis.report import DamagedRun, ProfileReport
 from clipstudy.fileio import DISK_FULL, naming_full_disk
-from clipstudy.study import bundle, notebooks, probes
+from clipstudy.study import notebooks, probes
 from clipstudy.study.lock import FolderBusy, SweepLock
-from clipstudy.study.profiles import ProfileError, publishes, resolve_profile
+from clipstudy.study.plan import Plan, load_plan
+from clipstudy.study.profiles import ProfileError
 
 
 class IncompletePlan(RuntimeError):
@@ -35,7 +36,7 @@ class IncompletePlan(RuntimeError):
 REPORT_OUTPUTS = ("claims.csv", "report.ipynb", "report.html", "figures")
 
 
-def build_report(profile: str | Path, reports: str | Path | None = None, allow_incomplete: bool = False) -> Path:
+def build_report(profile: str | Path | Plan, reports: str | Path | None = None, allow_incomplete: bool = False) -> Path:
     """Write ``claims.csv``, execute the report notebook for ``profile`` and export it to HTML without
     code, all in a staging folder swapped in at the end (a failed build leaves the previous report
     whole); return the HTML path.
@@ -45,7 +46,8 @@ def build_report(profile: str | Path, reports: str | Path | None = None, allow_i
         in which case the report and every row of ``claims.csv`` say so.
     """
     reports = Path(reports or paths.reports_dir()).resolve()  # the notebook runs in notebooks/
-    rep = ProfileReport.load(profile, reports)
+    plan = load_plan(profile)
+    rep = ProfileReport.load(plan, reports)
     if rep.problems() and not allow_incomplete:
         raise IncompletePlan(
             f"profile {rep.name}: {len(rep.problems())} planned run(s) did not finish, so no "
@@ -57,10 +59,10 @@ def build_report(profile: str | Path, reports: str | Path | None = None, allow_i
     with SweepLock(rep.out, name=BUILD_LOCK, holder="report build"):
         recover_interrupted_builds(rep.out)
         with naming_full_disk("building the report (the previous one is kept)", rep.out):
-            return _build_locked(profile, reports, rep)
+            return _build_locked(plan, reports, rep)
 
 
-def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
+def _build_locked(plan: Plan, reports: Path, rep: ProfileReport) -> Path:
     staging = rep.out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
@@ -68,14 +70,14 @@ def _build_locked(profile, reports: Path, rep: ProfileReport) -> Path:
         executed = notebooks.execute(
             paths.notebook("90_report.ipynb"),
             staging / "report.ipynb",
-            {"profile": str(profile), "reports_dir": str(reports), "figures_dir": str(staging / "figures")},
+            {"profile": plan.argument, "reports_dir": str(reports), "figures_dir": str(staging / "figures")},
         )
         _export_html(executed, staging, f"{page.STUDY}: profile {rep.name}")
         _swap_in(staging, rep.out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if publishes(profile):
-        publish_report(rep.out, bundle.bundle_dir(rep.name) / PUBLISHED_REPORT)
+    if plan.publishes:
+        publish_report(rep.out, plan.bundle / PUBLISHED_REPORT)
     return rep.out / "report.html"
 
 
@@ -215,8 +217,7 @@ def main(argv=None) -> int:
     if args.verbose:
         os.environ["CLIPSTUDY_VERBOSE"] = "1"
     try:
-        resolve_profile(args.profile)
-        html = build_report(args.profile, args.reports, allow_incomplete=args.allow_incomplete)
+        html = build_report(load_plan(args.profile), args.reports, allow_incomplete=args.allow_incomplete)
     except (IncompletePlan, DamagedRun, ProfileError, FileNotFoundError, probes.ProbeError, FolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

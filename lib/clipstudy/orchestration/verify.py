@@ -51,8 +51,9 @@ import pandas as pd
 
 from clipstudy import hardware, paths, tasks
 from clipstudy.analysis import claims, report
-from clipstudy.study import bundle, compare, kernels, notebooks, probes, runfiles, sweep
-from clipstudy.study.profiles import load_profile, publishes
+from clipstudy.study import bundle, compare, kernels, notebooks, runfiles, sweep
+from clipstudy.study.plan import Plan, load_plan
+from clipstudy.study.profiles import ProfileError
 
 BITS = "bits"
 STUDY_LEVEL = "study level"
@@ -126,20 +127,20 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def cheapest_runs(profile: str | Path, count: int) -> list:
+def cheapest_runs(profile: str | Path | Plan, count: int) -> list:
     """The ``count`` published runs of ``profile`` that took the least time to train (their recorded wall
     time; ties by id) among those that ran every planned step: the cheapest to re-run that show a whole
     trajectory, drawn the same way every time. Time, not steps: a step of the recurrent task costs a tenth of a
     classifier's; whole runs, since a run that diverged at step 18 would check only 18 steps."""
     done, _ = _published(profile)
-    published = bundle.bundle_dir(load_profile(profile)[0]) / "runs"
+    published = load_plan(profile).record() / "runs"
     summaries = {s.run_id: runfiles.load_summary(published / s.run_id) for s in done}
     whole = [s for s in done if summaries[s.run_id]["steps_run"] == summaries[s.run_id]["steps_planned"]]
     return sorted(whole, key=lambda s: (summaries[s.run_id]["wall_time_s"], s.run_id))[:count]
 
 
 def sample_runs(
-    profile: str | Path,
+    profile: str | Path | Plan,
     seed: int = 0,
     max_steps: int | None = None,
     only_short: bool = False,
@@ -167,16 +168,16 @@ def sample_runs(
     return chosen
 
 
-def skipped_experiments(profile: str | Path, chosen: list) -> list[str]:
+def skipped_experiments(profile: str | Path | Plan, chosen: list) -> list[str]:
     """The experiments with published runs that ``chosen`` does not sample."""
     done, _ = _published(profile)
     return sorted({s.experiment for s in done} - {s.experiment for s in chosen})
 
 
 def _published(profile):
-    name, specs = load_profile(profile)
-    published = bundle.bundle_dir(name) / "runs"
-    resolved = [probes.resolve(s, bundle.bundle_dir(name) / "probes") for s in specs]
+    plan = load_plan(profile)
+    published = plan.record() / "runs"
+    resolved = plan.resolved(plan.record() / "probes")
     done = [s for s in resolved if s is not None and runfiles.is_finished(published / s.run_id)]
     steps = {s.run_id: runfiles.load_summary(published / s.run_id)["steps_planned"] for s in done}
     return done, steps
@@ -379,11 +380,12 @@ def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEP
     return result
 
 
-def verdicts_with(profile: str | Path, replaced: dict[str, Path]) -> pd.DataFrame:
+def verdicts_with(profile: str | Path | Plan, replaced: dict[str, Path]) -> pd.DataFrame:
     """Rule 3: the profile's audit from its bundle, and again with the runs of ``replaced`` (run id ->
     retrained folder) in place of the published ones; one row per claim with both verdicts."""
-    name, table, _ = report.load_profile_runs(profile)
-    runs = report.load_runs(bundle.bundle_dir(name) / "runs", set(table.summaries["run_id"]))
+    plan = load_plan(profile)
+    _, table, _ = report.load_profile_runs(plan)
+    runs = report.load_runs(plan.record() / "runs", set(table.summaries["run_id"]))
     before = claims.audit(runs.summaries, runs.epochs)
     summaries, epochs = runs.summaries.set_index("run_id"), runs.epochs
     for run_id, folder in replaced.items():
@@ -466,10 +468,12 @@ def _kernels_closed():
         kernels.close_all()
 
 
-def _edited_copies(name: str, chosen) -> list[str]:
+def _edited_copies(profile: str | Path | Plan, chosen) -> list[str]:
     """The bundle files of the ``chosen`` runs that differ from git's committed copy (``report.bundle_edits``);
     a note of edits elsewhere in the bundle goes to standard error."""
-    edits = report.bundle_edits(bundle.bundle_dir(name))
+    plan = load_plan(profile)
+    name = plan.name
+    edits = report.bundle_edits(plan.bundle)
     drawn = {spec.run_id for spec in chosen}
     mine = [e for e in edits if len(Path(e).parts) > 3 and Path(e).parts[3] in drawn]
     if len(edits) > len(mine):
@@ -481,15 +485,20 @@ def _edited_copies(name: str, chosen) -> list[str]:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if not publishes(args.profile):
-        print(f"error: profile {args.profile} publishes no bundle (publish: true)", file=sys.stderr)
+    try:
+        plan = args.profile = load_plan(args.profile)  # read once: every step below receives the plan
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    name, _ = load_profile(args.profile)
+    if not plan.publishes:
+        print(f"error: profile {plan.argument} publishes no bundle (publish: true)", file=sys.stderr)
+        return 2
+    name = plan.name
     chosen, prefixed = _draw(args)
     if not chosen:
         print(f"error: results/{name}/ holds no finished run to verify", file=sys.stderr)
         return 2
-    edited = _edited_copies(name, chosen)
+    edited = _edited_copies(plan, chosen)
     if edited:
         print(
             f"error: the published copies of {len(edited)} drawn run(s) differ from the committed ones "
@@ -505,11 +514,11 @@ def main(argv=None) -> int:
         for i, spec in enumerate(chosen, 1):
             part = f"its first {PREFIX_STEPS} steps" if spec.run_id in prefixed else "whole"
             print(f"[{i}/{len(chosen)}] {spec.run_id} ({part}) ...", flush=True)
-            published = bundle.bundle_dir(name) / "runs" / spec.run_id
+            published = plan.bundle / "runs" / spec.run_id
             check = verify_prefix if spec.run_id in prefixed else verify_run
             results.append(check(spec, published, Path(scratch)))
             print("\n".join(results[-1].lines()), flush=True)
-        verdicts = verdicts_with(args.profile, {v.run_id: v.out_dir for v in results if not v.prefix})
+        verdicts = verdicts_with(plan, {v.run_id: v.out_dir for v in results if not v.prefix})
     return _conclude(results, prefixed, verdicts)
 
 

@@ -52,9 +52,9 @@ class RunSpec:
 
 
 def publishes(profile: str | Path) -> bool:
-    """Whether the profile publishes its runs as a results bundle (``publish: true``)."""
-    doc = yaml.safe_load(resolve_profile(profile).read_text())
-    return bool(isinstance(doc, dict) and doc.get("publish"))
+    """Whether the profile publishes its runs as a results bundle (``publish: true``); ``plan.load_plan`` gives
+    this with the runs, from one reading of the file."""
+    return parse_profile(profile)[2]
 
 
 def resolve_profile(profile: str | Path) -> Path:
@@ -96,6 +96,12 @@ class _Checker:
 
 def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
     """Parse and validate a profile; return its name and its runs. Nothing runs before this passes."""
+    path, specs, _ = parse_profile(profile)
+    return path.stem, specs
+
+
+def parse_profile(profile: str | Path) -> tuple[Path, list[RunSpec], bool]:
+    """Parse and validate a profile; return its file, its runs and whether it publishes them."""
     path = resolve_profile(profile)
     check = _Checker(str(path))
     text = path.read_text()
@@ -136,7 +142,7 @@ def load_profile(profile: str | Path) -> tuple[str, list[RunSpec]]:
                 "another way (1 and 1.0 are one number); write it as that experiment does, so it runs and counts once",
             )
             specs.setdefault(spec.run_id, spec)  # experiments may share runs: run once
-    return path.stem, list(specs.values())
+    return path, list(specs.values()), doc.get("publish", False)
 
 
 #: The most runs a profile may plan (the paper profile plans about 500, full about 1,500).

@@ -37,7 +37,8 @@ from clipstudy._quiet import quiet_dask
 from clipstudy.fileio import naming_full_disk, write_json_atomic
 from clipstudy.study import bundle, kernels, notebooks, probes, processes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
-from clipstudy.study.profiles import ProfileError, RunSpec, load_profile, publishes
+from clipstudy.study.plan import Plan, load_plan
+from clipstudy.study.profiles import ProfileError, RunSpec
 
 #: Measured on the 2-core machine (docs/running.md, "Choosing workers"): two workers, each run single-threaded.
 DEFAULT_WORKERS = 2
@@ -253,7 +254,7 @@ def _start_client(scheduler: str | None, workers: int, runs: int):
 
 
 def run_sweep(
-    profile: str | Path,
+    profile: str | Path | Plan,
     reports: str | Path | None = None,
     *,
     scheduler: str | None = None,
@@ -267,26 +268,26 @@ def run_sweep(
     skipped and failed. Probes for thresholds read from data run first. One sweep per output folder:
     a second one refuses (``lock.FolderBusy``) or, with ``wait``, waits. Each worker executes its runs in
     one warm kernel (``kernels``), or with ``fresh_kernels`` each run in a kernel of its own."""
-    name, specs = load_profile(profile)
-    specs = plan if plan is not None else specs
+    profile = load_plan(profile)
+    specs = list(plan if plan is not None else profile.specs)
     # Resolved before anything sees it: the notebooks run with notebooks/ as their working directory.
-    root = Path(reports or paths.reports_dir()).resolve() / name / "runs"
+    root = profile.local(reports) / "runs"
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
         held.enter_context(SweepLock(root, wait=wait))
-        if publishes(profile):  # one sweep per bundle too, whatever --reports each was given
-            held.enter_context(SweepLock(bundle.bundle_dir(name), wait=wait, holder="sweep publishing to it"))
-        return _sweep_locked(profile, name, specs, root, scheduler, workers, progress, not fresh_kernels)
+        if profile.publishes:  # one sweep per bundle too, whatever --reports each was given
+            held.enter_context(SweepLock(profile.bundle, wait=wait, holder="sweep publishing to it"))
+        return _sweep_locked(profile, specs, root, scheduler, workers, progress, not fresh_kernels)
 
 
 def _sweep_locked(
-    profile, name: str, specs: list[RunSpec], root: Path, scheduler, workers, progress, warm: bool
+    profile: Plan, specs: list[RunSpec], root: Path, scheduler, workers, progress, warm: bool
 ) -> SweepResult:
     remove_stale_partials(root)  # under the lock, whatever is half-done was abandoned by a dead sweep
     for line in set_aside_damaged(root):
         print(f"damaged run set aside, redoing it: {line}", file=sys.stderr)
-    places = _Places(root, bundle.bundle_dir(name) if publishes(profile) else None)
-    result = SweepResult(name, root, [], [], {})
+    places = _Places(root, profile.bundle)
+    result = SweepResult(profile.name, root, [], [], {})
     resolved = _resolved(specs, places.probes)
     for line in places.repair(resolved):
         print(f"bundle repaired: {line}", file=sys.stderr)
@@ -441,10 +442,10 @@ def _run_all(
         bar.close()
 
 
-def _finished_anywhere(name: str, run_id: str, reports: str) -> bool:
+def _finished_anywhere(profile: Plan, run_id: str, reports: str) -> bool:
     """Whether the run is finished in the sweep's folder or in the profile's published bundle."""
-    here = Path(reports).resolve() / name / "runs" / run_id
-    return runfiles.is_finished(here) or runfiles.is_finished(bundle.bundle_dir(name) / "runs" / run_id)
+    here = profile.local(reports) / "runs" / run_id
+    return runfiles.is_finished(here) or bool(profile.bundle and runfiles.is_finished(profile.bundle / "runs" / run_id))
 
 
 def main(argv=None) -> int:
@@ -473,17 +474,17 @@ def main(argv=None) -> int:
     if args.verbose:
         os.environ["CLIPSTUDY_VERBOSE"] = "1"
     try:
-        name, specs = load_profile(args.profile)
+        profile = load_plan(args.profile)
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.list:
-        for s in specs:
+        for s in profile.specs:
             print(s.run_id, json.dumps(s.params, sort_keys=True))
         return 0
     try:
         result = run_sweep(
-            args.profile,
+            profile,
             args.reports,
             scheduler=args.scheduler,
             workers=args.workers,
@@ -491,16 +492,16 @@ def main(argv=None) -> int:
             fresh_kernels=args.fresh_kernels,
         )
     except KeyboardInterrupt:  # one line, not a traceback: nothing finished is lost, the sweep resumes
-        done = sum(1 for s in specs if _finished_anywhere(name, s.run_id, args.reports))
+        done = sum(1 for s in profile.specs if _finished_anywhere(profile, s.run_id, args.reports))
         again = " ".join(sys.argv[1:] if argv is None else argv)
         resume = f"python -m clipstudy.study.sweep {again}"
-        print(f"\ninterrupted; {done} of {len(specs)} runs finished, resume with: {resume}", file=sys.stderr)
+        print(f"\ninterrupted; {done} of {len(profile.specs)} runs finished, resume with: {resume}", file=sys.stderr)
         return 130
     except (FolderBusy, OSError, probes.ProbeError, bundle.UnindexedBundle) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"sweep {name}: {len(result.done)} run, {len(result.skipped)} already done, "
+        f"sweep {profile.name}: {len(result.done)} run, {len(result.skipped)} already done, "
         f"{len(result.failed)} failed -> {result.root}"
     )
     for run, error in sorted(result.failed.items()):
