@@ -1,14 +1,14 @@
 """Every claim rule reaches each of its verdicts on small synthetic run tables.
 
 Each case builds the runs a profile could have produced (five seeds per cell unless said). The
-expected verdict follows by hand from the rule text in ``claims.CLAIMS``: a paired 95% t-interval
+expected verdict follows by hand from the rule text in ``stage1.CLAIMS``: a paired 95% t-interval
 of (clipped − unclipped) over seeds wholly above 0 is "better", wholly below 0 "worse".
 """
 
 import pandas as pd
 import pytest
 
-from clipstudy.analysis import claims
+from clipstudy.analysis import stage1
 
 SEEDS = 5
 BASE = [0.90, 0.91, 0.92, 0.93, 0.94]
@@ -76,7 +76,7 @@ def epochs_of(rows):
 
 def verdict(claim, *cells):
     rows = [r for c in cells for r in c]
-    audit = claims.audit(pd.DataFrame(rows), epochs_of(rows)).set_index("claim")
+    audit = stage1.audit(pd.DataFrame(rows), epochs_of(rows)).set_index("claim")
     return audit.loc[claim, "verdict"], audit.loc[claim, "kind"]
 
 
@@ -141,7 +141,7 @@ def test_a_rescued_run_counts_as_a_benefit_of_clipping():
             cell(**spec, method="global_norm", clip="threshold=1", values=BASE),
         ]
     extra = [{**r, "seed": 10, "run_id": f"{r['run_id']}-stage3"} for r in rows[0]]  # stage 3's seed: left out
-    audit = claims.audit(pd.DataFrame([r for c in [*rows, extra] for r in c]), epochs_of([r for c in rows for r in c]))
+    audit = stage1.audit(pd.DataFrame([r for c in [*rows, extra] for r in c]), epochs_of([r for c in rows for r in c]))
     row = audit.set_index("claim").loc["3a"]
     assert row["verdict"] == "supported" and "rescued by clipping 10" in row["numbers"]
 
@@ -239,8 +239,8 @@ def test_claim_8_without_validation_canvases_is_inconclusive():
 
 def test_the_stage_1_audit_leaves_the_confirmatory_seeds_out():
     """Runs of seeds 5-9 (stage 2) arriving in a profile do not move stage 1's verdicts."""
-    stage1 = cell(method="value", clip="threshold=5", values=HIGHER) + cell(values=BASE)
-    stage2 = [{**r, "seed": r["seed"] + 5, "run_id": r["run_id"] + "-c"} for r in cell(values=HIGHER)]
-    alone = claims.audit(pd.DataFrame(stage1), epochs_of(stage1))
-    both = claims.audit(pd.DataFrame(stage1 + stage2), epochs_of(stage1 + stage2))
+    first = cell(method="value", clip="threshold=5", values=HIGHER) + cell(values=BASE)
+    second = [{**r, "seed": r["seed"] + 5, "run_id": r["run_id"] + "-c"} for r in cell(values=HIGHER)]
+    alone = stage1.audit(pd.DataFrame(first), epochs_of(first))
+    both = stage1.audit(pd.DataFrame(first + second), epochs_of(first + second))
     pd.testing.assert_frame_equal(alone[["claim", "verdict", "effect", "n"]], both[["claim", "verdict", "effect", "n"]])

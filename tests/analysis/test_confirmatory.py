@@ -11,7 +11,7 @@ import json
 import pandas as pd
 import pytest
 
-from clipstudy.analysis import claims
+from clipstudy.analysis import claims, stage1, stage2
 
 SEEDS = (5, 6, 7, 8, 9)
 GRID_KEY = json.dumps({"batch_size": 128, "epochs": 3, "eval_every": 215, "validation": 5000}, sort_keys=True)
@@ -49,10 +49,10 @@ def runs(
 
 def q1_table(sgd_clipped):
     rows = []
-    for opt, rates in claims.TUNED_RATES.items():
+    for opt, rates in stage2.TUNED_RATES.items():
         rows += runs(optimizer=opt, lr=rates["none"], values=(0.980, 0.981, 0.982, 0.983, 0.984))
         clipped = sgd_clipped if opt == "sgd" else (0.9801, 0.9809, 0.9821, 0.9829, 0.9841)
-        rows += runs(optimizer=opt, lr=rates[claims.CANONICAL], label=claims.CANONICAL, values=clipped)
+        rows += runs(optimizer=opt, lr=rates[stage1.CANONICAL], label=stage1.CANONICAL, values=clipped)
     return pd.DataFrame(rows)
 
 
@@ -66,7 +66,7 @@ def q1_table(sgd_clipped):
     ],
 )
 def test_q1_is_decided_per_optimizer_at_each_arms_own_rate(sgd_clipped, expected):
-    answers = {a.question: a for a in claims.q1_tuned_against_tuned(q1_table(sgd_clipped))}
+    answers = {a.question: a for a in stage2.q1_tuned_against_tuned(q1_table(sgd_clipped))}
     assert answers["Q1 sgd"].verdict == expected
     assert "lr=1" in answers["Q1 sgd"].tested_where and "lr=0.1" in answers["Q1 sgd"].tested_where
     # the other optimizers: differences of ±0.0001, inside the margin
@@ -76,23 +76,23 @@ def test_q1_is_decided_per_optimizer_at_each_arms_own_rate(sgd_clipped, expected
 def test_q1_ignores_stage_1_seeds_and_other_conditions():
     table = q1_table((0.990, 0.9915, 0.992, 0.9935, 0.994))
     table = table.assign(seed=table["seed"] - 5)  # seeds 0-4: exploratory, never read here
-    assert all(a.verdict == "inconclusive" for a in claims.q1_tuned_against_tuned(table))
+    assert all(a.verdict == "inconclusive" for a in stage2.q1_tuned_against_tuned(table))
 
 
 def failing_table(clipped_failed):
     rows = []
-    for opt, lr in claims.FAILING_RATES.items():
+    for opt, lr in stage2.FAILING_RATES.items():
         rows += runs(optimizer=opt, lr=lr, failed=(True,) * 5, values=(0.1,) * 5)
         f = clipped_failed.get(opt, (True,) * 5)
-        rows += runs(optimizer=opt, lr=lr, label=claims.CANONICAL, failed=f, values=(0.98,) * 5)
+        rows += runs(optimizer=opt, lr=lr, label=stage1.CANONICAL, failed=f, values=(0.98,) * 5)
     return pd.DataFrame(rows)
 
 
 def test_q2_pools_the_failing_cells_and_uses_mcnemar():
-    rescued = claims.q2_stable_range(failing_table({"sgd": (False,) * 5, "momentum": (False,) + (True,) * 4}))
+    rescued = stage2.q2_stable_range(failing_table({"sgd": (False,) * 5, "momentum": (False,) + (True,) * 4}))
     assert rescued.verdict == "clipping rescues training" and rescued.effect.p == pytest.approx(2 * 0.5**6)
     assert "rescued 6, broken 0" in rescued.numbers and rescued.effect.n == 20
-    nothing = claims.q2_stable_range(failing_table({}))
+    nothing = stage2.q2_stable_range(failing_table({}))
     # every run of both arms failed: the contrast cannot tell whether clipping helps, and says so
     assert nothing.verdict.startswith("uninformative: no run of either arm learned") and nothing.effect.p == 1.0
     assert "per optimizer (secondary, Holm): sgd rescued 5 of 5, broken 0" in rescued.numbers
@@ -105,28 +105,28 @@ def test_q3_reads_the_detector_at_its_unstable_rate_with_the_probe_threshold():
         task="detector",
         optimizer="adam",
         lr=0.01,
-        label=claims.PROBE_MEDIAN,
+        label=stage2.PROBE_MEDIAN,
         metric="final_AP",
         values=(0.60, 0.62, 0.59, 0.63, 0.61),
     )
-    answer = claims.q3_detector(pd.DataFrame(base + better))
+    answer = stage2.q3_detector(pd.DataFrame(base + better))
     assert answer.verdict == "inconclusive"  # two seeds rescued, three equal: the interval crosses 0
     best = runs(task="detector", optimizer="adam", lr=0.01, values=(0.0, 0.0, 0.01, 0.0, 0.02), metric="final_AP")
-    answer = claims.q3_detector(pd.DataFrame(best + better))
+    answer = stage2.q3_detector(pd.DataFrame(best + better))
     assert answer.verdict == "clipping better" and answer.effect.n == 5
 
 
 def test_q4_chooses_the_adding_rate_on_validation_and_reads_it_and_the_next_one():
     explore = []
-    for lr, val in zip(claims.ADDING_RATES, (0.05, 0.30, -1e30)):
+    for lr, val in zip(stage2.ADDING_RATES, (0.05, 0.30, -1e30)):
         explore += runs(task="adding", lr=lr, seeds=(0, 1), values=(val, val), metric="final_val_r2")
     table = pd.DataFrame(explore)
-    assert claims.adding_tuned_rate(table) == 0.03
+    assert stage2.adding_tuned_rate(table) == 0.03
     confirm = []
     for lr in (0.03, 0.1):
         confirm += runs(task="adding", lr=lr, failed=(True,) * 5, metric="final_test_r2", values=(0.0,) * 5)
-        confirm += runs(task="adding", lr=lr, label=claims.CANONICAL, metric="final_test_r2", values=(0.3,) * 5)
-    answer = claims.q4_positive_control(pd.concat([table, pd.DataFrame(confirm)], ignore_index=True))
+        confirm += runs(task="adding", lr=lr, label=stage1.CANONICAL, metric="final_test_r2", values=(0.3,) * 5)
+    answer = stage2.q4_positive_control(pd.concat([table, pd.DataFrame(confirm)], ignore_index=True))
     assert answer.verdict == "clipping rescues training" and answer.effect.n == 10
     assert "lr=0.03, 0.1" in answer.tested_where
 
@@ -141,12 +141,12 @@ def test_q4_is_uninformative_where_no_run_of_either_arm_learned_and_counts_each_
         diverged = (True, False, True, False, False) if lr == 0.03 else (False,) * 5
         base = runs(task="adding", lr=lr, failed=(True,) * 5, metric="final_test_mse", values=(0.16,) * 5)
         confirm += [{**r, "diverged": d} for r, d in zip(base, diverged)]
-        confirm += runs(task="adding", lr=lr, label=claims.CANONICAL, failed=(True,) * 4 + (False,),
+        confirm += runs(task="adding", lr=lr, label=stage1.CANONICAL, failed=(True,) * 4 + (False,),
                         metric="final_test_mse", values=(0.16,) * 4 + (0.149,), diverged=False,
                         clip_fraction=0.4)  # fmt: skip
     for r in confirm:
         r["failure"] = "diverged: non-finite" if r["diverged"] else ("collapsed: r2" if r["failed"] else None)
-    answer = claims.q4_positive_control(pd.concat([pd.DataFrame(explore), pd.DataFrame(confirm)], ignore_index=True))
+    answer = stage2.q4_positive_control(pd.concat([pd.DataFrame(explore), pd.DataFrame(confirm)], ignore_index=True))
     assert answer.verdict.startswith("uninformative: no run of either arm learned (best test MSE 0.149")
     assert "outcomes unclipped: 2 diverged, 8 stalled; clipped: 8 stalled, 2 learned" in answer.numbers
     assert "the clipped arm clipped 40.0% of steps" in answer.numbers
@@ -156,7 +156,7 @@ def test_q4_is_uninformative_where_no_run_of_either_arm_learned_and_counts_each_
 
 
 def answer(question, verdict, complete=True):
-    return claims.Answer(question, verdict, f"numbers of {question}", None, "", complete)
+    return stage2.Answer(question, verdict, f"numbers of {question}", None, "", complete)
 
 
 def q1_answers(verdicts, complete=True):

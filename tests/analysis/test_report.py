@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipstudy.analysis import claims, report, stats
+from clipstudy.analysis import claims, report, stage1, stage2, stats
 from clipstudy.orchestration import build_report
 from clipstudy.study import profiles
 from clipstudy.study import runfiles as runs
@@ -224,8 +224,6 @@ def test_the_report_in_a_real_browser(smoke_report):
 
     from playwright.sync_api import sync_playwright
 
-    from clipstudy.analysis import claims
-
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "no chromium on PATH: `make test` installs Debian's (apt-get install chromium)"
     with sync_playwright() as p:
@@ -248,7 +246,7 @@ def test_the_report_in_a_real_browser(smoke_report):
             browser.close()
     assert len(found["images"]) >= 8 and all(i["ok"] for i in found["images"])
     assert all(len(i["alt"]) > 10 for i in found["images"])
-    assert found["claims"] == len(claims.CLAIMS)
+    assert found["claims"] == len(stage1.CLAIMS)
     assert found["width"] <= 1280
     assert "gradient clipping" in title and "smoke" in title
     outside = [u for u in requests if not u.startswith(("file:", "data:"))]
@@ -438,7 +436,7 @@ def test_the_headline_labels_are_the_claims_tables_verdicts():
              "decided_by": "stage 1", "effect": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n": 0},
         ]
     )  # fmt: skip
-    answers = [claims.Answer("Q1 sgd", "clipping better", "", stats.Effect(0.005, 0.001, 0.009, 5, 0.01, ""), "")]
+    answers = [stage2.Answer("Q1 sgd", "clipping better", "", stats.Effect(0.005, 0.001, 0.009, 5, 0.01, ""), "")]
     head = claims.headline(audit, answers)
     table = audit.set_index("claim")["verdict"]
     assert list(head["row"]) == ["claim 7", "claim 7 · Q1 sgd"]  # by construction: no row

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from clipstudy.analysis import claims, stage3_answers
-from clipstudy.analysis.claims import CANONICAL
+from clipstudy.analysis import claims, stage1, stage2, stage3_answers
+from clipstudy.analysis.stage1 import CANONICAL
 from clipstudy.analysis.stage3_answers import ADAPTIVE
 
 ADDING_SEEDS = claims.STAGE3_SEEDS["adding"]
@@ -189,7 +189,7 @@ def test_q7_compares_each_percentile_with_the_fixed_1_and_names_normalisation():
 
 
 def answer(question, verdict, complete=True, stage=3):
-    return claims.Answer(question, verdict, f"numbers of {question}", None, "where", complete, stage=stage)
+    return stage2.Answer(question, verdict, f"numbers of {question}", None, "where", complete, stage=stage)
 
 
 def q1(verdicts):
@@ -245,7 +245,7 @@ def test_the_paper_profile_plans_q8_as_registered():
 
     _, specs = load_profile("paper")
     q8 = [s.config for s in specs if s.config.task == "detector" and s.config.seed in claims.STAGE3_DETECTOR_SEEDS]
-    arms = {("none" if c.method == "none" else claims.DETECTOR_CLIP, c.warmup_steps) for c in q8}
+    arms = {("none" if c.method == "none" else stage1.DETECTOR_CLIP, c.warmup_steps) for c in q8}
     assert arms == set(claims.STAGE3_DETECTOR_ARMS) and len(q8) == 4 * len(claims.STAGE3_DETECTOR_SEEDS) == 76
     assert {(c.optimizer, c.learning_rate, c.epochs, c.batch_size, c.dataset) for c in q8} == {
         ("adam", 0.01, 3, 32, "full")
@@ -271,9 +271,9 @@ def test_q8_counts_collapses_and_pairs_the_warm_up_arms_by_seed_across_their_set
     rows = []
     for i, seed in enumerate(seeds):
         rows.append(detector_run("none", seed, collapsed=i < 14))
-        rows.append(detector_run(claims.DETECTOR_CLIP, seed, collapsed=i in (0, 1, 18)))
+        rows.append(detector_run(stage1.DETECTOR_CLIP, seed, collapsed=i in (0, 1, 18)))
         rows.append(detector_run("none", seed, collapsed=i < 2, warmup=claims.STAGE3_WARMUP_STEPS))
-        rows.append(detector_run(claims.DETECTOR_CLIP, seed, collapsed=False, warmup=claims.STAGE3_WARMUP_STEPS))
+        rows.append(detector_run(stage1.DETECTOR_CLIP, seed, collapsed=False, warmup=claims.STAGE3_WARMUP_STEPS))
     found = {a.question: a for a in stage3_answers.q8_detector(pd.DataFrame(rows))}
     primary = found["Q8"]
     assert primary.complete and primary.verdict == "clipping prevents collapse"

@@ -18,7 +18,7 @@ import math
 import pandas as pd
 from scipy import stats as sps
 
-from clipstudy.analysis import claims, report
+from clipstudy.analysis import contrasts, report, stage1, stage2
 from clipstudy.analysis.stats import exact_mcnemar
 
 ALPHA = 0.05
@@ -72,14 +72,14 @@ def _sd(values) -> float:
 def stage3_table(summaries) -> list[dict]:
     """Stage 3's power calculation, one row per primary contrast: the effect it must detect, the standard
     deviation (or failure rates) it assumes and where they come from, the seeds that give at least 80% power."""
-    s = claims.gather_evidence(summaries, summaries.iloc[0:0]).summaries
+    s = stage1.gather_evidence(summaries, summaries.iloc[0:0]).summaries
     rows = []
-    q1 = claims._grid(claims.confirmatory(s))
+    q1 = stage2._grid(stage2.confirmatory(s))
     for opt in ("sgd", "momentum"):
-        rates = claims.TUNED_RATES[opt]
-        arm = {label: claims.select(q1, {"optimizer": opt, "learning_rate": lr}) for label, lr in rates.items()}
-        c, b = arm[claims.CANONICAL], arm["none"]
-        p = c[c["label"] == claims.CANONICAL].merge(b[b["label"] == "none"], on="seed", suffixes=("", "_base"))
+        rates = stage2.TUNED_RATES[opt]
+        arm = {label: contrasts.select(q1, {"optimizer": opt, "learning_rate": lr}) for label, lr in rates.items()}
+        c, b = arm[stage1.CANONICAL], arm["none"]
+        p = c[c["label"] == stage1.CANONICAL].merge(b[b["label"] == "none"], on="seed", suffixes=("", "_base"))
         for metric, effect, unit in (("final_test_accuracy", 0.003, "accuracy"), ("steps_to_98", 215.0, "steps")):
             sd = _sd(p[metric] - p[f"{metric}_base"])
             if metric == "steps_to_98" and not sd >= EVALUATION_STEPS:
@@ -106,7 +106,7 @@ def stage3_table(summaries) -> list[dict]:
 def detector_row(s) -> dict:
     """Q8's row: collapses of the detector at Adam 1e-2, global norm 10 against none (stage 2 saw 4 of 5 unclipped
     and 1 of 5 clipped collapse: 0.7 against 0.2 is the effect to detect, a little under what it saw)."""
-    q3 = claims.pairs(claims.select(claims.confirmatory(s), claims.DETECTOR_UNSTABLE), claims.DETECTOR_CLIP)
+    q3 = contrasts.pairs(contrasts.select(stage2.confirmatory(s), stage2.DETECTOR_UNSTABLE), stage1.DETECTOR_CLIP)
     seen = f"stage 2 (Q3, YOLO's 10): {int(q3['failed_base'].sum())} of {len(q3)} unclipped and "
     seen += f"{int(q3['failed'].sum())} of {len(q3)} clipped collapsed"
     n, pw = seeds_needed(lambda k: mcnemar_power(0.7, 0.2, k))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import paths, tasks
-from clipstudy.analysis import claims, outcomes, plots, stage3_answers, stats
+from clipstudy.analysis import claims, outcomes, plots, stage1, stage2, stage3_answers, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
@@ -257,16 +257,16 @@ class ProfileReport:
         return self.table.summaries[self.table.summaries["spiked"]]
 
     def answers(self) -> list:
-        """The confirmatory questions' answers over the profile's runs: stage 2's (``claims.confirmatory_answers``),
+        """The confirmatory questions' answers over the profile's runs: stage 2's (``stage2.confirmatory_answers``),
         then stage 3's (``stage3_answers.answers``)."""
-        return [*claims.confirmatory_answers(self.evidence()), *self.stage3_answers()]
+        return [*stage2.confirmatory_answers(self.evidence()), *self.stage3_answers()]
 
     def stage3_answers(self) -> list:
         return stage3_answers.answers(self.evidence(), self.table.epochs)
 
     def evidence(self) -> pd.DataFrame:
-        """Every run's summary with what the claims read (``claims.gather_evidence``: ``failed``, ``auc``)."""
-        return claims.gather_evidence(self.table.summaries, self.table.epochs).summaries
+        """Every run's summary with what the claims read (``stage1.gather_evidence``: ``failed``, ``auc``)."""
+        return stage1.gather_evidence(self.table.summaries, self.table.epochs).summaries
 
     def bundle_edits(self) -> list[str]:
         """For a published profile read from its bundle, the bundle's files edited since their commit."""

@@ -17,8 +17,9 @@ import math
 
 import pandas as pd
 
-from clipstudy.analysis import claims, outcomes, stats
-from clipstudy.analysis.claims import CANONICAL, Answer
+from clipstudy.analysis import claims, contrasts, outcomes, stage2, stats
+from clipstudy.analysis.stage1 import CANONICAL
+from clipstudy.analysis.stage2 import Answer
 
 #: The adding problem's step budget in stage 3 (10 epochs of 1,000 steps): a run that never reaches the target
 #: validation MSE scores this.
@@ -58,7 +59,7 @@ def stage3_runs(s: pd.DataFrame, task: str, seeds_key: str) -> pd.DataFrame:
     if task == "adding":
         rows = rows[rows["steps_planned"] == ADDING_BUDGET]
     else:
-        rows = claims._grid(rows)
+        rows = stage2._grid(rows)
     return outcomes.add_outcomes(rows)
 
 
@@ -66,8 +67,8 @@ def paired(rows: pd.DataFrame, arm: tuple[str, float], base: tuple[str, float]) 
     """Runs of ``arm`` (label, rate) beside the run of ``base`` with the same task, condition, optimizer and seed
     (the base's columns end in ``_base``), and how many such pairs were refused for crossing platforms."""
     keys = stats.present_keys(rows, ["task", "settings_key", "optimizer", "seed"])
-    a = claims.select(rows[rows["label"] == arm[0]], {"learning_rate": arm[1]}, spiked=None)
-    b = claims.select(rows[rows["label"] == base[0]], {"learning_rate": base[1]}, spiked=None)
+    a = contrasts.select(rows[rows["label"] == arm[0]], {"learning_rate": arm[1]}, spiked=None)
+    b = contrasts.select(rows[rows["label"] == base[0]], {"learning_rate": base[1]}, spiked=None)
     return one_platform(a.merge(b, on=keys, suffixes=("", "_base")))
 
 
@@ -160,11 +161,11 @@ def _mcnemar_answer(
         f"{where}: {w['outcome']} {w['reference']} {int(hit_base.sum())} of {n}, {w['arm']} {int(hit.sum())} of {n}; "
         f"prevented {prevented}, caused {caused}; exact McNemar {shown}{adjusted}, n={n}; outcomes "
         f"{w['reference']}: {outcomes.counts_text(list(p['outcome_base']))}; {w['arm']}: "
-        f"{outcomes.counts_text(list(p['outcome']))}; the {w['arm']} arm {claims.clip_share(p)}; {note}"
+        f"{outcomes.counts_text(list(p['outcome']))}; the {w['arm']} arm {stage2.clip_share(p)}; {note}"
     )
     if not complete:
         verdict = _incomplete(note)
-    elif pval < claims.ALPHA:  # complete: every registered seed (at least 11) is paired, so pval is a number
+    elif pval < contrasts.ALPHA:  # complete: every registered seed (at least 11) is paired, so pval is a number
         verdict = f"{w['actor']} {'prevents' if prevented > caused else 'causes'} {w['noun']}"
     elif not hit_base.any():
         verdict = f"inconclusive: no {w['reference']} run {w['outcome']}"
@@ -187,7 +188,7 @@ def q5a_divergence(s: pd.DataFrame) -> list[Answer]:
 
 
 def _direction_words(effect: stats.Effect, p_adjusted: float, lower_better: bool, better: str, worse: str) -> str:
-    if p_adjusted < claims.ALPHA:
+    if p_adjusted < contrasts.ALPHA:
         return better if (effect.mean < 0) == lower_better else worse
     return "no significant difference"
 
@@ -199,7 +200,7 @@ def _t_answers(found, question_of, words, stage_where) -> list[Answer]:
     for (key, p, effect, complete, note, where), q in zip(found, adjusted, strict=True):
         verdict = words(key, effect, q) if complete else _incomplete(note)
         holm = "Holm p n/a" if math.isnan(q) else f"Holm p={q:.2g}"
-        numbers = f"{where}: {effect.format()}, {holm}; the clipped arm {claims.clip_share(p)}; {note}"
+        numbers = f"{where}: {effect.format()}, {holm}; the clipped arm {stage2.clip_share(p)}; {note}"
         answers.append(Answer(question_of(key), verdict, numbers, effect, stage_where(key), complete, stage=3))
     return answers
 
@@ -253,11 +254,11 @@ def q6_tuned(s: pd.DataFrame) -> list[Answer]:
             steps = []
         found.append(((opt, "steps"), p, stats.tested(stats.paired_effect(steps)), complete, note,
                       f"{where}, steps to 98% test accuracy (clipped - unclipped)"))  # fmt: skip
-    margin = claims.CONFIRM_MARGINS["final_test_accuracy"]
+    margin = stage2.CONFIRM_MARGINS["final_test_accuracy"]
 
     def words(key, effect, q):
         if key[1] == "accuracy":
-            return claims._compare(effect, q, margin, effect.n)
+            return stage2._compare(effect, q, margin, effect.n)
         return _direction_words(effect, q, True, "clipping reaches 98% sooner", "clipping reaches 98% later")
 
     return _t_answers(
@@ -307,7 +308,7 @@ def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
         rows = stage3_runs(s[s["optimizer"] == opt], task, seeds_key)
         scores = {}
         for pct in claims.STAGE3_PERCENTILES:
-            arm = claims.select(rows[rows["label"] == percentile_label(pct)], {"learning_rate": lr}, spiked=None)
+            arm = contrasts.select(rows[rows["label"] == percentile_label(pct)], {"learning_rate": lr}, spiked=None)
             if arm.empty or arm["clip_fraction"].median() > outcomes.NORMALISES:
                 continue
             if task == "adding":
@@ -324,7 +325,7 @@ def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
     (a setting: read from the run's settings)."""
     cell = claims.STAGE3_DETECTOR
     rows = s[(s["task"] == cell["task"]) & s["seed"].isin(claims.STAGE3_DETECTOR_SEEDS)]
-    rows = claims.select(rows[rows["optimizer"] == cell["optimizer"]], {"learning_rate": cell["learning_rate"]},
+    rows = contrasts.select(rows[rows["optimizer"] == cell["optimizer"]], {"learning_rate": cell["learning_rate"]},
                          spiked=None)  # fmt: skip
     if rows.empty:
         return rows.assign(outcome=pd.Series(dtype=str), warmup_steps=pd.Series(dtype=int))

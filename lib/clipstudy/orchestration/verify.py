@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import hardware, paths, tasks
-from clipstudy.analysis import claims, report
+from clipstudy.analysis import report, stage1
 from clipstudy.study import bundle, compare, kernels, notebooks, runfiles, sweep
 from clipstudy.study.plan import Plan, load_plan
 from clipstudy.study.profiles import ProfileError
@@ -386,7 +386,7 @@ def verdicts_with(profile: str | Path | Plan, replaced: dict[str, Path]) -> pd.D
     plan = load_plan(profile)
     _, table, _ = report.load_profile_runs(plan)
     runs = report.load_runs(plan.record() / "runs", set(table.summaries["run_id"]))
-    before = claims.audit(runs.summaries, runs.epochs)
+    before = stage1.audit(runs.summaries, runs.epochs)
     summaries, epochs = runs.summaries.set_index("run_id"), runs.epochs
     for run_id, folder in replaced.items():
         row, _, run_epochs = report._read_run(folder)
@@ -395,7 +395,7 @@ def verdicts_with(profile: str | Path | Plan, replaced: dict[str, Path]) -> pd.D
         summaries.loc[run_id] = new_row
         keys = epochs.loc[epochs["run_id"] == run_id].iloc[0][[c for c in epochs.columns if c not in run_epochs]]
         epochs = pd.concat([epochs[epochs["run_id"] != run_id], run_epochs.assign(**keys.to_dict())], ignore_index=True)
-    after = claims.audit(summaries.reset_index(), epochs)
+    after = stage1.audit(summaries.reset_index(), epochs)
     return pd.DataFrame({"claim": before["claim"], "published": before["verdict"], "retrained": after["verdict"]})
 
 
