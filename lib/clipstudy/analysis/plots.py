@@ -491,25 +491,6 @@ def class_balance(y_train: np.ndarray, y_test: np.ndarray):
     return fig
 
 
-def detection_curves(epochs: pd.DataFrame, title: str = "Detector: COCO metrics on the test canvases"):
-    """Test AP, AP50, AP75 and AR@100 against optimizer steps, and the losses, for one detector run."""
-    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_loss.plot(epochs["step"], epochs["train_loss"], "--", marker="o", label="train (running mean)")
-    ax_loss.plot(epochs["step"], epochs["test_loss"], marker="o", label="test")
-    ax_loss.set(xlabel="optimizer step", ylabel="detection loss (focal + size + offset)", title="Loss")
-    for metric in ("AP", "AP50", "AP75", "AR100"):
-        ax_ap.plot(epochs["step"], epochs[metric], marker="o", label=metric)
-    ax_ap.set(
-        xlabel="optimizer step", ylabel="COCO metric on the test canvases", title="Detection quality", ylim=(0, 1)
-    )
-    for ax in (ax_loss, ax_ap):
-        ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def step_weights(steps: pd.DataFrame) -> pd.Series:
     """How many optimizer steps each recorded step stands for: a published bundle thins long step tables (every
     one of the first steps kept, then about every k-th), so a kept row after the first stands for the steps since
