@@ -135,7 +135,7 @@ bench: $(STAMP) data/mnist.npz
 
 # Eight quick-sized classifier runs swept under each workers x threads setting (docs/running.md, "Choosing workers").
 workers: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.orchestration.workers --json reports/workers.json
+	$(BIN)/python -m clipstudy.orchestration.bench_workers --json reports/workers.json
 
 lab: $(STAMP) data/mnist.npz
 	$(BIN)/jupyter lab notebooks/

@@ -8,7 +8,7 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from clipstudy import paths
-from clipstudy.study import compare, kernels, notebooks
+from clipstudy.study import differences, kernels, notebooks
 from clipstudy.study.profiles import RUN_NOTEBOOK
 
 RUN = paths.notebook(RUN_NOTEBOOK)
@@ -78,8 +78,8 @@ def test_runs_after_other_runs_in_a_warm_kernel_equal_the_same_runs_in_fresh_ker
     (every printed line and figure, execution counts from 1)."""
     plan = {"first": TINY, "adding": ADDING, "last": dict(TINY, seed=3, learning_rate=0.01)}
     warm, fresh = warm_then_fresh(tmp_path, plan)
-    assert compare.run_differences(warm, fresh) == []
-    assert compare.run_differences(warm, tmp_path / "warm" / "first") != []  # the comparison can tell runs apart
+    assert differences.run_differences(warm, fresh) == []
+    assert differences.run_differences(warm, tmp_path / "warm" / "first") != []  # the comparison can tell runs apart
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
     counts = [n for n, _ in outputs(warm / "nb.ipynb")]
     assert counts == list(range(1, len(counts) + 1))
@@ -89,7 +89,7 @@ def test_a_detector_run_from_the_kept_canvases_and_targets_equals_it_in_a_fresh_
     """The second detector run of a warm kernel reads no canvases and encodes no targets (the first left them,
     read-only): the same files, bit for bit, and the same notebook as in a kernel of its own."""
     warm, fresh = warm_then_fresh(tmp_path, {"first": DETECTOR, "last": dict(DETECTOR, seed=2, learning_rate=0.01)})
-    assert compare.run_differences(warm, fresh) == []
+    assert differences.run_differences(warm, fresh) == []
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
 
 
@@ -97,7 +97,7 @@ def test_a_recurrent_run_from_the_kept_sequences_equals_it_in_a_fresh_kernel(tmp
     """The second recurrent run of a warm kernel generates no sequences (the first left them, read-only): the
     same files, bit for bit, and the same notebook as in a kernel of its own."""
     warm, fresh = warm_then_fresh(tmp_path, {"first": ADDING, "last": dict(ADDING, seed=2, learning_rate=0.01)})
-    assert compare.run_differences(warm, fresh) == []
+    assert differences.run_differences(warm, fresh) == []
     assert outputs(warm / "nb.ipynb") == outputs(fresh / "nb.ipynb")
 
 

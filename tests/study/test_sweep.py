@@ -85,7 +85,7 @@ def test_a_second_invocation_runs_nothing(smoke_sweep):
 
 
 def test_a_run_killed_midway_is_redone_with_the_same_numbers(smoke_sweep):
-    from clipstudy.study import compare
+    from clipstudy.study import differences
 
     reports, planned = smoke_sweep
     root = reports / "smoke" / "runs"
@@ -102,7 +102,7 @@ def test_a_run_killed_midway_is_redone_with_the_same_numbers(smoke_sweep):
     assert again.done == [victim]
     assert runs.is_finished(root / victim)
     assert not stale.exists()
-    assert compare.run_differences(original, root / victim) == []
+    assert differences.run_differences(original, root / victim) == []
 
 
 def write_profile(tmp_path, doc) -> Path:
@@ -321,7 +321,7 @@ def test_an_unreachable_scheduler_fails_fast_with_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("victim_file", [runs.SUMMARY, runs.STEPS])
 def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_numbers(smoke_sweep, victim_file):
-    from clipstudy.study import compare
+    from clipstudy.study import differences
 
     reports, planned = smoke_sweep
     root = reports / "smoke" / "runs"
@@ -336,7 +336,7 @@ def test_a_truncated_result_file_is_detected_set_aside_and_redone_with_the_same_
     assert again.done == [victim]
     set_aside = list((root / ".damaged").glob(f"{victim}-*"))
     assert len(set_aside) == 1 and (set_aside[0] / victim_file).read_bytes() == data[: len(data) // 2]
-    assert compare.run_differences(original, root / victim) == []
+    assert differences.run_differences(original, root / victim) == []
 
 
 def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_sweep, tmp_path):
@@ -347,7 +347,7 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
     import sys
     import time
 
-    from clipstudy.study import compare
+    from clipstudy.study import differences
 
     reports, planned = smoke_sweep
     _, specs = profiles.load_profile("smoke")
@@ -384,7 +384,7 @@ def test_an_external_dask_cluster_gives_the_numbers_of_the_local_sweep(smoke_swe
     assert result.ok and sorted(result.done) == sorted(s.run_id for s in plan)
     for spec in plan:
         assert (
-            compare.run_differences(
+            differences.run_differences(
                 reports / "smoke" / "runs" / spec.run_id, tmp_path / "reports" / "smoke" / "runs" / spec.run_id
             )
             == []

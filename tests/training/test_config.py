@@ -78,7 +78,7 @@ def test_a_runs_axes_are_defined_once_and_its_settings_are_the_rest():
     """What varies within an experiment is RunConfig's AXES; profiles, the report's settings key and the workers
     bench read it from there (the report's key keeps the task, as every published key does)."""
     from clipstudy.analysis import report
-    from clipstudy.orchestration import workers
+    from clipstudy.orchestration import bench_workers
     from clipstudy.study import profiles
     from clipstudy.training.config import AXES
 
@@ -86,5 +86,5 @@ def test_a_runs_axes_are_defined_once_and_its_settings_are_the_rest():
     assert set(config.settings()) == set(config.to_params()) - set(AXES)
     assert config.settings()["epochs"] == 2 and config.settings()["warmup_steps"] == 5
     assert profiles.AXES == AXES and report.RUN_AXES == set(AXES) - {"task"}
-    experiment = workers.profile_doc(2, 1)["experiments"][0]
+    experiment = bench_workers.profile_doc(2, 1)["experiments"][0]
     assert not set(experiment["settings"]) & set(AXES)

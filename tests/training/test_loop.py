@@ -319,9 +319,9 @@ def test_a_run_that_reuses_a_compiled_step_equals_the_run_traced_anew(mnist_spli
     first = run(1, params["learning_rate"], reuse=True)
     first_weights = [w.copy() for w in first.model.get_weights()]
     (key,) = kept_steps.keys()
-    assert step.kept_run_waits(key)
+    assert step.compiled_step_kept(key)
     reused = _numbers(run(2, params["learning_rate"] / 3, reuse=True))
-    assert step.kept_run_waits(key)  # handed back for the next run
+    assert step.compiled_step_kept(key)  # handed back for the next run
     _assert_same(reused, fresh)
     for kept, now in zip(first_weights, first.model.get_weights(), strict=True):
         np.testing.assert_array_equal(kept, now)
@@ -342,7 +342,7 @@ def test_a_compiled_step_of_another_shape_or_optimizer_is_not_reused(mnist_split
     # the key is data: the task's class, name, parameters and data set, the clipper's name and config, the optimizer
     assert key == ("ClassificationTask", "classifier", "{}", None, "global_norm", '{"threshold": 1.0}', "sgd")
     other = RunConfig(**{**SMALL, **base, "optimizer": "adam"})
-    assert not step.kept_run_waits(training.loop._compiled_key(other, ClassificationTask(), other.clipper()))
+    assert not step.compiled_step_kept(training.loop._compiled_key(other, ClassificationTask(), other.clipper()))
     kept = caches.cache("compiled steps").get(key)
     larger = RunConfig(**{**SMALL, **base, "train_subset": 448})
     x, y = ClassificationTask().prepare(training.loop.run_splits(larger, mnist_splits)[0])

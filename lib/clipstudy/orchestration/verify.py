@@ -8,7 +8,7 @@ temporary folder and compared with its published copy. Which promise is checked 
 run recorded (``clipstudy.hardware``: CPU, oneDNN's instruction set, TensorFlow's settings, threads, versions):
 
 * **bits**, where the recorded platform matches this one: every summary field but timings, every evaluation
-  row and every step the bundle kept must be identical (``study.compare``). Runs recorded before the
+  row and every step the bundle kept must be identical (``study.differences``). Runs recorded before the
   platform block existed name only the CPU's model name, the versions and the thread counts; where those
   match, the bits are checked, and a difference is reported as such before the study-level check decides.
 * **study level**, elsewhere (another CPU picks other kernels, so the last bits differ and a trajectory
@@ -51,7 +51,7 @@ import pandas as pd
 
 from clipstudy import hardware, paths, tasks
 from clipstudy.analysis import report, stage1
-from clipstudy.study import bundle, compare, kernels, notebooks, runfiles, sweep
+from clipstudy.study import bundle, differences, kernels, notebooks, runfiles, sweep
 from clipstudy.study.plan import Plan, load_plan
 from clipstudy.study.profiles import ProfileError
 
@@ -187,13 +187,13 @@ def bit_differences(published: Path, out: Path) -> list[str]:
     """Every summary field (timings and platform aside), evaluation row and kept step that is not identical."""
     old = runfiles.load_summary(published)
     new = {k: v for k, v in runfiles.load_summary(out).items() if k in old}  # the numbers it published
-    problems = compare.summary_differences(old, new)
-    problems += compare.table_differences(
+    problems = differences.summary_differences(old, new)
+    problems += differences.table_differences(
         pd.read_parquet(published / runfiles.EPOCHS), pd.read_parquet(out / runfiles.EPOCHS), runfiles.EPOCHS
     )
     kept = pd.read_parquet(published / runfiles.STEPS)
     rerun = pd.read_parquet(out / runfiles.STEPS)
-    problems += compare.table_differences(
+    problems += differences.table_differences(
         kept, rerun[rerun["step"].isin(kept["step"])].reset_index(drop=True), runfiles.STEPS
     )
     return problems
@@ -358,7 +358,7 @@ def prefix_bit_differences(published: Path, out: Path, n: int) -> list[str]:
     kept, rerun = pd.read_parquet(published / runfiles.STEPS), pd.read_parquet(out / runfiles.STEPS)
     kept = kept[kept["step"] <= n].reset_index(drop=True)
     rerun = rerun[rerun["step"] <= n].reset_index(drop=True)
-    return compare.table_differences(kept, rerun, f"{runfiles.STEPS} (steps 1-{n})")
+    return differences.table_differences(kept, rerun, f"{runfiles.STEPS} (steps 1-{n})")
 
 
 def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEPS) -> Verification:

@@ -286,7 +286,7 @@ def _sweep_locked(
     remove_stale_partials(root)  # under the lock, whatever is half-done was abandoned by a dead sweep
     for line in set_aside_damaged(root):
         print(f"damaged run set aside, redoing it: {line}", file=sys.stderr)
-    places = _Places(root, profile.bundle)
+    places = RunFolders(root, profile.bundle)
     result = SweepResult(profile.name, root, [], [], {})
     resolved = _resolved(specs, places.probes)
     for line in places.repair(resolved):
@@ -312,7 +312,7 @@ def _sweep_locked(
 
 
 @dataclass
-class _Places:
+class RunFolders:
     """Where a sweep's runs go (``root``) and, for a published profile, the bundle they are copied to."""
 
     root: Path
@@ -404,7 +404,7 @@ def run_order(specs: list[RunSpec], cost: dict[str, float]) -> list[RunSpec]:
 
 
 def _run_all(
-    client, specs: list[RunSpec], places: _Places, result: SweepResult, progress: bool, warm: bool = True
+    client, specs: list[RunSpec], places: RunFolders, result: SweepResult, progress: bool, warm: bool = True
 ) -> None:
     from dask.distributed import as_completed  # deferred with the client
 

@@ -24,7 +24,7 @@ from clipstudy.training.config import RunConfig, thaw
 from clipstudy.training.monitor import DivergenceMonitor
 from clipstudy.training.optimizers import make_optimizer
 from clipstudy.training.spikes import spike_plan
-from clipstudy.training.step import compile_run, kept_run_waits
+from clipstudy.training.step import compile_run, compiled_step_kept
 from clipstudy.training.steplog import StepLog
 from clipstudy.training.summary import summarize
 
@@ -199,7 +199,7 @@ def _start(config: RunConfig, task, data, clip, model, reuse_compiled: bool):
     """The run's model (built once it is seeded), its compiled step and prediction function, its training
     and test splits, and its evaluations."""
     key = _compiled_key(config, task, clip) if reuse_compiled and model is None else None
-    reusing = key is not None and kept_run_waits(key)
+    reusing = key is not None and compiled_step_kept(key)
     # A model to compile if no finished run left one, built before the run is seeded: the run's numbers
     # do not see it.
     spare = task.build_model() if key is not None and not reusing else None
@@ -210,8 +210,8 @@ def _start(config: RunConfig, task, data, clip, model, reuse_compiled: bool):
     x_train, y_train = task.prepare(train_split)
     x_test, test_targets = task.prepare_test(test_split)
     validation = task.prepare_test(validation_split) if validation_split is not None else None
-    unseeded = config.seed if reusing else None  # TensorFlow's seed, set if the step is traced after all
-    compiled = compile_run(net, task, clip, optimizer, x_train, y_train, x_test.shape[1:], key, spare, unseeded)
+    seed_if_traced = config.seed if reusing else None  # TensorFlow's seed, set if the step is traced after all
+    compiled = compile_run(net, task, clip, optimizer, x_train, y_train, x_test.shape[1:], key, spare, seed_if_traced)
     evaluations = _Evaluations(task, compiled.predict, x_test, test_targets, time.perf_counter(), validation)
     return net, compiled, (train_split, test_split), evaluations
 

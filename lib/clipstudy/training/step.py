@@ -161,7 +161,7 @@ def _draws_from_global_seed(function) -> bool:
     return any("seed2" in n.attr for n in nodes)
 
 
-def kept_run_waits(key) -> bool:
+def compiled_step_kept(key) -> bool:
     """Whether a finished run of ``key`` left its compiled functions (then ``compile_run`` needs no spare model)."""
     return key in _kept
 

@@ -1,7 +1,7 @@
 """Whether two runs gave the same numbers: every metric of the summary, every step and evaluation,
 the COCO files; timings, versions and file paths aside.
 
-    python -m clipstudy.study.compare RUNS_A RUNS_B
+    python -m clipstudy.study.differences RUNS_A RUNS_B
 
 compares each run folder present in both ``RUNS_A`` and ``RUNS_B`` and exits non-zero on any difference.
 """
@@ -70,7 +70,7 @@ def run_differences(dir_a: Path, dir_b: Path, ignore=()) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clipstudy.study.differences", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_a")
     parser.add_argument("runs_b")
     parser.add_argument("--ignore", nargs="*", default=[], help="summary fields to leave out")

@@ -1,6 +1,6 @@
 """How many runs an hour each worker and thread setting gives on this machine (docs/running.md, "Choosing workers").
 
-    python -m clipstudy.orchestration.workers [--runs 8] [--settings 2x1 1x2 2x2 3x1] [--json FILE]
+    python -m clipstudy.orchestration.bench_workers [--runs 8] [--settings 2x1 1x2 2x2 3x1] [--json FILE]
 
 Each setting sweeps the same ``--runs`` quick-sized classifier runs (``breakdown.RUNS``, seeds 0, 1, ...)
 into a scratch folder of its own, as ``make sweep`` does (a local Dask cluster of that many workers, each
@@ -74,7 +74,7 @@ def measure(workers: int, threads: int, runs: int, scratch: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clipstudy.orchestration.workers", description=__doc__.split("\n\n")[0]
+        prog="python -m clipstudy.orchestration.bench_workers", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=[(2, 1), (1, 2), (2, 2), (3, 1)])

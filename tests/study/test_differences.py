@@ -2,24 +2,24 @@
 
 import pandas as pd
 
-from clipstudy.study import compare
+from clipstudy.study import differences
 
 
 def test_timings_and_versions_are_ignored_but_metrics_are_not():
     a = {"final_test_accuracy": 0.9, "wall_time_s": 3.0, "versions": {"tensorflow": "1"}, "best": float("nan")}
     b = {"final_test_accuracy": 0.9, "wall_time_s": 4.0, "versions": {"tensorflow": "2"}, "best": float("nan")}
-    assert compare.summary_differences(a, b) == []
-    assert compare.summary_differences(a, {**b, "final_test_accuracy": 0.9000001}) == [
+    assert differences.summary_differences(a, b) == []
+    assert differences.summary_differences(a, {**b, "final_test_accuracy": 0.9000001}) == [
         "final_test_accuracy: 0.9 != 0.9000001"
     ]
-    assert compare.summary_differences(a, {**b, "extra": 1}) == ["extra: '<absent>' != 1"]
+    assert differences.summary_differences(a, {**b, "extra": 1}) == ["extra: '<absent>' != 1"]
 
 
 def test_tables_must_match_in_every_column_but_the_timings():
     a = pd.DataFrame({"step": [1, 2], "loss": [0.5, 0.25], "step_time_s": [0.1, 0.2]})
-    assert compare.table_differences(a, a.assign(step_time_s=[9.0, 9.0]), "steps") == []
-    assert compare.table_differences(a, a.assign(loss=[0.5, 0.2500001]), "steps") == ["steps: column loss differs"]
-    assert "shape or columns differ" in compare.table_differences(a, a.iloc[:1], "steps")[0]
+    assert differences.table_differences(a, a.assign(step_time_s=[9.0, 9.0]), "steps") == []
+    assert differences.table_differences(a, a.assign(loss=[0.5, 0.2500001]), "steps") == ["steps: column loss differs"]
+    assert "shape or columns differ" in differences.table_differences(a, a.iloc[:1], "steps")[0]
 
 
 def test_make_reproduces_sample_is_one_short_run_per_experiment_drawn_reproducibly():
