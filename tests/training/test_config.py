@@ -1,6 +1,8 @@
 """RunConfig: one definition of a run's parameters, with types, defaults and checks."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,12 @@ def test_a_runs_axes_are_defined_once_and_its_settings_are_the_rest():
     config = RunConfig(method="global_norm", clip_params={"threshold": 1.0}, seed=3, epochs=2, warmup_steps=5)
     assert set(config.settings()) == set(config.to_params()) - set(AXES)
     assert config.settings()["epochs"] == 2 and config.settings()["warmup_steps"] == 5
-    assert profiles.AXES == AXES and report.RUN_AXES == set(AXES) - {"task"}
+    assert profiles.AXES == AXES
+    summary = {"params": config.to_params()}
+    row = report._summary_row(Path("run"), summary)
+    assert json.loads(row["settings_key"]) == {"task": config.task, **config.settings()}
+    assert (row["method"], row["seed"], row["label"]) == ("global_norm", 3, "global_norm (threshold=1)")
+    with pytest.raises(ConfigError, match="unknown run parameter"):
+        report._summary_row(Path("run"), {"params": {**config.to_params(), "colour": "red"}})
     experiment = bench_workers.profile_doc(2, 1)["experiments"][0]
     assert not set(experiment["settings"]) & set(AXES)

@@ -21,14 +21,12 @@ from clipstudy.data.split import subset_indices
 from clipstudy.study import bundle, probes, runfiles
 from clipstudy.study.plan import Plan, load_plan
 from clipstudy.study.profiles import RunSpec
-from clipstudy.training.config import AXES
+from clipstudy.training.config import RunConfig
 
 PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "dataset"]
-#: What varies within an experiment; everything else in a run's parameters is its condition (settings_key),
-#: and only runs of the same condition are compared.
-#: The axes a run's settings key leaves out (``RunConfig``'s axes but the task, which the key has kept since the
-#: first report: the published report's keys do not change).
-RUN_AXES = set(AXES) - {"task"}
+#: A run's condition (``settings_key``) is what every run of its experiment shares (``RunConfig.settings``) and
+#: its task (which the key has kept since the first report: the published report's keys do not change); only
+#: runs of the same condition are compared.
 #: The report's cost figure marks these targets (``make bench``).
 OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
 
@@ -44,20 +42,23 @@ class ProfileRuns:
 
 
 def _summary_row(run_dir: Path, summary: dict) -> dict:
-    params = summary.get("params", {})
+    """A run's row: its ``RunConfig`` rebuilt from the parameters it recorded (a parameter that is not one is
+    refused), the condition it shares with the other runs of its experiment (``settings_key``), its label, and
+    every number of its summary."""
+    config = RunConfig.from_params(summary["params"])
+    params = config.to_params()
     clip_params = params.get("clip_params") or {}
-    if params.get("threshold_rule"):
+    if config.threshold_rule:
         # A threshold read from data differs per cell: group the runs by the rule that chose it.
-        percentile = params["threshold_rule"].split()[1]
+        percentile = config.threshold_rule.split()[1]
         clip_params = {**clip_params, "threshold": f"p{percentile} of probe"}
-    settings = {k: v for k, v in params.items() if k not in RUN_AXES}
     row = {
         "run_id": run_dir.name,
-        **{k: params.get(k) for k in PARAM_COLUMNS},
-        "settings_key": json.dumps(settings, sort_keys=True),
-        "spiked": bool(params.get("spikes")),
+        **{k: getattr(config, k) for k in PARAM_COLUMNS},
+        "settings_key": json.dumps({"task": config.task, **config.settings()}, sort_keys=True),
+        "spiked": bool(config.spikes),
         "clip_params": runfiles.format_params(clip_params),
-        "label": params.get("method") + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""),
+        "label": config.method + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""),
     }
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
     versions = summary.get("versions") or {}
