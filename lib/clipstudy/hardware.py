@@ -27,6 +27,8 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+from clipstudy.fileio import atomic_target
+
 #: CPU flags that change which kernels oneDNN and Eigen can use.
 ISA_FLAGS = (
     "sse4_1",
@@ -213,10 +215,8 @@ def _write_cached(key: str, isa: str) -> None:
     for folder in _cache_dirs():
         cache = folder / f"onednn-isa-{key}.json"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"onednn_isa": isa}))
-            os.replace(tmp, cache)
+            with atomic_target(cache) as tmp:
+                tmp.write_text(json.dumps({"onednn_isa": isa}))
             return
         except OSError as exc:
             warnings.warn(

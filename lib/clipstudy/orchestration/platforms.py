@@ -21,6 +21,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from clipstudy.fileio import atomic_target
+
 #: Setting name -> environment it runs under (on top of this process's, with the variables cleared first).
 SETTINGS = {
     "default": {},
@@ -85,9 +87,8 @@ def merge(path: Path, rows: list[dict]) -> list[dict]:
     keys = {(r["cpu"], r["setting"]) for r in rows}
     merged = [r for r in old if (r["cpu"], r["setting"]) not in keys] + rows
     merged.sort(key=lambda r: (r["setting"], r["cpu"]))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(merged, indent=1) + "\n")
     return merged
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import paths
-from clipstudy.fileio import sha256_file, write_json_atomic, write_parquet_atomic
+from clipstudy.fileio import atomic_target, sha256_file, write_json_atomic, write_parquet_atomic
 from clipstudy.study import runfiles
 from clipstudy.study.lock import SweepLock
 
@@ -98,9 +98,8 @@ def publish_probe(probe_file: Path, bundle: Path) -> Path:
     target = bundle / "probes" / probe_file.name
     target.parent.mkdir(parents=True, exist_ok=True)
     with SweepLock(bundle, wait=True, name=PUBLISH_LOCK, holder="publisher"):
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-        shutil.copy2(probe_file, tmp)
-        tmp.rename(target)
+        with atomic_target(target) as tmp:
+            shutil.copy2(probe_file, tmp)
         _index_entry(bundle, "probes", target.name, sha256_file(target))
     return target
 
