@@ -33,7 +33,7 @@ from clipstudy.study import runfiles
 from clipstudy.study.profiles import RunSpec
 from clipstudy.training import set_threads
 from clipstudy.training.config import FROM_DATA, RunConfig
-from clipstudy.training.loop import run_splits, set_determinism
+from clipstudy.training.loop import batch_orders, run_splits, set_determinism
 from clipstudy.training.optimizers import make_optimizer
 from clipstudy.training.step import make_train_step
 
@@ -64,15 +64,9 @@ def probe_norms(config: RunConfig, task, data, steps: int = PROBE_STEPS) -> np.n
         tf.constant(x),
         tf.constant(y),
     )
-    shuffler = np.random.default_rng([probe.seed, 2])
-
-    def batches():  # the training loop's order: one permutation per epoch, seeded by the probe's seed
-        while True:
-            order = shuffler.permutation(len(train_split)).astype(np.int32)
-            for start in range(0, len(order), probe.batch_size):
-                yield order[start : start + probe.batch_size]
-
-    return record_norms(lambda batch: step(batch, 1.0, False).numpy()[1], batches(), steps)
+    # the training loop's order, seeded by the probe's seed
+    batches = (b for epoch in batch_orders(probe.seed, len(train_split), probe.batch_size) for b in epoch)
+    return record_norms(lambda batch: step(batch, 1.0, False).numpy()[1], batches, steps)
 
 
 def threshold_at(norms, percentile: float) -> float:

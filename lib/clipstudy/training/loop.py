@@ -262,20 +262,28 @@ class _Warmup:
             self.optimizer.learning_rate = self.rate * min(1.0, step / self.steps)
 
 
+def batch_orders(seed: int, n_train: int, batch_size: int):
+    """The training batches of a run, epoch after epoch, endlessly: each epoch one permutation of the ``n_train``
+    examples drawn from the run's seed alone, cut into batches of ``batch_size`` (the last may be short). The
+    training loop and the threshold probe (``study.probes``) both train in this order."""
+    shuffler = np.random.default_rng([seed, 2])
+    while True:
+        order = shuffler.permutation(n_train).astype(np.int32)
+        yield [order[start : start + batch_size] for start in range(0, n_train, batch_size)]
+
+
 def _run_epochs(config: RunConfig, compiled, n_train: int, log: StepLog, evaluations: _Evaluations, bar, stop_after):
     """The optimizer steps of every epoch, with the evaluations; stops at divergence (or after ``stop_after``
     steps).
     Returns ``(divergence reason or None, images seen)``."""
     spikes, warmup, train_step = spike_plan(config.spikes), _Warmup(config, compiled.optimizer), compiled.train_step
     monitor = DivergenceMonitor()
-    shuffler = np.random.default_rng([config.seed, 2])
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    orders = batch_orders(config.seed, n_train, config.batch_size)
     divergence, images_seen, stopped = None, 0, False
     for epoch in range(1, config.epochs + 1):
-        order = shuffler.permutation(n_train).astype(np.int32)
+        batches = next(orders)
         totals = [0.0, 0.0, 0.0]  # loss × images, summed score, images
-        for b in range(steps_per_epoch):
-            batch = order[b * config.batch_size : (b + 1) * config.batch_size]
+        for b, batch in enumerate(batches):
             scale, shuffle = spikes.at(log.steps + 1)
             warmup.before(log.steps + 1)
             t0 = time.perf_counter()
@@ -288,7 +296,7 @@ def _run_epochs(config: RunConfig, compiled, n_train: int, log: StepLog, evaluat
             stopped = stop_after is not None and log.steps >= stop_after
             if divergence or stopped:
                 break
-            if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < steps_per_epoch:
+            if config.eval_every and log.steps % config.eval_every == 0 and b + 1 < len(batches):
                 evaluations.add(epoch, log.steps, totals, epoch_end=False)
         # A stopped run's last update was not applied: its weights are finite and it is scored as it stands.
         evaluations.add(epoch, log.steps, totals, epoch_end=True)
