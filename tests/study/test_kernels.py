@@ -49,7 +49,7 @@ def printed(path: Path) -> str:
 def warm_then_fresh(tmp_path: Path, plan: dict) -> tuple[Path, Path]:
     """Execute ``plan``'s runs (name -> config) one after another in one warm kernel, then its last run in a
     kernel of its own; the last run's two folders (warm, fresh)."""
-    key = kernels.KernelKey(str(RUN.parent), 1, notebooks.KERNEL)
+    key = kernels.KernelKey.for_notebook(RUN, 1)
     try:
         kernel = kernels.kernel_for(key)
         for name, config in plan.items():

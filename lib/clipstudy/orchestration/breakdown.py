@@ -116,7 +116,7 @@ def breakdown(task_names=tuple(RUNS)) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         for task in task_names:
             print(f"breakdown: a {task} run in a warm kernel after two others, then in a fresh one ...", flush=True)
-            key = kernels.KernelKey(str(paths.notebook(RUN_NOTEBOOK).parent), 1, notebooks.KERNEL)
+            key = kernels.KernelKey.for_notebook(paths.notebook(RUN_NOTEBOOK), 1)
             try:
                 kernel = kernels.kernel_for(key)
                 for i in (1, 2):  # the first run imports, the second's reset freezes what they left

@@ -265,7 +265,7 @@ def deviations(published: dict, retrained: dict, cell: list[dict], metrics) -> l
 def _retrain(spec, out: Path, parameters: dict) -> None:
     """Execute ``spec``'s notebook into ``out`` as the sweep does: in this process's warm kernel for its threads."""
     source = paths.notebook(spec.notebook)
-    key = kernels.KernelKey(str(source.parent), spec.config.threads, notebooks.KERNEL)
+    key = kernels.KernelKey.for_notebook(source, spec.config.threads)
     notebooks.execute(
         source, out / "notebook.ipynb", parameters, kernel=kernels.kernel_for(key), timeout=sweep.run_timeout()
     )
@@ -274,21 +274,31 @@ def _retrain(spec, out: Path, parameters: dict) -> None:
 def verify_run(spec, published: Path, scratch: Path, current: dict | None = None) -> Verification:
     """Retrain ``spec`` into ``scratch`` and check it against its published copy at the level the recorded
     platform allows (see the module's text)."""
-    out = scratch / spec.run_id
-    out.mkdir(parents=True)
-    _retrain(spec, out, {"config": spec.params, "output_dir": str(out)})
-    old = runfiles.load_summary(published)
-    new = runfiles.load_summary(out)
-    current = current or hardware.recorded(new)  # the platform this machine just recorded
-    differ, unknown = hardware.differences(hardware.recorded(old), current)
-    bits = bit_differences(published, out)
-    legacy_match = not differ and bool(unknown)
-    promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
-    result = Verification(spec.run_id, promise, differ, unknown if legacy_match or differ else [], bits, out_dir=out)
-    if promise == STUDY_LEVEL:
+    out = _retrained(spec, scratch)
+    old, new = runfiles.load_summary(published), runfiles.load_summary(out)
+    result = _promised(spec, old, current or hardware.recorded(new), bit_differences(published, out), out)
+    if result.promise == STUDY_LEVEL:
         metrics = tasks.spec(old["task"]).summary_keys
         result.deviations = deviations(old, new, cell_of(old, published.parent), metrics)
     return result
+
+
+def _retrained(spec, scratch: Path, **parameters) -> Path:
+    """``spec`` trained again into ``scratch/<run id>`` (with the notebook's other ``parameters``); the folder."""
+    out = scratch / spec.run_id
+    out.mkdir(parents=True)
+    _retrain(spec, out, {"config": spec.params, "output_dir": str(out), **parameters})
+    return out
+
+
+def _promised(spec, old: dict, current: dict, bits: list[str], out: Path, prefix: int | None = None) -> Verification:
+    """What a retrained run is held to: bit for bit where the platform ``old`` recorded is ``current`` (a run
+    recorded before the platform block was, with the fields it has, if its bits agree), else the study's level."""
+    differ, unknown = hardware.differences(hardware.recorded(old), current)
+    legacy_match = not differ and bool(unknown)
+    promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
+    kept_unknown = unknown if legacy_match or differ else []
+    return Verification(spec.run_id, promise, differ, kept_unknown, bits, out_dir=out, prefix=prefix)
 
 
 def prefix_mean_loss(steps: pd.DataFrame, n: int) -> float:
@@ -364,18 +374,11 @@ def prefix_bit_differences(published: Path, out: Path, n: int) -> list[str]:
 def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEPS) -> Verification:
     """Retrain the first ``steps`` steps of ``spec`` into ``scratch`` and check them against its published
     copy at the level the recorded platform allows (see the module's text)."""
-    out = scratch / spec.run_id
-    out.mkdir(parents=True)
-    _retrain(spec, out, {"config": spec.params, "output_dir": str(out), "stop_after": steps})
+    out = _retrained(spec, scratch, stop_after=steps)
     old, new = runfiles.load_summary(published), runfiles.load_summary(out)
-    differ, unknown = hardware.differences(hardware.recorded(old), hardware.recorded(new))
     bits = prefix_bit_differences(published, out, steps)
-    promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
-    legacy_match = not differ and bool(unknown)
-    result = Verification(
-        spec.run_id, promise, differ, unknown if legacy_match or differ else [], bits, out_dir=out, prefix=steps
-    )
-    if promise == STUDY_LEVEL:
+    result = _promised(spec, old, hardware.recorded(new), bits, out, prefix=steps)
+    if result.promise == STUDY_LEVEL:
         result.deviations = prefix_deviations(published, out, cell_dirs(old, published.parent), steps)
     return result
 

@@ -73,13 +73,23 @@ def reset_kernel_state() -> None:
 RESET_CODE = "from clipstudy.study.kernels import reset_kernel_state as _r; _r()"
 
 
+#: The Jupyter kernel spec every notebook of the study runs in (the environment's own Python).
+KERNEL = "python3"
+
+
 @dataclass(frozen=True)
 class KernelKey:
     """What a kernel is started with and cannot change afterwards."""
 
     cwd: str
     threads: int | None
-    kernel_name: str
+    kernel_name: str = KERNEL
+
+    @classmethod
+    def for_notebook(cls, notebook: str | Path, threads: int | None) -> KernelKey:
+        """The kernel a notebook runs in: started in the notebook's folder (its relative paths), with
+        ``threads`` TensorFlow threads (None: a one-off kernel that sets none)."""
+        return cls(str(Path(notebook).parent), threads)
 
 
 class KernelError(RuntimeError):

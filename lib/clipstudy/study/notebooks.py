@@ -19,7 +19,7 @@ from clipstudy.study import kernels
 from clipstudy.study.processes import stderr_to
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-KERNEL = "python3"
+KERNEL = kernels.KERNEL
 
 
 def clean(nb: nbformat.NotebookNode, keep_papermill: bool = False) -> nbformat.NotebookNode:
@@ -68,7 +68,7 @@ def execute(
         return _execute_warm(source, target, parameters, kernel, keep_papermill, log_output, log, timeout)
     # A kernel of its own, started with its environment handed to it as a value (``processes.child_environment``)
     # and shut down after: the same kernel and execution as a warm one's, without the runs before it.
-    one_off = kernels.WarmKernel(kernels.KernelKey(str(Path(cwd or Path(source).parent)), None, KERNEL))
+    one_off = kernels.WarmKernel(kernels.KernelKey(str(Path(cwd or Path(source).parent)), None))
     one_off.start()
     try:
         return _execute_warm(source, target, parameters, one_off, keep_papermill, log_output, log, timeout, since=0)

@@ -95,7 +95,7 @@ def _execute_run(spec: RunSpec, root: str, warm: bool) -> dict[str, Any]:
     status = {"run_id": spec.run_id, "status": "done"}
     source = paths.notebook(spec.notebook)
     try:  # the kernel's chatter goes to the run's kernel.log, not the terminal
-        key = kernels.KernelKey(str(source.parent), spec.config.threads, notebooks.KERNEL)
+        key = kernels.KernelKey.for_notebook(source, spec.config.threads)
         notebooks.execute(
             source,
             partial / "notebook.ipynb",
