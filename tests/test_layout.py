@@ -19,6 +19,8 @@ MAY_IMPORT = {
     "analysis": {"clipping", "data", "training", "tasks", "study"},
     "orchestration": {"clipping", "data", "training", "tasks", "study", "analysis"},
 }
+#: The longest a function may be, docstring included (60 until the longest were split up).
+MAX_FUNCTION_LINES = 55
 #: Imports that may sit inside a function, to defer a heavy dependency.
 DEFERRED = {
     "tensorflow",
@@ -74,7 +76,7 @@ def test_functions_are_short_and_import_only_heavy_dependencies_inside(path):
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
-            assert length <= 60, f"{path.name}:{node.name} is {length} lines"
+            assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.name} is {length} lines"
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Import):
                     names = [a.name for a in inner.names]

@@ -580,15 +580,7 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     norm = LogNorm(vmin=0.005, vmax=1.0)
     for k, (ax, opt) in enumerate(zip(axes.ravel(), optimizers)):
         sub, epochs = _rate_grid(summaries[summaries["optimizer"] == opt])
-        values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
-        failed = sub.pivot_table(index=col, columns="learning_rate", values="failed", aggfunc="mean")
-        present = [m for m in order if m in failed.index]
-        values = values.reindex(index=present, columns=failed.columns).astype(float)
-        failed = failed.reindex(present).astype(float)
-        labels = np.array(
-            [[_stability_cell(v, d) for v, d in zip(vr, dr)] for vr, dr in zip(values.to_numpy(), failed.to_numpy())],
-            dtype=object,
-        )
+        values, labels = _stability_table(sub, col, order, metric)
         error = (1.0 - values).clip(lower=norm.vmin, upper=norm.vmax)
         sns.heatmap(
             error,
@@ -617,6 +609,21 @@ def stability_map(summaries: pd.DataFrame, metric: str = "final_test_accuracy", 
     )
     fig.tight_layout()
     return fig
+
+
+def _stability_table(sub: pd.DataFrame, col: str, order: list, metric: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """One optimizer's panel: the mean ``metric`` per method setting (rows, in ``order``) and rate (columns), and
+    each cell's text (the mean, or the share of its seeds that failed)."""
+    values = sub.pivot_table(index=col, columns="learning_rate", values=metric, aggfunc="mean", dropna=False)
+    failed = sub.pivot_table(index=col, columns="learning_rate", values="failed", aggfunc="mean")
+    present = [m for m in order if m in failed.index]
+    values = values.reindex(index=present, columns=failed.columns).astype(float)
+    failed = failed.reindex(present).astype(float)
+    labels = np.array(
+        [[_stability_cell(v, d) for v, d in zip(vr, dr)] for vr, dr in zip(values.to_numpy(), failed.to_numpy())],
+        dtype=object,
+    )
+    return values, labels
 
 
 def _rate_grid(sub: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:

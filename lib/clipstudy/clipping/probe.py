@@ -79,6 +79,26 @@ class ThresholdProbe:
         )
 
 
+def _unclipped_step(model, loss_fn, optimizer, tf):
+    """One compiled unclipped training step of ``model`` with ``optimizer`` (built here); returns the gradients'
+    global norm."""
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function
+    def step(batch):
+        xb, yb = batch[0], batch[1]
+        with tf.GradientTape() as tape:
+            value = loss_fn(yb, model(xb, training=True))
+            if model.losses:
+                value = value + tf.add_n(model.losses)
+        grads = tape.gradient(value, variables)
+        optimizer.apply(grads, variables)
+        return global_norm(grads)
+
+    return step
+
+
 def probe_threshold(
     model,
     x,
@@ -116,20 +136,7 @@ def probe_threshold(
     steps = _checked_steps(x, steps, batch_size, keras, tf)
     loss_fn = _loss(model, loss, keras)
     probe_optimizer = _fresh_optimizer(model, optimizer, keras)
-    variables = model.trainable_variables
-    probe_optimizer.build(variables)
-
-    @tf.function
-    def step(batch):
-        xb, yb = batch[0], batch[1]
-        with tf.GradientTape() as tape:
-            value = loss_fn(yb, model(xb, training=True))
-            if model.losses:
-                value = value + tf.add_n(model.losses)
-        grads = tape.gradient(value, variables)
-        probe_optimizer.apply(grads, variables)
-        return global_norm(grads)
-
+    step = _unclipped_step(model, loss_fn, probe_optimizer, tf)
     saved = [v.numpy() for v in model.variables]
     try:
         norms = record_norms(step, _batches(x, y, batch_size, seed, tf), steps)

@@ -448,7 +448,7 @@ def _finished_anywhere(profile: Plan, run_id: str, reports: str) -> bool:
     return runfiles.is_finished(here) or bool(profile.bundle and runfiles.is_finished(profile.bundle / "runs" / run_id))
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipstudy.study.sweep", description="Run a profile's grid of runs (skips finished runs)."
     )
@@ -470,7 +470,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="let Dask's logs and the kernels' warnings through (or CLIPSTUDY_VERBOSE=1)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     if args.verbose:
         os.environ["CLIPSTUDY_VERBOSE"] = "1"
     try:

@@ -175,21 +175,10 @@ def train(
     compiled.finish(net)
 
     steps, epochs = log.frame(steps_per_epoch, config.epochs), evaluations.frame()
-    summary = summarize(
-        config,
-        task,
-        clip,
-        steps,
-        epochs,
-        train_images=len(train_split),
-        test_images=len(test_split),
-        images_seen=seen,
-        steps_planned=log.capacity,
-        divergence=divergence,
-        wall_time_s=wall,
-        median_step_time_s=log.median_step_time(),
-        parameters=net.count_params(),
-    )
+    sizes = {"train_images": len(train_split), "test_images": len(test_split), "images_seen": seen}
+    summary = summarize(config, task, clip, steps, epochs, **sizes, steps_planned=log.capacity,
+                        divergence=divergence, wall_time_s=wall, median_step_time_s=log.median_step_time(),
+                        parameters=net.count_params())  # fmt: skip
     summary["timings"] = phase_timings(setup_s, steps, epochs, wall)
     summary.update({} if stop_after is None else {"stopped_after": stop_after})  # a prefix: its metrics are its own
     return RunResult(steps=steps, epochs=epochs, summary=summary, model=net, test=test_split)
