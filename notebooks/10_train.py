@@ -40,7 +40,7 @@ from clipstudy.study.runfiles import format_params
 from clipstudy.training import RunConfig
 
 run = RunConfig.for_task(config.get("task", "classifier"), **config)
-print(f"{run.task}: {run.spec.summary}")
+print(f"{run.task}: {run.task_spec.summary}")
 
 # %% [markdown]
 # ## Train
@@ -72,7 +72,7 @@ print(result.epochs.drop(columns=[c for c in result.epochs if c.endswith("time_s
 
 # %%
 title = f"{run.task} · {run.method} · {run.optimizer} · lr={run.learning_rate:g} · seed {run.seed}"
-fig = plots.run_curves(result.epochs, run.spec.curve_metrics, title=title)
+fig = plots.run_curves(result.epochs, run.task_spec.curve_metrics, title=title)
 
 # %% [markdown]
 # ## What clipping did
@@ -87,5 +87,5 @@ fig = plots.norm_trace(result.steps, title=f"{run.task} gradient norm · {run.me
 # Drawn by the task itself (`TaskSpec.sample_figure`); tasks without one show nothing here.
 
 # %%
-if run.spec.sample_figure is not None:
-    fig = run.spec.sample_figure(result, run)
+if run.task_spec.sample_figure is not None:
+    fig = run.task_spec.sample_figure(result, run)

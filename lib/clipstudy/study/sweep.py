@@ -54,7 +54,7 @@ def estimated_seconds(config) -> float:
     steps = config.planned_steps()
     evaluations = config.epochs + (steps // config.eval_every if config.eval_every else 0)
     images = steps * config.batch_size + evaluations * (config.test_examples() + (config.validation or 0)) / 3
-    return RUN_OVERHEAD_S + config.spec.seconds_per_example * images
+    return RUN_OVERHEAD_S + config.task_spec.seconds_per_example * images
 
 
 #: Seconds one cell of a run may take before its kernel is taken as hung (the run fails, the sweep goes on): six
@@ -149,7 +149,7 @@ def prepare_datasets(specs) -> None:
     for s in specs:
         by_task.setdefault(s.config.task, []).append(s.config)
     for configs in by_task.values():
-        configs[0].spec.prepare(configs)
+        configs[0].task_spec.prepare(configs)
 
 
 def remove_stale_partials(root: Path) -> int:

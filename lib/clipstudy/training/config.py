@@ -176,18 +176,18 @@ class RunConfig:
         return threshold[FROM_DATA] if isinstance(threshold, dict) else None
 
     @property
-    def spec(self):
-        """The task's spec (``clipstudy.tasks``)."""
+    def task_spec(self):
+        """The task's ``TaskSpec`` (``clipstudy.tasks``): its defaults, data sizes, failure rule."""
         return tasks.spec(self.task)
 
     def planned_steps(self) -> int:
         """Optimizer steps the run will take if it is not stopped (from the data sizes and its settings)."""
-        images = self.train_subset or self.spec.train_pool(self)
+        images = self.train_subset or self.task_spec.train_pool(self)
         return self.epochs * -(-images // self.batch_size)
 
     def test_examples(self) -> int:
         """Examples each test evaluation scores."""
-        return self.test_subset or self.spec.test_pool(self)
+        return self.test_subset or self.task_spec.test_pool(self)
 
     def clipper(self):
         """The configured ``Clipper`` (the threshold must have been read from data already)."""
