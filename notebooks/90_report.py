@@ -327,6 +327,21 @@ for task in other_tasks:
     print(report.design_view(table).to_string(index=False))
 
 # %% [markdown]
+# ## Q3 on one CPU: a robustness check
+# Stage 2's detector question (Q3) was trained across CPUs: the unclipped runs of seeds 5 to 7 on one, their
+# clipped twins on another, and a run can collapse on one CPU and train on another. Every arm of those seeds
+# trained again on one machine (`python -m clipstudy.orchestration.robustness`), beside the runs as published.
+
+# %%
+q3_check = rep.q3_one_cpu()
+if q3_check is not None:
+    shown = q3_check[["arm", "seed", "published_collapsed", "published_AP", "published_platform",
+                      "retrained_collapsed", "retrained_AP", "retrained_platform"]]
+    page.show_html(page.table(shown.round(4), report.q3_one_cpu_words(q3_check)))
+else:
+    page.show_html(page.note("No robustness check of Q3 is published with this profile."))
+
+# %% [markdown]
 # # Stage 3: where clipping is known to matter
 # The third stage's confirmatory questions, registered (commit 806d3ba) with their cells and seeds before their
 # first run: Q5, the positive control on the adding problem (Q5a: divergence at SGD 0.03; Q5b: each arm at its

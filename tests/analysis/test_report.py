@@ -800,3 +800,22 @@ def test_a_saved_figure_is_a_smaller_png_that_looks_the_same(tmp_path):
     assert np.abs(saved - plain).mean() < 1.0 and np.percentile(np.abs(saved - plain), 99.9) <= 32
     assert png.stat().st_size < (tmp_path / "plain.png").stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.png", "saved.png", "saved.svg"]
+
+
+def test_the_q3_robustness_check_is_worded_from_its_table():
+    """Counted by hand: the unclipped arm collapsed 3 of 3 as published and 2 of 3 retrained; the clipped arm 1 of 3
+    both ways; a run not retrained yet is left out of the counts and named in the total."""
+    rows = [
+        ("none", 5, True, True), ("none", 6, True, False), ("none", 7, True, True),
+        ("global_norm (threshold=10)", 5, False, False), ("global_norm (threshold=10)", 6, False, False),
+        ("global_norm (threshold=10)", 7, True, True), ("global_norm (threshold=p50 of probe)", 5, False, None),
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["arm", "seed", "published_collapsed", "retrained_collapsed"])
+    table["retrained_platform"] = [None if r[3] is None else "cpu_family=25" for r in rows]
+    words = report.q3_one_cpu_words(table)
+    assert "none: 2 of 3 collapsed retrained, 3 of 3 as published" in words
+    assert "global_norm (threshold=10): 1 of 3 collapsed retrained, 1 of 3 as published" in words
+    assert "p50" not in words and "(6 of 7 runs retrained)" in words and "(cpu_family=25)" in words
+    assert report.q3_one_cpu_words(table.assign(retrained_collapsed=None)).endswith(
+        "not been retrained on one CPU yet."
+    )

@@ -221,3 +221,18 @@ def test_a_second_sweep_publishing_to_the_same_bundle_is_refused_whatever_its_re
     with SweepLock(paths.results_dir() / "pub", holder="sweep publishing to it"):
         with pytest.raises(FolderBusy, match=f"another sweep publishing to it .* in {paths.results_dir() / 'pub'}"):
             sweep.run_sweep(published_profile, tmp_path / "elsewhere", workers=1, progress=False)
+
+
+def test_q3s_cpu_crossed_seeds_are_every_arm_of_seeds_5_to_7_as_published():
+    """The robustness check retrains exactly Q3's three arms of seeds 5-7 (unclipped, the probe's median, YOLO's
+    10), each with the id it was published under."""
+    from clipstudy.orchestration import robustness
+    from clipstudy.study.plan import load_plan
+
+    plan = load_plan("paper")
+    runs = robustness.q3_crossed_runs(plan)
+    arms = sorted((s.config.method, bool(s.config.threshold_rule), s.config.seed) for s in runs)
+    kinds = (("none", False), ("global_norm", False), ("global_norm", True))
+    assert arms == sorted((m, rule, seed) for m, rule in kinds for seed in (5, 6, 7))
+    assert all((plan.bundle / "runs" / s.run_id / "summary.json").is_file() for s in runs)
+    assert {s.config.learning_rate for s in runs} == {0.01} and {s.config.optimizer for s in runs} == {"adam"}

@@ -27,6 +27,30 @@ PARAM_COLUMNS = ["task", "method", "optimizer", "learning_rate", "seed", "datase
 #: A run's condition (``settings_key``) is what every run of its experiment shares (``RunConfig.settings``) and
 #: its task (which the key has kept since the first report: the published report's keys do not change); only
 #: runs of the same condition are compared.
+#: Q3's robustness check on one CPU, published in the bundle (``orchestration.robustness``).
+Q3_ONE_CPU_TABLE = "robustness/q3_one_cpu.csv"
+
+
+def q3_one_cpu_words(table: pd.DataFrame) -> str:
+    """The check in words, from its table: per arm, the collapses as published and as retrained on one CPU."""
+    done = table[table["retrained_collapsed"].notna()]
+    if done.empty:
+        return "Q3's runs of seeds 5-7 have not been retrained on one CPU yet."
+    cpus = sorted(set(done["retrained_platform"]))
+    parts = []
+    for arm, rows in done.groupby("arm", sort=False):
+        published = int(rows["published_collapsed"].astype(bool).sum())
+        retrained = int(rows["retrained_collapsed"].astype(bool).sum())
+        parts.append(f"{arm}: {retrained} of {len(rows)} collapsed retrained, {published} of {len(rows)} as published")
+    seeds = ", ".join(str(s) for s in sorted(set(done["seed"])))
+    return (
+        f"Q3's arms of seeds {seeds} retrained on one CPU ({'; '.join(cpus)}): "
+        + "; ".join(parts)
+        + f" ({len(done)} of {len(table)} runs retrained). A robustness check beside Q3's registered verdict, which"
+        " it does not change: with 3 seeds it decides nothing."
+    )
+
+
 #: The report's cost figure marks these targets (``make bench``).
 OVERHEAD_TARGETS = {"global_norm": 1.03, "agc": 1.10, "autoclip": 1.10, "zclip": 1.10}
 
@@ -264,6 +288,12 @@ class ProfileReport:
 
     def stage3_answers(self) -> list:
         return stage3_answers.answers(self.evidence(), self.table.epochs)
+
+    def q3_one_cpu(self) -> pd.DataFrame | None:
+        """Q3's robustness check (``orchestration.robustness``), as published beside the bundle's runs; None when the
+        profile has none."""
+        path = self.runs_root.parent / Q3_ONE_CPU_TABLE
+        return pd.read_csv(path) if self.plan is not None and self.plan.publishes and path.is_file() else None
 
     def evidence(self) -> pd.DataFrame:
         """Every run's summary with what the claims read (``stage1.gather_evidence``: ``failed``, ``auc``)."""
