@@ -9,6 +9,7 @@ Holm-adjusted, which never decides a verdict.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -146,3 +147,13 @@ def failure_contrast(p: pd.DataFrame) -> tuple[int, int, float]:
     clipped_only = int((p["failed"] & ~p["failed_base"]).sum())
     base_only = int((~p["failed"] & p["failed_base"]).sum())
     return clipped_only, base_only, stats.exact_mcnemar(clipped_only, base_only)
+
+
+def failure_effect(p: pd.DataFrame) -> tuple[stats.Effect, float, float, int, int]:
+    """Paired failures as an effect: the clipped arm's failure rate minus the unclipped arm's, with the exact McNemar
+    p of the discordant pairs and n the pairs; then the two rates and the pairs that failed clipped only and
+    unclipped only."""
+    clipped_only, base_only, pval = failure_contrast(p)
+    base_rate, clip_rate = float(p["failed_base"].mean()), float(p["failed"].mean())
+    effect = stats.Effect(clip_rate - base_rate, math.nan, math.nan, len(p), pval, "failure rate, exact McNemar")
+    return effect, base_rate, clip_rate, clipped_only, base_only

@@ -31,6 +31,7 @@ from clipstudy.analysis.contrasts import (
     Verdict,
     directional,
     failure_contrast,
+    failure_effect,
     fewest_seeds,
     identical,
     longest_settings,
@@ -142,9 +143,8 @@ def claim_3a(ev: Evidence) -> Verdict:
         return Verdict(
             "inconclusive", "data", "no spike runs of global_norm (threshold=1) and none", secondary=secondary
         )
-    clipped_only, base_only, pval = failure_contrast(p)
-    base_rate, clip_rate = float(p["failed_base"].mean()), float(p["failed"].mean())
-    effect = stats.Effect(clip_rate - base_rate, math.nan, math.nan, len(p), pval, "failure rate, exact McNemar")
+    effect, base_rate, clip_rate, clipped_only, base_only = failure_effect(p)
+    pval = effect.p
     numbers = (
         f"runs with injected spikes ({', '.join(sorted(set(p['optimizer'])))}): unclipped failed "
         f"{base_rate:.2f}, {CANONICAL} failed {clip_rate:.2f} of {len(p)} paired runs; rescued by clipping "

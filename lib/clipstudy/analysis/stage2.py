@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from clipstudy.analysis import outcomes, stats
-from clipstudy.analysis.contrasts import ALPHA, MIN_SEEDS, failure_contrast, fewest_seeds, pairs, select
+from clipstudy.analysis.contrasts import (
+    ALPHA,
+    MIN_SEEDS,
+    failure_contrast,
+    failure_effect,
+    fewest_seeds,
+    pairs,
+    select,
+)
 from clipstudy.analysis.stage1 import CANONICAL
 
 # Written and committed before the first run of the paper profile's confirmatory experiments (seeds 5-9, which
@@ -167,9 +175,8 @@ def _learned_any(p: pd.DataFrame) -> bool:
 def _failure_answer(question: str, p: pd.DataFrame, where: str, words=("rescues", "harms")) -> Answer:
     if p.empty:
         return Answer(question, "inconclusive", f"{where}: no paired runs", None, where)
-    clipped_only, base_only, pval = failure_contrast(p)
-    base_rate, clip_rate = float(p["failed_base"].mean()), float(p["failed"].mean())
-    effect = stats.Effect(clip_rate - base_rate, math.nan, math.nan, len(p), pval, "failure rate, exact McNemar")
+    effect, base_rate, clip_rate, clipped_only, base_only = failure_effect(p)
+    pval = effect.p
     numbers = (
         f"{where}: unclipped failed {base_rate:.2f}, clipped {clip_rate:.2f} of {len(p)} paired runs; rescued "
         f"{base_only}, broken {clipped_only}; exact McNemar p={pval:.2g}, n={len(p)}; outcomes unclipped: "
