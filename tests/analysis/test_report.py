@@ -740,6 +740,8 @@ def test_an_edited_published_file_is_named_first_on_the_page(tmp_path):
     run = repo / "results" / "paper" / "runs" / "r1"
     run.mkdir(parents=True)
     (run / "summary.json").write_text('{"final_test_accuracy": 0.664}')
+    (repo / "results" / "paper" / "report").mkdir()
+    (repo / "results" / "paper" / "report" / "claims.csv").write_text("claim\n1\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -750,6 +752,7 @@ def test_an_edited_published_file_is_named_first_on_the_page(tmp_path):
         assert report.bundle_edits(repo / "results" / "paper") == []
         (run / "summary.json").write_text('{"final_test_accuracy": 0.999}')
         (repo / "results" / "paper" / "runs" / "r2").mkdir()  # a new run is not an edit
+        (repo / "results" / "paper" / "report" / "claims.csv").write_text("claim\n2\n")  # every build rewrites it
         edits = report.bundle_edits(repo / "results" / "paper")
     finally:
         report.paths.REPO = original

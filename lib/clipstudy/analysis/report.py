@@ -518,12 +518,14 @@ def _git(*args) -> str:
 
 
 def bundle_edits(bundle_root: Path) -> list[str]:
-    """The files of a published bundle that differ from the committed tree (modified or deleted; runs added since
+    """The records of a published bundle that differ from the committed tree (modified or deleted; runs added since
     the last commit are new, not edits). A summary, its manifest and the index edited together pass every digest
-    check, but not this one: git's copy is what was published. Empty outside a git checkout."""
+    check, but not this one: git's copy is what was published. The published report (``report/``) is left out:
+    every report build rewrites it from the records. Empty outside a git checkout."""
     if not _git("rev-parse", "--is-inside-work-tree"):
         return []
-    return [line for line in _git("diff", "--name-only", "HEAD", "--", str(bundle_root)).splitlines() if line]
+    rebuilt = f":(exclude){Path(bundle_root) / 'report'}"
+    return [line for line in _git("diff", "--name-only", "HEAD", "--", str(bundle_root), rebuilt).splitlines() if line]
 
 
 def _git_commit() -> str:
