@@ -521,14 +521,18 @@ def test_sigint_to_the_sweep_process_alone_ends_it_with_one_line_and_leaves_no_p
     root = reports / "custom" / "runs"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "clipstudy.study.sweep", "--profile", str(path), "--reports", str(reports)]
+    # A shell's background job ignores SIGINT and its children inherit that: the driver is started by a prelude
+    # that takes the default back and then becomes it (no preexec_fn: forking a process that runs JAX's threads)
+    prelude = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    )
     driver = subprocess.Popen(
-        cmd,
+        [sys.executable, "-c", prelude, *cmd],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a group of its own: only the driver gets the signal
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background job ignores it
     )
     try:
         deadline = time.monotonic() + 240
