@@ -46,12 +46,15 @@ def test_the_readmes_findings_are_generated_from_the_published_claims_table():
 
     from clipstudy.analysis import summary
 
-    published = ROOT / "results" / "paper" / "report" / "claims.csv"
-    expected = summary.markdown(pd.read_csv(published))
-    assert summary.readme_block((ROOT / "README.md").read_text(encoding="utf-8")) == expected, (
-        "the README's findings differ from the claims table: paste the output of "
-        "`python -m clipstudy.analysis.summary results/paper/report/claims.csv`"
-    )
+    published = pd.read_csv(ROOT / "results" / "paper" / "report" / "claims.csv")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    hint = "paste the output of `python -m clipstudy.analysis.summary results/paper/report/claims.csv`"
+    assert summary.readme_block(readme) == summary.glance(published), f"the verdicts differ: {hint}"
+    details = summary.readme_block(readme, summary.DETAILS_BEGIN, summary.DETAILS_END)
+    assert details == summary.details(published), f"what decided each claim differs: {hint}"
+    # the first screen: the verdicts, then the two commands, before the figure and the details
+    assert readme.index(summary.END) < readme.index("make reproduce") < readme.index("headline.png")
+    assert readme.index("headline.png") < readme.index(summary.DETAILS_BEGIN)
 
 
 def anchors(page: Path) -> set[str]:

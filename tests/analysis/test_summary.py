@@ -23,3 +23,17 @@ def test_a_stage_1_claim_carries_its_effect_interval_p_and_n():
                               effect=0.0012, ci_low=-0.001, ci_high=0.0034, p_value=0.2, n=5)])  # fmt: skip
     because = summary.findings_rows(audit)[0][3]
     assert because == "no effect shown (stage 1 (exploratory): +0.0012 [-0.001, +0.0034], p=0.2, n=5)"
+
+
+def test_the_verdicts_at_a_glance_name_the_stage_or_the_definitions_that_decided_each():
+    audit = pd.DataFrame(
+        [
+            row(kind="by construction", words="refuted by construction", decided_by="stage 1"),
+            row(claim="7", text="Clipping combines with SGD.", verdict="inconclusive", kind="data",
+                decided_by="stage 2 (Q1)"),
+        ]
+    )  # fmt: skip
+    lines = summary.glance(audit).splitlines()
+    assert lines[4] == "| 3b | Clipping prevents vanishing gradients | **refuted** | the methods' definitions |"
+    assert lines[5] == "| 7 | Clipping combines with SGD | **inconclusive** | stage 2 (Q1) |"
+    assert summary.markdown(audit) == summary.glance(audit) + "\n\n" + summary.details(audit)
