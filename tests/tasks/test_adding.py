@@ -76,7 +76,7 @@ def test_generation_is_deterministic_and_the_splits_are_disjoint_by_seed():
 def test_the_task_is_registered_with_its_parameters_and_checks():
     assert "adding" in tasks.NAMES and tasks.spec("adding") is adding.SPEC
     config = RunConfig.for_task("adding", task_params={"length": 30})
-    assert dict(config.task_params) == {**adding.PARAMS, "length": 30} and config.batch_size == 64
+    assert dict(config.task_params) == {**adding.TASK_PARAMS, "length": 30} and config.batch_size == 64
     assert config.planned_steps() == -(-adding.SIZES["train"] // 64)
     for bad, match in [
         ({"task_params": {"lenght": 3}}, "unknown parameter.*lenght.*valid: length"),

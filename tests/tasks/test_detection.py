@@ -139,7 +139,7 @@ def test_the_detector_trains_through_the_shared_loop_with_telemetry_and_coco_met
             runfiles.SUMMARY,
             runfiles.STEPS,
             runfiles.EPOCHS,
-            runfiles.PARAMS,
+            runfiles.PARAMS_FILE,
             runfiles.MANIFEST,
         ]
     )

@@ -175,22 +175,22 @@ class Clipper:
         return f"{type(self).__name__}({args})"
 
 
-def get(name: str | Clipper, **params) -> Clipper:
-    """The clipper called ``name`` (one of ``REGISTRY``) built with ``params``.
+def get(name: str | Clipper, **clip_params) -> Clipper:
+    """The clipper called ``name`` (one of ``REGISTRY``) built with the method's parameters ``clip_params``.
 
     Raises:
       ValueError: unknown name, a parameter the method does not take, or a bad value.
     """
     if isinstance(name, Clipper):
-        if params:
-            raise ValueError(f"get: parameters {sorted(params)} given with an already built {name!r}")
+        if clip_params:
+            raise ValueError(f"get: parameters {sorted(clip_params)} given with an already built {name!r}")
         return name
     if name not in REGISTRY:
         raise ValueError(f"unknown clipping method {name!r}; valid choices: {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
     accepted = cls.parameter_names()
-    unknown = sorted(set(params) - set(accepted))
+    unknown = sorted(set(clip_params) - set(accepted))
     if unknown:
         valid = ", ".join(accepted) if accepted else "none"
         raise ValueError(f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes: {valid}")
-    return cls(**params)
+    return cls(**clip_params)

@@ -21,7 +21,7 @@ from clipstudy.clipping.callbacks import ClipTelemetry
 from clipstudy.clipping.optimizer import ClippingOptimizer
 
 
-def fit_demo(method: str = "zclip", params: dict | None = None, epochs: int = 3, seed: int = 0) -> dict:
+def fit_demo(method: str = "zclip", clip_params: dict | None = None, epochs: int = 3, seed: int = 0) -> dict:
     """A 2-layer regression (64 examples, one batch of spiked targets) fitted with Adam under ``method``;
     the ``History`` of ``fit`` with ``ClipTelemetry``'s epoch values, plus ``backend``."""
     rng = np.random.RandomState(seed)
@@ -36,7 +36,7 @@ def fit_demo(method: str = "zclip", params: dict | None = None, epochs: int = 3,
     ]
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
     model.set_weights(weights)
-    optimizer = ClippingOptimizer(keras.optimizers.Adam(0.01), method, params or {"warmup_steps": 5})
+    optimizer = ClippingOptimizer(keras.optimizers.Adam(0.01), method, clip_params or {"warmup_steps": 5})
     model.compile(optimizer=optimizer, loss="mse")
     history = model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=[ClipTelemetry()])
     return {"backend": keras.backend.backend(), **{k: [float(v) for v in vs] for k, vs in history.history.items()}}

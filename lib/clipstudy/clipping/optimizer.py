@@ -131,19 +131,38 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         return self._variables + self.inner_optimizer.variables
 
     # -- the step ----------------------------------------------------------------------------
+    # One step, two ways to apply it: ``apply`` on TensorFlow (a ``tf.cond`` skip, ``tf.distribute``) and
+    # ``_apply_keras`` on the other backends (a select); both begin with ``_begin`` and clip with ``_clip``.
+    def _begin(self, trainable_variables):
+        """Build on the first step; the step's variables, the clipper's state, and which variables Keras
+        overwrites with their "gradient" (float8 scales: no gradient, left out of the norm, handed on untouched)."""
+        if not self.built:
+            if _on_tensorflow():
+                with tf.name_scope(self.name):
+                    self.build(trainable_variables)
+            else:
+                self.build(trainable_variables)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        state = {k: v.value for k, v in self._clip_state.items()}
+        return variables, state, [_overwrites(v) for v in variables]
+
+    def _clip(self, grads, weights, state, overwrite):
+        """The clipper's step (the overwritten variables' values handed on as they came); its statistics recorded."""
+        clipped, new_state, stats = self.clipper([None if o else g for g, o in zip(grads, overwrite)], weights, state)
+        self._record(stats)
+        return [g if o else c for g, c, o in zip(grads, clipped, overwrite)], new_state, stats
+
+    def _step(self, clipped, new_state, trainable_variables):
+        for key, variable in self._clip_state.items():
+            variable.assign(new_state[key])
+        self.inner_optimizer.apply(clipped, trainable_variables)
+
     def apply(self, grads, trainable_variables=None):
         if not _on_tensorflow():
             return self._apply_keras(list(grads), trainable_variables)
         replicas = _check_replicas()
         grads = list(grads)
-        if not self.built:
-            with tf.name_scope(self.name):
-                self.build(trainable_variables)
-        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
-        state = {k: v.value for k, v in self._clip_state.items()}
-        # Variables Keras overwrites with their "gradient" (float8 scales) hold no gradient: they are left out
-        # of the norm and handed on untouched.
-        overwrite = [_overwrites(v) for v in variables]
+        variables, state, overwrite = self._begin(trainable_variables)
         context = tf.distribute.get_replica_context() if replicas > 1 else None
         if context is not None:
             # Several replicas: clip the gradient of the global batch, not each replica's share of it. Keras
@@ -151,21 +170,16 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
             # every replica then holds the same numbers and takes the same decision.
             present = [i for i, (g, o) in enumerate(zip(grads, overwrite)) if g is not None and not o]
             summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-            grads = list(grads)
             for i, g in zip(present, summed):
                 grads[i] = g
-        clipped, new_state, stats = self.clipper([None if o else g for g, o in zip(grads, overwrite)], variables, state)
-        clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
-        self._record(stats)
+        clipped, new_state, stats = self._clip(grads, variables, state, overwrite)
         if context is not None:
             # The inner optimizer all-reduces (sums) again: hand it each replica's 1/replicas share of the clipped
             # gradient, so that its sum is the clipped gradient (exactly, for a power-of-two replica count).
             clipped = [g if (g is None or o) else g / replicas for g, o in zip(clipped, overwrite)]
 
         def step(clipped, new_state):
-            for key, variable in self._clip_state.items():
-                variable.assign(new_state[key])
-            self.inner_optimizer.apply(clipped, trainable_variables)
+            self._step(clipped, new_state, trainable_variables)
 
         if not self.skip_nonfinite:
             step(clipped, new_state)
@@ -190,20 +204,10 @@ class ClippingOptimizer(keras.optimizers.Optimizer):
         nothing: the old values of the weights, the inner optimizer's variables and the clipper's state are
         selected back (a select, not a branch, so it traces once)."""
         ops = keras.ops
-        if not self.built:
-            self.build(trainable_variables)
-        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
-        state = {k: v.value for k, v in self._clip_state.items()}
-        overwrite = [_overwrites(v) for v in variables]
-        clipped, new_state, stats = self.clipper(
-            [None if o else g for g, o in zip(grads, overwrite)], [v.value for v in variables], state
-        )
-        clipped = [g if o else c for g, c, o in zip(grads, clipped, overwrite)]
-        self._record(stats)
+        variables, state, overwrite = self._begin(trainable_variables)
+        clipped, new_state, stats = self._clip(grads, [v.value for v in variables], state, overwrite)
         if not self.skip_nonfinite:
-            for key, variable in self._clip_state.items():
-                variable.assign(new_state[key])
-            self.inner_optimizer.apply(clipped, trainable_variables)
+            self._step(clipped, new_state, trainable_variables)
             return
         skip = stats["nonfinite"]
         kept = list(variables) + list(self.inner_optimizer.variables)

@@ -90,7 +90,7 @@ def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int
     times = {m: [] for m in OVERHEAD_METHODS}
     by_round: list[dict[str, float]] = []
     for r in range(rounds):
-        for method, params in OVERHEAD_METHODS.items():
+        for method, clip_params in OVERHEAD_METHODS.items():
             run = _train(
                 data,
                 images=steps * batch_size,
@@ -98,7 +98,7 @@ def method_overhead(data, *, steps: int, batch_size: int, rounds: int, skip: int
                 epochs=1,
                 seed=0,
                 clipper=method,
-                clip_params=params,
+                clip_params=clip_params,
             )
             times[method].extend(run.steps["step_time_s"].iloc[skip:].tolist())
             by_round.append({"method": method, "median_step_s": statistics.median(times[method][-(steps - skip) :])})

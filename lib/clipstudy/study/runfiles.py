@@ -19,7 +19,7 @@ from clipstudy.fileio import jsonable, sha256_file, write_json_atomic, write_par
 
 SUMMARY = "summary.json"
 ERROR = "error.json"
-PARAMS = "params.json"
+PARAMS_FILE = "params.json"
 MANIFEST = "manifest.json"
 STEPS = "steps.parquet"
 EPOCHS = "epochs.parquet"
@@ -56,7 +56,7 @@ def save_run(result, output_dir: str | Path, config=None, task=None) -> Path:
     summary = dict(result.summary)
     if config is not None:
         params = config.to_params()
-        write_json_atomic(params, out / PARAMS)
+        write_json_atomic(params, out / PARAMS_FILE)
         summary["params"] = params
         summary["params_hash"] = params_hash(params)
     write_json_atomic(summary, out / SUMMARY)

@@ -44,7 +44,7 @@ RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
 #: 8 GB of float32 already (a length of 1e8 asked for 72.8 TiB at run time).
 MAX_LENGTH, MAX_UNITS = 10_000, 4_096
 #: The task's run parameters (``RunConfig.task_params``) and their defaults.
-PARAMS = {"length": 50, "units": 128, "recurrent_init": "orthogonal", "recurrent_gain": 1.0}
+TASK_PARAMS = {"length": 50, "units": 128, "recurrent_init": "orthogonal", "recurrent_gain": 1.0}
 
 
 def make_adding(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,10 +132,10 @@ class AddingTask:
 
     def __init__(
         self,
-        length: int = PARAMS["length"],
-        units: int = PARAMS["units"],
-        recurrent_init: str = PARAMS["recurrent_init"],
-        recurrent_gain: float = PARAMS["recurrent_gain"],
+        length: int = TASK_PARAMS["length"],
+        units: int = TASK_PARAMS["units"],
+        recurrent_init: str = TASK_PARAMS["recurrent_init"],
+        recurrent_gain: float = TASK_PARAMS["recurrent_gain"],
     ):
         self.length, self.units = length, units
         self.recurrent_init, self.recurrent_gain = recurrent_init, recurrent_gain
@@ -231,7 +231,7 @@ SPEC = TaskSpec(
     test_pool=lambda config: SIZES["test"],
     seconds_per_example=0.02 / 64,
     defaults={"batch_size": 64},
-    params=PARAMS,
+    task_params=TASK_PARAMS,
     check=_check,
     primary_metric="final_test_r2",
     metric_range=(-1.0, 1.0),  # r2 = 1 - MSE/Var: 0 is the constant predictor; a diverged run reads about -1e37

@@ -100,7 +100,7 @@ class TaskSpec:
     """The sweep's cost model: seconds of one training example's step on one thread (ratios matter)."""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """``RunConfig`` fields whose default differs for this task (e.g. its batch size)."""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    task_params: Mapping[str, Any] = field(default_factory=dict)
     """The task's own run parameters (``RunConfig.task_params``) with their defaults."""
     check: Callable[[Any], None] = _no_check
     """Raises ``ValueError`` for a run configuration this task cannot run."""

@@ -95,7 +95,7 @@ class RunConfig:
     task: str = field(default="classifier", metadata=_doc("what is learned: " + ", ".join(TASKS)))
     task_params: dict = field(
         default_factory=dict,
-        metadata=_doc("the task's own parameters (its spec's params, e.g. the recurrent task's sequence length)"),
+        metadata=_doc("the task's own parameters (its spec's task_params, e.g. the recurrent task's sequence length)"),
     )
     method: str = field(default="none", metadata=_doc("clipping method, a name of clipping.METHODS"))
     clip_params: dict = field(default_factory=dict, metadata=_doc("the method's parameters (clipping.get)"))
@@ -134,11 +134,11 @@ class RunConfig:
         if overrides.get("task", task) != task:
             raise ConfigError(f"task={overrides['task']!r} given for a {task} run")
         spec = tasks.spec(task)
-        if spec.params:
+        if spec.task_params:
             given = overrides.get("task_params") or {}
             if not isinstance(given, dict):
                 raise ConfigError(f"task_params={given!r} is invalid; it must be a dict of the {task}'s parameters")
-            overrides = {**overrides, "task_params": {**spec.params, **given}}
+            overrides = {**overrides, "task_params": {**spec.task_params, **given}}
         return cls.from_params({**spec.defaults, **overrides, "task": task})
 
     @classmethod
@@ -268,8 +268,8 @@ def _check_clipping(config: RunConfig):
         raise ConfigError(
             f"clip_params={config.clip_params!r} is invalid; it must be a dict of the method's parameters"
         )
-    params = dict(config.clip_params)
-    rule = params.get("threshold")
+    clip_params = dict(config.clip_params)
+    rule = clip_params.get("threshold")
     if isinstance(rule, dict):
         p = rule.get(FROM_DATA)
         if config.method != "global_norm" or set(rule) != {FROM_DATA}:
@@ -279,9 +279,9 @@ def _check_clipping(config: RunConfig):
             )
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 100:
             raise ConfigError(f"clip_params threshold.{FROM_DATA}={p!r} is invalid; it must be a number in (0, 100]")
-        params["threshold"] = 1.0  # the rest of the parameters are checked with a stand-in
+        clip_params["threshold"] = 1.0  # the rest of the parameters are checked with a stand-in
     try:
-        clipping.get(config.method, **params)
+        clipping.get(config.method, **clip_params)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
 
@@ -291,9 +291,9 @@ def _check_task(config: RunConfig):
     spec = tasks.spec(config.task)
     if not isinstance(config.task_params, dict):
         raise ConfigError(f"task_params={config.task_params!r} is invalid; it must be a dict")
-    unknown = sorted(set(config.task_params) - set(spec.params))
+    unknown = sorted(set(config.task_params) - set(spec.task_params))
     if unknown:
-        valid = ", ".join(spec.params) or "none"
+        valid = ", ".join(spec.task_params) or "none"
         raise ConfigError(
             f"task_params: unknown parameter(s) {', '.join(unknown)} for the {config.task}; valid: {valid}"
         )
