@@ -20,7 +20,7 @@ NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: help env data test lint unit nbtest smoke-runs bench workers reproduce sweep report verify platforms notebooks lab kernel clean browser
+.PHONY: help env data test lint unit nbtest smoke-runs bench workers reproduce sweep report verify kernel-settings notebooks lab kernel clean browser
 
 help:
 	@echo "make reproduce   env, data, the published study: its report from results/paper/ and a sample of its runs retrained"
@@ -29,7 +29,7 @@ help:
 	@echo "make bench       training-loop speed against Keras model.fit, per-method overhead, where a run's time goes"
 	@echo "make workers     runs per hour under each worker x thread setting on this machine (about 5 minutes)"
 	@echo "make verify      retrain published runs of results/paper/: bit for bit where the CPU matches, else at the study's level"
-	@echo "make platforms   one short run under each oneDNN setting: which settings give the same bits on every CPU"
+	@echo "make kernel-settings one short run under each oneDNN setting: which settings give the same bits on every CPU"
 	@echo "make data        fetch and verify MNIST into data/mnist.npz, build the detection canvases"
 	@echo "make notebooks   rebuild each .ipynb from its .py and execute it with its defaults"
 	@echo "make lab         JupyterLab on notebooks/ with the project's kernel"
@@ -96,10 +96,10 @@ report: $(STAMP)
 verify: $(STAMP) data
 	$(BIN)/python -m clipstudy.orchestration.verify --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --runs $(or $(RUNS),2)
 
-# One fixed short run under each oneDNN setting on this CPU, merged into results/platforms.json (commit it):
+# One fixed short run under each oneDNN setting on this CPU, merged into results/kernel_settings.json (commit it):
 # rows from several CPUs say which setting gives the same bits everywhere, and at what cost.
-platforms: $(STAMP) data/mnist.npz
-	$(BIN)/python -m clipstudy.orchestration.platforms --record results/platforms.json
+kernel-settings: $(STAMP) data/mnist.npz
+	$(BIN)/python -m clipstudy.orchestration.kernel_settings --record results/kernel_settings.json
 
 # make reproduce (no PROFILE): the published study. The report rebuilt from results/paper/ alone (no training;
 # it says INCOMPLETE while the confirmatory stage's runs are still arriving), then one run of every experiment,

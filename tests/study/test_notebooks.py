@@ -112,7 +112,7 @@ def _checked_outputs(nb) -> list[str]:
 
 def test_what_nbval_checks_in_a_run_notebook_does_not_depend_on_the_cpu(tmp_path, monkeypatch):
     """Another CPU, simulated on this one: oneDNN capped at AVX picks other kernels and changes the run's
-    last bits (``make platforms`` shows it), yet every output nbval compares stays as stored."""
+    last bits (``make kernel-settings`` shows it), yet every output nbval compares stays as stored."""
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
     source = paths.NOTEBOOKS / "10_train.ipynb"
     out = tmp_path / "run"

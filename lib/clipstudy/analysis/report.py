@@ -87,7 +87,7 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
     versions = summary.get("versions") or {}
     row["libraries"] = ", ".join(f"{k} {versions[k]}" for k in LIBRARIES if k in versions)
-    row["machine"] = f"{versions.get('cpu', '?')} ({versions.get('system', '?')} {versions.get('machine', '?')})"
+    row["cpu"] = f"{versions.get('cpu', '?')} ({versions.get('system', '?')} {versions.get('machine', '?')})"
     row["platform"] = stage3_answers.platform_key(summary.get("platform"))
     return row
 
@@ -506,7 +506,7 @@ def provenance(rep: ProfileReport) -> dict[str, str]:
         "runs dated": _run_dates(rep),
         "report built": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC from commit {_git_commit()}",
         "libraries": "; ".join(sorted(set(s["libraries"]))) if "libraries" in s else "?",
-        "machine": "; ".join(sorted(set(s["machine"])))
+        "cpus": "; ".join(sorted(set(s["cpu"])))
         + (f", {sorted(set(s['threads']))} thread(s) per run" if "threads" in s else ""),
         "compute": f"{hours:.2f} h of training wall time over {len(s)} runs",
     }

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from clipstudy import clipping, hardware, training
+from clipstudy import clipping, platforms, training
 from clipstudy._quiet import keras
 from clipstudy.data.split import Split, subset_indices
 from clipstudy.fileio import write_json_atomic
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
                 "overhead": overhead,
                 "breakdown": phases,
                 "versions": training.library_versions(),
-                "platform": hardware.fingerprint(training.library_versions()),
+                "platform": platforms.current(training.library_versions()),
                 "date": time.strftime("%Y-%m-%d", time.gmtime()),
             },
             args.json,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from clipstudy import hardware
+from clipstudy import platforms
 from clipstudy.fileio import write_json_atomic
 from clipstudy.orchestration import breakdown
 from clipstudy.study import sweep
@@ -85,11 +85,11 @@ def main(argv=None) -> int:
         for workers, threads in args.settings:
             print(f"workers: {args.runs} runs, {workers} workers x {threads} threads ...", flush=True)
             rows.append(measure(workers, threads, args.runs, Path(scratch)))
-    print(f"\nruns per hour ({hardware.describe(hardware.fingerprint())}), higher is better")
+    print(f"\nruns per hour ({platforms.describe(platforms.current())}), higher is better")
     for r in rows:
         print(f"{r['workers']} workers x {r['threads']} threads: {r['runs_per_hour']:6.0f}  ({r['seconds']:.0f} s)")
     if args.json:
-        write_json_atomic({"settings": rows, "cpu": hardware.cpu()["cpu_model_name"]}, args.json)
+        write_json_atomic({"settings": rows, "cpu": platforms.cpu()["cpu_model_name"]}, args.json)
     return 0
 
 

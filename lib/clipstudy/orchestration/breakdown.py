@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from clipstudy import hardware, paths
+from clipstudy import paths, platforms
 from clipstudy.fileio import write_json_atomic
 from clipstudy.study import kernels, notebooks, runfiles
 from clipstudy.study.profiles import RUN_NOTEBOOK
@@ -133,7 +133,7 @@ def print_breakdown(results: dict) -> None:
     columns = {f"{task} {way}": r[way] for task, r in results.items() for way in ("warm", "fresh")}
     names = list(next(iter(columns.values()))["phases_s"])
     width = max(len(c) for c in columns) + 2
-    print(f"\nwhere a run's time goes (seconds; {hardware.describe(hardware.fingerprint())})")
+    print(f"\nwhere a run's time goes (seconds; {platforms.describe(platforms.current())})")
     print("warm: in the sweep's warm kernel, after two other runs; fresh: in a kernel of its own")
     print(f"{'phase':14s}" + "".join(f"{c:>{width}s}" for c in columns))
     for name in names:
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     print_breakdown(results)
     if args.json:
         write_json_atomic(
-            {"breakdown": results, "cpu": hardware.cpu()["cpu_model_name"], "machine": platform.machine()}, args.json
+            {"breakdown": results, "cpu": platforms.cpu()["cpu_model_name"], "machine": platform.machine()}, args.json
         )
     return 0
 

@@ -5,7 +5,7 @@ level this machine can promise.
 
 Each drawn run is executed again (its notebook, in a fresh kernel, so its thread counts are its own) into a
 temporary folder and compared with its published copy. Which promise is checked depends on the platform the
-run recorded (``clipstudy.hardware``: CPU, oneDNN's instruction set, TensorFlow's settings, threads, versions):
+run recorded (``clipstudy.platforms``: CPU, oneDNN's instruction set, TensorFlow's settings, threads, versions):
 
 * **bits**, where the recorded platform matches this one: every summary field but timings, every evaluation
   row and every step the bundle kept must be identical (``study.differences``). Runs recorded before the
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipstudy import hardware, paths, tasks
+from clipstudy import paths, platforms, tasks
 from clipstudy.analysis import report, stage1
 from clipstudy.study import bundle, differences, kernels, notebooks, runfiles, sweep
 from clipstudy.study.plan import Plan, load_plan
@@ -276,7 +276,7 @@ def verify_run(spec, published: Path, scratch: Path, current: dict | None = None
     platform allows (see the module's text)."""
     out = _retrained(spec, scratch)
     old, new = runfiles.load_summary(published), runfiles.load_summary(out)
-    result = _promised(spec, old, current or hardware.recorded(new), bit_differences(published, out), out)
+    result = _promised(spec, old, current or platforms.recorded(new), bit_differences(published, out), out)
     if result.promise == STUDY_LEVEL:
         metrics = tasks.spec(old["task"]).summary_keys
         result.deviations = deviations(old, new, cell_of(old, published.parent), metrics)
@@ -294,7 +294,7 @@ def _retrained(spec, scratch: Path, **parameters) -> Path:
 def _promised(spec, old: dict, current: dict, bits: list[str], out: Path, prefix: int | None = None) -> Verification:
     """What a retrained run is held to: bit for bit where the platform ``old`` recorded is ``current`` (a run
     recorded before the platform block was, with the fields it has, if its bits agree), else the study's level."""
-    differ, unknown = hardware.differences(hardware.recorded(old), current)
+    differ, unknown = platforms.differences(platforms.recorded(old), current)
     legacy_match = not differ and bool(unknown)
     promise = BITS if not differ and (not unknown or not bits) else STUDY_LEVEL
     kept_unknown = unknown if legacy_match or differ else []
@@ -377,7 +377,7 @@ def verify_prefix(spec, published: Path, scratch: Path, steps: int = PREFIX_STEP
     out = _retrained(spec, scratch, stop_after=steps)
     old, new = runfiles.load_summary(published), runfiles.load_summary(out)
     bits = prefix_bit_differences(published, out, steps)
-    result = _promised(spec, old, hardware.recorded(new), bits, out, prefix=steps)
+    result = _promised(spec, old, platforms.recorded(new), bits, out, prefix=steps)
     if result.promise == STUDY_LEVEL:
         result.deviations = prefix_deviations(published, out, cell_dirs(old, published.parent), steps)
     return result
@@ -510,7 +510,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    here = hardware.describe(hardware.fingerprint())
+    here = platforms.describe(platforms.current())
     print(f"this machine: {here}; retraining {len(chosen)} published run(s) of {name}")
     results = []
     with tempfile.TemporaryDirectory() as scratch, _kernels_closed():

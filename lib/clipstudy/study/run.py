@@ -48,7 +48,7 @@ def summary_text(result: RunResult) -> str:
 def facts_text(result: RunResult) -> str:
     """What a run did that does not depend on the CPU it ran on (so nbval can compare it on any machine):
     its design, how many steps and evaluations it made, what it recorded, and that its numbers are finite.
-    The metrics themselves differ in their last digits from one CPU to another (``clipstudy.hardware``)."""
+    The metrics themselves differ in their last digits from one CPU to another (``clipstudy.platforms``)."""
     s = result.summary
     steps, epochs = result.steps, result.epochs
     finite = bool(np.isfinite(steps["loss"]).all() and np.isfinite(steps["norm_before"]).all())

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clipstudy import __version__, hardware
+from clipstudy import __version__, platforms
 from clipstudy._quiet import keras, tf
 from clipstudy.training.monitor import loss_start
 
@@ -162,5 +162,5 @@ def summarize(
         "parameters": int(parameters),
         "versions": library_versions(),
         "threads": thread_counts(),
-        "platform": hardware.fingerprint(library_versions(), thread_counts()),
+        "platform": platforms.current(library_versions(), thread_counts()),
     }

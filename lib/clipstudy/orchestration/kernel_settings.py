@@ -1,7 +1,7 @@
 """Which settings make a run bit-identical across CPUs, and what they cost: one short, fixed run under each
 kernel setting, its outcome digest and step time recorded per CPU.
 
-    python -m clipstudy.orchestration.platforms [--record results/platforms.json]
+    python -m clipstudy.orchestration.kernel_settings [--record results/kernel_settings.json]
 
 Each setting runs in a fresh process (oneDNN reads its settings once, at start): TensorFlow's defaults;
 oneDNN capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, an instruction set every supported CPU has); capped at
@@ -46,7 +46,7 @@ RUN = dict(
 
 _CHILD = """
 import json, sys
-from clipstudy import hardware, tasks
+from clipstudy import platforms, tasks
 from clipstudy.training import RunConfig, set_threads, train
 run = json.loads(sys.argv[1])
 set_threads(run["threads"])
@@ -112,7 +112,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clipstudy.orchestration.platforms", description=__doc__.split("\n\n")[0]
+        prog="python -m clipstudy.orchestration.kernel_settings", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--record", type=Path, default=None, help="merge the rows into this JSON file")
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))

@@ -1,10 +1,10 @@
-"""What decides a run's bits: the processor, the instruction set oneDNN dispatched to, TensorFlow's settings
-and the library versions.
+"""A run's platform: the record of what decides its bits (the processor, the instruction set oneDNN
+dispatched to, TensorFlow's settings and the library versions), which every run's summary keeps.
 
 TensorFlow's CPU kernels (oneDNN's, and Eigen's) choose their instructions and their blocking from the
 processor they run on, so the order of floating-point sums, and with it the last bit of a gradient, depends
 on the CPU; a training trajectory then amplifies that bit. Two runs of the same parameters and seed are
-expected to be bit-identical only when their :func:`fingerprint` agrees on every field of
+expected to be bit-identical only when their :func:`current` platform records agree on every field of
 :data:`BITS_FIELDS`. :func:`differences` says which fields disagree, and treats a field that a run did not
 record (runs made before this module existed record the CPU's model name, the versions and the thread counts
 only) as unknown rather than equal.
@@ -248,7 +248,7 @@ def onednn_isa() -> str:
     return isa
 
 
-def fingerprint(versions: dict | None = None, threads: dict | None = None) -> dict[str, str]:
+def current(versions: dict | None = None, threads: dict | None = None) -> dict[str, str]:
     """Everything that decides a run's bits on this machine. ``versions`` (python, tensorflow, keras,
     numpy, machine, system) and ``threads`` (intra_op, inter_op) come from the caller, which has
     TensorFlow imported; the rest is read here."""
@@ -285,19 +285,19 @@ def recorded(summary: dict) -> dict[str, str]:
     return {k: str(v) for k, v in fp.items() if v is not None}
 
 
-def differences(recorded_fp: dict, current: dict) -> tuple[list[str], list[str]]:
+def differences(recorded_fp: dict, other: dict) -> tuple[list[str], list[str]]:
     """``(differ, unknown)``: the fields of :data:`BITS_FIELDS` whose values differ (``field: a != b``),
     and those that either side did not record."""
     differ, unknown = [], []
     for field in BITS_FIELDS:
-        if field not in recorded_fp or field not in current:
+        if field not in recorded_fp or field not in other:
             unknown.append(field)
             continue
-        a, b = str(recorded_fp[field]), str(current[field])
+        a, b = str(recorded_fp[field]), str(other[field])
         if field == "settings":  # only the variables that change kernels (records may hold others)
             a, b = _kernel_settings(a), _kernel_settings(b)
         if a != b:
-            differ.append(f"{field}: {recorded_fp[field]!r} != {current[field]!r}")
+            differ.append(f"{field}: {recorded_fp[field]!r} != {other[field]!r}")
     return differ, unknown
 
 
@@ -317,12 +317,10 @@ def describe(fp: dict) -> str:
     return name + (f", oneDNN {isa}" if isa else "") + (f", {threads} thread(s)" if threads else "")
 
 
-if __name__ == "__main__":  # python -m clipstudy.hardware: this machine's fingerprint
+if __name__ == "__main__":  # python -m clipstudy.platforms: this machine's platform
     print(
         json.dumps(
-            fingerprint(
-                {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
-            ),
+            current({"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}),
             indent=1,
         )
     )

@@ -1,8 +1,8 @@
-"""The platform fingerprint: what decides a run's bits, read on this machine and compared field by field."""
+"""A run's platform record: what decides a run's bits, read on this machine and compared field by field."""
 
 import pytest
 
-from clipstudy import hardware
+from clipstudy import platforms
 
 
 def test_the_instruction_set_is_what_onednn_itself_reports_and_follows_its_cap(tmp_path, monkeypatch):
@@ -11,10 +11,10 @@ def test_the_instruction_set_is_what_onednn_itself_reports_and_follows_its_cap(t
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
-    assert hardware.onednn_isa() == "avx"
+    assert platforms.onednn_isa() == "avx"
     assert len(list((tmp_path / "clipstudy").iterdir())) == 1  # measured once, then cached
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert hardware.onednn_isa() == "off"
+    assert platforms.onednn_isa() == "off"
 
 
 @pytest.mark.parametrize(
@@ -35,26 +35,26 @@ def test_the_instruction_set_is_what_onednn_itself_reports_and_follows_its_cap(t
 )
 def test_onednn_descriptions_map_to_its_isa_names(description, name):
     # the descriptions oneDNN 3.x prints (src/cpu/x64/cpu_isa_traits.hpp), by hand
-    assert hardware.isa_name(description) == name
+    assert platforms.isa_name(description) == name
 
 
-def test_the_fingerprint_names_this_cpu_and_settings(monkeypatch):
-    for name in hardware.SETTINGS_ENV:  # e.g. TF_DETERMINISTIC_OPS, which enabling op determinism sets
+def test_the_platform_record_names_this_cpu_and_settings(monkeypatch):
+    for name in platforms.SETTINGS_ENV:  # e.g. TF_DETERMINISTIC_OPS, which enabling op determinism sets
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    fp = hardware.fingerprint({"tensorflow": "2.21.0"}, {"intra_op": 1, "inter_op": 1})
+    fp = platforms.current({"tensorflow": "2.21.0"}, {"intra_op": 1, "inter_op": 1})
     line = next(x for x in open("/proc/cpuinfo") if x.startswith("flags"))
-    assert fp["cpu_flags"].split() == [f for f in hardware.ISA_FLAGS if f in line.split(":", 1)[1].split()]
+    assert fp["cpu_flags"].split() == [f for f in platforms.ISA_FLAGS if f in line.split(":", 1)[1].split()]
     assert "avx2" in fp["cpu_flags"].split()
     assert fp["settings"] == '{"ONEDNN_MAX_CPU_ISA": "AVX2"}'
     assert fp["intra_op_threads"] == "1" and fp["tensorflow"] == "2.21.0"
 
 
 def test_platforms_differ_by_field_and_an_old_record_leaves_fields_unknown():
-    here = {f: "x" for f in hardware.BITS_FIELDS}
-    assert hardware.differences(dict(here), here) == ([], [])
+    here = {f: "x" for f in platforms.BITS_FIELDS}
+    assert platforms.differences(dict(here), here) == ([], [])
     there = {**here, "onednn_isa": "avx512_core", "intra_op_threads": "2"}
-    differ, unknown = hardware.differences(there, here)
+    differ, unknown = platforms.differences(there, here)
     assert differ == ["onednn_isa: 'avx512_core' != 'x'", "intra_op_threads: '2' != 'x'"] and unknown == []
     # a summary written before the platform block: model name, versions, threads only
     old = {
@@ -69,7 +69,7 @@ def test_platforms_differ_by_field_and_an_old_record_leaves_fields_unknown():
         },
         "threads": {"intra_op": "x", "inter_op": "x"},
     }
-    differ, unknown = hardware.differences(hardware.recorded(old), here)
+    differ, unknown = platforms.differences(platforms.recorded(old), here)
     assert differ == [] and set(unknown) == {
         "cpu_vendor",
         "cpu_family",
@@ -80,7 +80,7 @@ def test_platforms_differ_by_field_and_an_old_record_leaves_fields_unknown():
         "onednn_isa",
         "settings",
     }
-    assert hardware.recorded({"platform": there}) == there
+    assert platforms.recorded({"platform": there}) == there
 
 
 def test_a_run_records_its_platform(mnist_splits):
@@ -91,26 +91,26 @@ def test_a_run_records_its_platform(mnist_splits):
     task = tasks.for_config(config)
     result = train(config, task, mnist_splits, progress=False)
     fp = result.summary["platform"]
-    assert set(hardware.BITS_FIELDS) <= set(fp)
-    assert fp["onednn_isa"] == hardware.onednn_isa() and fp["cpu_model_name"] == hardware.cpu()["cpu_model_name"]
+    assert set(platforms.BITS_FIELDS) <= set(fp)
+    assert fp["onednn_isa"] == platforms.onednn_isa() and fp["cpu_model_name"] == platforms.cpu()["cpu_model_name"]
     assert fp["tensorflow"] == result.summary["versions"]["tensorflow"]
 
 
 def test_variables_that_do_not_change_kernels_do_not_make_another_platform():
-    here = {f: "x" for f in hardware.BITS_FIELDS}
+    here = {f: "x" for f in platforms.BITS_FIELDS}
     recorded = {**here, "settings": '{"OMP_NUM_THREADS": "1"}'}  # what a run made by a Dask worker recorded
-    assert hardware.differences(recorded, {**here, "settings": "{}"}) == ([], [])
+    assert platforms.differences(recorded, {**here, "settings": "{}"}) == ([], [])
     other = {**here, "settings": '{"ONEDNN_MAX_CPU_ISA": "AVX"}'}
-    assert hardware.differences(other, {**here, "settings": "{}"})[0][0].startswith("settings:")
+    assert platforms.differences(other, {**here, "settings": "{}"})[0][0].startswith("settings:")
 
 
 def _one_cache(tmp_path, monkeypatch):
     """A cache folder of its own, the oneDNN probe replaced by a counter (the real one starts TensorFlow)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(hardware.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(platforms.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     probes = []
-    monkeypatch.setattr(hardware, "_probe_onednn", lambda: probes.append(1) or "avx2")
+    monkeypatch.setattr(platforms, "_probe_onednn", lambda: probes.append(1) or "avx2")
     return probes
 
 
@@ -119,12 +119,12 @@ def test_a_malformed_isa_cache_is_named_measured_again_and_rewritten(tmp_path, m
     """Valid JSON that is not an object used to fail every run after training without naming the file, and a
     wrong value was trusted; now the file is named, the ISA measured again and the file rewritten."""
     probes = _one_cache(tmp_path, monkeypatch)
-    assert hardware.onednn_isa() == "avx2" and len(probes) == 1
+    assert platforms.onednn_isa() == "avx2" and len(probes) == 1
     (cache,) = (tmp_path / "cache" / "clipstudy").iterdir()
     cache.write_text(content)
     with pytest.warns(UserWarning, match=rf"{cache.name}: not a oneDNN ISA record .* measuring the ISA again"):
-        assert hardware.onednn_isa() == "avx2"
-    assert len(probes) == 2 and hardware.onednn_isa() == "avx2" and len(probes) == 2  # rewritten, then read
+        assert platforms.onednn_isa() == "avx2"
+    assert len(probes) == 2 and platforms.onednn_isa() == "avx2" and len(probes) == 2  # rewritten, then read
 
 
 def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory_with_one_warning(tmp_path, monkeypatch):
@@ -133,6 +133,6 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory_with_o
     probes = _one_cache(tmp_path, monkeypatch)
     (tmp_path / "cache").write_text("a file where the folder should be")  # mkdir fails, whoever runs the test
     with pytest.warns(UserWarning, match="cannot keep the measured oneDNN ISA in .* trying the temporary directory"):
-        assert hardware.onednn_isa() == "avx2"
-    assert hardware.onednn_isa() == "avx2" and len(probes) == 1
+        assert platforms.onednn_isa() == "avx2"
+    assert platforms.onednn_isa() == "avx2" and len(probes) == 1
     assert len(list((tmp_path / "tmp").iterdir())) == 1
