@@ -28,8 +28,8 @@ detection_config = "smoke"  # which mnist_detection size to show: smoke, quick, 
 # %%
 import numpy as np
 
-from clipstudy.analysis import plots
-from clipstudy.data import mnist
+from clipstudy.data import figures, mnist
+from clipstudy.tasks.detection.figures import draw_detections
 
 # %% [markdown]
 # ## Provenance and checksums
@@ -52,7 +52,7 @@ for name, array in dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=
 # The first eight training images of each class.
 
 # %%
-fig = plots.digit_grid(x_train, y_train)
+fig = figures.digit_grid(x_train, y_train)
 
 # %% [markdown]
 # ## Class balance
@@ -64,7 +64,7 @@ print("train:", np.bincount(y_train).tolist())
 print("test: ", np.bincount(y_test).tolist())
 
 # %%
-fig = plots.class_balance(y_train, y_test)
+fig = figures.class_balance(y_train, y_test)
 
 # %% [markdown]
 # ## The detection canvases
@@ -88,5 +88,5 @@ print("first canvas boxes (x0, y0, x1, y1):", train.y[0].boxes.astype(int).tolis
 
 # %%
 first = train.take(range(8))
-fig = plots.draw_detections(first.x, [a.boxes for a in first.y], [a.classes for a in first.y],
-                            title="Training canvases")
+fig = draw_detections(first.x, [a.boxes for a in first.y], [a.classes for a in first.y],
+                      title="Training canvases")

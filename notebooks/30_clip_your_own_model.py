@@ -56,7 +56,7 @@ import keras
 
 from clipstudy.clipping import ClippingOptimizer, ClipTelemetry, probe_threshold
 
-from clipstudy.analysis import plots
+from clipstudy.analysis import runplots
 from clipstudy.analysis.tensorboard import telemetry_steps
 from clipstudy.data import mnist
 
@@ -127,7 +127,7 @@ print(f"{len(steps)} steps logged, with columns {sorted(steps.columns)}")
 print(f"{int(steps['clipped'].sum())} of them clipped")
 
 # %%
-fig = plots.norm_trace(steps, title="ZClip inside model.fit, read back from TensorBoard")
+fig = runplots.norm_trace(steps, title="ZClip inside model.fit, read back from TensorBoard")
 
 # %% [markdown]
 # ## The same wrapper on JAX

@@ -38,6 +38,9 @@ import pandas as pd
 
 from clipstudy import tasks
 from clipstudy.analysis import claims, outcomes, page, plots, report, stage3_answers, stats
+from clipstudy.analysis.classifier_figures import spike_traces, stability_map, steps_to_target_points
+from clipstudy.analysis.study_figures import forest, overhead_bars
+from clipstudy.tasks.detection.figures import draw_detections, norm_distribution
 
 rep = report.ProfileReport.load(profile, reports_dir)
 rep.figures_dir = Path(figures_dir) if figures_dir else None
@@ -47,7 +50,7 @@ audit = rep.audit()
 page.show_html(page.header(audit, rep.name, rep.completeness(), edited=rep.bundle_edits()))
 headline = claims.headline(audit, rep.answers())
 if len(headline):
-    page.show(plots.forest(headline), rep.figures, "headline",
+    page.show(forest(headline), rep.figures, "headline",
               "Every claim's primary effect (clipped − reference), one panel per scale so that 0 sits at one place "
               "in each, the side that favours clipping marked; the 95% interval and p only from 5 seeds (a point "
               "alone below that), the margin of no meaningful effect shaded; stage 1 (exploratory, seeds 0-4) in "
@@ -143,7 +146,7 @@ if len(cls):
 
 # %%
 if len(cls):
-    page.show(plots.stability_map(cls, "final_test_accuracy"), rep.figures, "stability_map",
+    page.show(stability_map(cls, "final_test_accuracy"), rep.figures, "stability_map",
               "Every method setting (rows) at every learning rate (columns), per optimizer: the number is the mean "
               "final test accuracy over seeds, the colour its error (1 − accuracy) on a log scale; × marks cells "
               "where every seed failed (diverged or collapsed), ÷ the share of seeds that did. Clipping 'combines "
@@ -178,7 +181,7 @@ if len(effects):
     print(report.design_view(effects).to_string(index=False))
 
 # %%
-fig = plots.steps_to_target_points(cls, "steps_to_98") if len(cls) else None
+fig = steps_to_target_points(cls, "steps_to_98") if len(cls) else None
 if fig is not None:
     page.show(fig, rep.figures, "steps_to_98",
               "Optimizer steps until the test accuracy first reached 98%, per method setting, over the seeds "
@@ -229,7 +232,7 @@ if len(det_steps):
     shares = report.clip_share_at(det_steps, [0.1, 10.0, 35.0])
     page.show_html(page.table(shares, "Share of the unclipped detector's steps each common threshold would clip", 4))
     kinds = outcomes.add_outcomes(det).set_index("run_id")["outcome"]
-    page.show(plots.norm_distribution(det_steps, (0.1, 10.0, 35.0), outcome=kinds,
+    page.show(norm_distribution(det_steps, (0.1, 10.0, 35.0), outcome=kinds,
                                       title="Detector gradient norms (unclipped runs) against common thresholds"),
               rep.figures, "detector_norms",
               "The unclipped detector's global gradient norms, one panel per learning rate, runs that learned apart "
@@ -250,7 +253,7 @@ if len(det_steps):
 best = det.sort_values("final_AP50", ascending=False).iloc[0] if len(det) else None
 if best is not None and (rep.runs_root / best["run_id"] / "detections.json").is_file():  # not in a results bundle
     sample = report.sample_predictions(rep.runs_root / best["run_id"])
-    fig = plots.draw_detections(sample["canvases"], sample["gt_boxes"], sample["gt_classes"], sample["boxes"],
+    fig = draw_detections(sample["canvases"], sample["gt_boxes"], sample["gt_classes"], sample["boxes"],
                                 sample["scores"], sample["classes"],
                                 title=f"Best run: {best['label']}, {best['optimizer']} lr={best['learning_rate']:g}")
     page.show(fig, rep.figures, "detector_samples",
@@ -270,7 +273,7 @@ if len(rep.spiked):
                               "the bad batches, and the steps until the running mean is back within 1.1×"))
     spike_steps = rep.table.steps[rep.table.steps["spiked"]]
     first = report.spike_steps(rep.runs_root / rep.spiked["run_id"].iloc[0])
-    page.show(plots.spike_traces(spike_steps, first, rep.spiked), rep.figures, "spike_recovery",
+    page.show(spike_traces(spike_steps, first, rep.spiked), rep.figures, "spike_recovery",
               "Training loss per step (median over seeds) around three injected bad batches (shaded; their loss, "
               "hence gradient, scaled ×100), one panel per optimizer, one line per method setting; × marks a "
               "failed run's last finite loss, and the legend counts the failed runs of each setting. Clipping "
@@ -378,7 +381,7 @@ for a in stage3:
 overhead = report.overhead_ratios(rep.bench_files)
 if len(overhead):
     source = overhead["source"].iloc[0]
-    page.show(plots.overhead_bars(overhead, report.OVERHEAD_TARGETS, title="Cost of clipping per optimizer step"),
+    page.show(overhead_bars(overhead, report.OVERHEAD_TARGETS, title="Cost of clipping per optimizer step"),
               rep.figures, "overhead",
               f"Median step time of each method relative to no clipping, measured by `make bench` with the methods "
               f"interleaved in one process ({source}); whiskers: the lowest and highest ratio over the bench's "

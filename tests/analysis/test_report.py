@@ -321,12 +321,12 @@ def test_a_damaged_run_is_named_with_the_file_that_no_longer_matches(runs_root):
 
 def test_point_plots_draw_a_single_method_setting(runs_root):
     """A profile part-way through may have one method setting only (seaborn's dodge divides by levels − 1)."""
-    from clipstudy.analysis import plots
+    from clipstudy.analysis import classifier_figures, plots
 
     s = report.load_runs(runs_root).summaries
     one = s[s["method"] == "none"].assign(steps_to_98=100.0)
     assert plots.final_metric_points(one, "final_test_accuracy") is not None
-    assert plots.steps_to_target_points(one, "steps_to_98") is not None
+    assert classifier_figures.steps_to_target_points(one, "steps_to_98") is not None
 
 
 def test_stability_map_keeps_one_training_length_and_labels_every_panel():
@@ -335,7 +335,7 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
     labels its own rows."""
     import matplotlib.pyplot as plt
 
-    from clipstudy.analysis import plots
+    from clipstudy.analysis import classifier_figures
 
     rows = []
     for lr, acc in [(0.001, 0.50), (0.01, 0.40)]:
@@ -380,7 +380,7 @@ def test_stability_map_keeps_one_training_length_and_labels_every_panel():
         for lr in (0.1, 1.0)
     ]
     rows = [{**r, "settings_key": f'{{"epochs": {r["epochs"]}}}'} for r in rows]  # the condition, as load_runs keys it
-    fig = plots.stability_map(pd.DataFrame(rows))
+    fig = classifier_figures.stability_map(pd.DataFrame(rows))
     adam, sgd = fig.axes[0], next(ax for ax in fig.axes if ax.get_title().startswith("sgd"))
     assert adam.get_title() == "adam (3 epochs)"  # the grid's length, not the lone 10-epoch cell
     assert sorted(t.get_text() for t in adam.texts) == ["0.400", "0.400", "0.500", "0.500"]  # 0.9 never mixed in
@@ -395,7 +395,7 @@ def test_the_headline_figure_shares_one_scale_per_metric_marks_the_favoured_side
     import matplotlib
 
     matplotlib.use("Agg")
-    from clipstudy.analysis import plots
+    from clipstudy.analysis import study_figures
 
     def row(name, metric, effect, low, high, n, verdict, p=0.5):
         return {"row": name, "stage": "stage 1 (exploratory)", "metric": metric, "effect": effect, "low": low,
@@ -410,7 +410,7 @@ def test_the_headline_figure_shares_one_scale_per_metric_marks_the_favoured_side
             row("d", "Δ failure rate", -0.6, nan, nan, 20, "supported", p=0.001),
         ]
     )
-    fig = plots.forest(rows)
+    fig = study_figures.forest(rows)
     acc, fail = fig.axes[:2]
     assert [t.get_text() for t in acc.get_yticklabels()] == ["a", "b", "c"]  # one shared x axis for the three
     assert [ln.get_gid() for ln in acc.lines if ln.get_gid()] == ["interval", "effect", "effect"]  # b: no interval
@@ -491,7 +491,7 @@ def test_stability_map_marks_collapsed_runs_and_tells_092_from_099():
     scale, so 0.92 and 0.99 get clearly different colours (on a 0-1 accuracy scale both were the same yellow)."""
     import matplotlib.pyplot as plt
 
-    from clipstudy.analysis import plots
+    from clipstudy.analysis import classifier_figures
 
     def run(lr, seed, acc, failure=None):
         return {"optimizer": "sgd", "method": "none", "clip_params": {}, "learning_rate": lr, "seed": seed,
@@ -505,7 +505,7 @@ def test_stability_map_marks_collapsed_runs_and_tells_092_from_099():
         run(0.3, 0, 0.5, "collapsed"),
         run(0.3, 1, 0.97),
     ]
-    fig = plots.stability_map(pd.DataFrame(rows))
+    fig = classifier_figures.stability_map(pd.DataFrame(rows))
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
     assert texts.count("×") == 1 and "0.735\n÷0.50" in texts
@@ -692,11 +692,11 @@ def test_one_colour_per_method_and_the_failure_marker_in_no_methods_colour():
 
 def test_the_norm_histogram_weights_each_kept_step_by_the_steps_it_stands_for():
     """A bundle keeps steps 1-50 and then every 10th: weighted, the kept rows count every step of the run once."""
-    from clipstudy.analysis import plots
+    from clipstudy.tasks.detection import figures as detection_figures
 
     kept = [*range(1, 51), *range(60, 201, 10)]
     steps = pd.DataFrame({"run_id": "r", "step": kept, "norm_before": 1.0, "learning_rate": 0.01})
-    weights = plots.step_weights(steps)
+    weights = detection_figures.step_weights(steps)
     assert weights.sum() == 200 and weights.iloc[:50].tolist() == [1.0] * 50 and set(weights.iloc[50:]) == {10.0}
 
 
@@ -708,7 +708,7 @@ def test_the_cost_figure_reads_the_benchs_spread_and_draws_it(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from clipstudy.analysis import plots
+    from clipstudy.analysis import study_figures
 
     bench = {"date": "2026-12-04", "platform": {"cpu_model_name": "AMD EPYC"}, "overhead": {
         "none": {"ratio": 1.0, "round_ratios": [1.0, 1.0, 1.0]},
@@ -719,7 +719,7 @@ def test_the_cost_figure_reads_the_benchs_spread_and_draws_it(tmp_path):
     z = ratios.set_index("method").loc["zclip"]
     assert (z["ratio"], z["low"], z["high"], z["rounds"]) == (1.07, 1.05, 1.12, 3)
     assert z["source"] == "make bench, AMD EPYC, 2026-12-04"
-    fig = plots.overhead_bars(ratios)
+    fig = study_figures.overhead_bars(ratios)
     (ax,) = fig.axes
     spread = [c for c in ax.containers if getattr(c, "get_gid", lambda: None)() == "spread"] or [
         c for c in ax.collections if c.get_gid() == "spread"

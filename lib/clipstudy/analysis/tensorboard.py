@@ -63,7 +63,7 @@ def event_file(logdir: str | Path, run: int = -1) -> Path:
 
 def telemetry_steps(logdir: str | Path) -> pd.DataFrame:
     """``ClipTelemetry``'s per-step scalars under ``logdir`` as a steps table (``step``, ``norm_before``,
-    ``norm_after``, ``threshold``, ``clipped``), the shape ``plots.norm_trace`` draws; TensorBoard numbers
+    ``norm_after``, ``threshold``, ``clipped``), the shape ``runplots.norm_trace`` draws; TensorBoard numbers
     the steps from 1. Of a folder several runs were logged to, the latest run's (``read_scalars``)."""
     scalars = read_scalars(logdir)
     scalars = scalars[scalars["tag"].isin(STEP_COLUMNS)]

@@ -1,8 +1,14 @@
-"""The detector's own figures: canvases with their ground truth and a run's detections."""
+"""The detector's own figures: canvases with their ground truth and a run's detections, and the gradient norms of
+its unclipped runs against the thresholds codebases use."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
+import pandas as pd
+
+from clipstudy.palette import FAILED_COLOR, METHOD_COLORS
 
 
 def draw_detections(
@@ -44,4 +50,58 @@ def draw_detections(
     fig.suptitle(f"{title} ({legend})")
     fig.tight_layout()
     fig.draw_without_rendering()  # laid out now: a notebook's inline backend then renders it once, not twice
+    return fig
+
+
+def step_weights(steps: pd.DataFrame) -> pd.Series:
+    """How many optimizer steps each recorded step stands for: a published bundle thins long step tables (every
+    one of the first steps kept, then about every k-th), so a kept row after the first stands for the steps since
+    the run's previous kept row. A histogram weighted so estimates the distribution over every step."""
+    ordered = steps.sort_values(["run_id", "step"])
+    gaps = ordered.groupby("run_id")["step"].diff().fillna(1.0).clip(lower=1.0)
+    return gaps.reindex(steps.index)
+
+
+def norm_distribution(
+    steps: pd.DataFrame, thresholds=(0.1, 10.0, 35.0), title: str | None = None, outcome: pd.Series | None = None
+):
+    """Histograms of the global gradient norm over steps (weighted by ``step_weights``: every step counted once),
+    one panel per learning rate, runs that learned apart from those that collapsed or diverged (``outcome``:
+    each run's kind, by ``run_id``), both axes logarithmic so that the tail shows, with the thresholds real
+    codebases use and the share of the learned runs' steps each would clip."""
+    import matplotlib.pyplot as plt  # deferred: a run that draws nothing never loads it
+
+    data = steps[np.isfinite(steps["norm_before"]) & (steps["norm_before"] > 0)].copy()
+    data["weight"] = step_weights(data)
+    kind = data["run_id"].map(outcome) if outcome is not None else pd.Series("learned", index=data.index)
+    data["group"] = np.where(kind == "learned", "runs that learned", "runs that stalled or diverged")
+    rates = sorted(data["learning_rate"].unique())
+    fig, axes = plt.subplots(1, len(rates), figsize=(5.2 * len(rates) + 0.6, 3.9), squeeze=False, sharey=True)
+    bins = np.logspace(np.log10(data["norm_before"].min() / 1.5), np.log10(data["norm_before"].max() * 1.5), 70)
+    for ax, rate in zip(axes[0], rates, strict=True):
+        panel = data[data["learning_rate"] == rate]
+        for group, color in (
+            ("runs that learned", METHOD_COLORS["none"]),
+            ("runs that stalled or diverged", FAILED_COLOR),
+        ):
+            sub = panel[panel["group"] == group]
+            if len(sub):
+                runs = sub["run_id"].nunique()
+                ax.hist(sub["norm_before"], bins=bins, weights=sub["weight"], histtype="step", lw=1.6, color=color,
+                        label=f"{group} ({runs})")  # fmt: skip
+        learned = panel[panel["group"] == "runs that learned"]
+        for k, t in enumerate(thresholds):
+            share = (
+                float(learned.loc[learned["norm_before"] > t, "weight"].sum() / learned["weight"].sum())
+                if len(learned)
+                else math.nan
+            )
+            ax.axvline(t, color=("#1f77b4", "#2ca02c", "#9467bd")[k % 3], ls="--", lw=1,
+                       label=f"{t:g}: clips {100 * share:.3g}% of the learned runs' steps")  # fmt: skip
+        ax.set(xscale="log", yscale="log", title=f"Adam lr={rate:g} (max norm {panel['norm_before'].max():,.0f})",
+               xlabel="global gradient norm before clipping (log)")  # fmt: skip
+        ax.legend(fontsize=7.5, loc="upper right")
+    axes[0][0].set_ylabel("optimizer steps (log)")
+    fig.suptitle(title or "Gradient norms of the unclipped runs against common thresholds", fontsize=11)
+    fig.tight_layout()
     return fig
