@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from clipstudy._quiet import import_tensorflow_quietly  # noqa: E402
+from clipstudy.lazy_tf import import_tensorflow_quietly  # noqa: E402
 
 tf = import_tensorflow_quietly()
 

@@ -177,6 +177,6 @@ def test_the_clipping_library_writes_each_of_tensorflows_start_up_lines_once_and
     assert plain, "TensorFlow wrote no start-up line to compare with"
     assert len(wrapper) == len(set(wrapper)), wrapper
     assert set(wrapper) == set(plain)
-    assert clipstudy._quiet.once_each("x\nI0000 00:00:1.5  12 a.cc:3] y\nx\nI0000 00:00:2.25  13 a.cc:3] y\nz\n") == (
+    assert clipstudy.lazy_tf.once_each("x\nI0000 00:00:1.5  12 a.cc:3] y\nx\nI0000 00:00:2.25  13 a.cc:3] y\nz\n") == (
         "x\nI0000 00:00:1.5  12 a.cc:3] y\nz\n"
     )

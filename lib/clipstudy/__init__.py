@@ -12,7 +12,7 @@ The subpackages import one way, each only from those before it:
 ``import clipstudy`` is cheap: TensorFlow is imported on first use, quietly.
 """
 
-from clipstudy import _quiet
+from clipstudy import lazy_tf
 
 __version__ = "0.3.0"
 
@@ -22,4 +22,4 @@ def quiet_tensorflow():
     (CUDA and CPU-feature notices, which ``TF_CPP_MIN_LOG_LEVEL`` does not reach), and set its Python and absl
     loggers to errors only; returns the module. Opt-in: ``clipstudy.clipping`` never touches your process's
     logging by itself. Call it before ``import keras`` or ``import tensorflow``."""
-    return _quiet.import_tensorflow_quietly()
+    return lazy_tf.import_tensorflow_quietly()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipstudy._quiet import tf
+from clipstudy.lazy_tf import tf
 
 #: ``ClipTelemetry``'s per-step keys (as ``keras.callbacks.TensorBoard`` names them) and the
 #: ``steps`` columns of the study's runs they correspond to.

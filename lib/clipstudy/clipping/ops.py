@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import sys
 
-from clipstudy._quiet import plain_keras as keras
-from clipstudy._quiet import plain_tf as tf
+from clipstudy.lazy_tf import plain_keras as keras
+from clipstudy.lazy_tf import plain_tf as tf
 
 
 class TensorFlowOps:

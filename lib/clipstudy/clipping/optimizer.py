@@ -27,9 +27,9 @@ reports the true norms; another multi-replica strategy is refused, never run sil
 
 from __future__ import annotations
 
-from clipstudy._quiet import import_keras_once
-from clipstudy._quiet import plain_tf as tf
 from clipstudy.clipping.base import REGISTRY, Clipper, get
+from clipstudy.lazy_tf import import_keras_once
+from clipstudy.lazy_tf import plain_tf as tf
 
 keras = import_keras_once()  # ``import keras``, TensorFlow's start-up lines written once instead of twice
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import caches, paths
-from clipstudy._quiet import import_tensorflow_quietly, verbose
 from clipstudy.data import boxes as box_formats
 from clipstudy.data import mnist
 from clipstudy.data.canvases import SPLIT_SEEDS, SPLIT_SIZES, CanvasSpec, split_canvases
 from clipstudy.data.split import Split
 from clipstudy.fileio import atomic_target, file_identity
+from clipstudy.lazy_tf import import_tensorflow_quietly, verbose
 
 import_tensorflow_quietly()
 import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow's quiet import)

@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from clipstudy import clipping, platforms, training
-from clipstudy._quiet import keras
 from clipstudy.data.split import Split, subset_indices
 from clipstudy.fileio import write_json_atomic
+from clipstudy.lazy_tf import keras
 from clipstudy.orchestration import breakdown
 from clipstudy.tasks.classification import ClassificationTask, prepare_images, seed_cnn
 from clipstudy.training import RunConfig

@@ -43,7 +43,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipstudy._quiet import verbose
+from clipstudy.lazy_tf import verbose
 from clipstudy.study.processes import KERNEL_START_TRIES, child_environment, stderr_to
 
 #: Runs a kernel executes before it is replaced by a fresh one (bounds what a long sweep can accumulate).

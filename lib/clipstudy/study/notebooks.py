@@ -13,8 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from clipstudy._quiet import verbose
 from clipstudy.fileio import atomic_target
+from clipstudy.lazy_tf import verbose
 from clipstudy.study import kernels
 from clipstudy.study.processes import stderr_to
 

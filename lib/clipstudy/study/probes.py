@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import clipping, tasks
-from clipstudy._quiet import tf
 from clipstudy.clipping.probe import DEFAULT_STEPS, record_norms, threshold_from_norms
 from clipstudy.fileio import write_json_atomic
+from clipstudy.lazy_tf import tf
 from clipstudy.study import runfiles
 from clipstudy.study.profiles import RunSpec
 from clipstudy.training import set_threads

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import tasks
-from clipstudy._quiet import import_tensorflow_quietly
+from clipstudy.lazy_tf import import_tensorflow_quietly
 from clipstudy.study import runfiles
 from clipstudy.training import RunConfig, RunResult, set_threads, train
 

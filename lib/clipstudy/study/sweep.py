@@ -33,8 +33,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from clipstudy import paths
-from clipstudy._quiet import quiet_dask
 from clipstudy.fileio import naming_full_disk, write_json_atomic
+from clipstudy.lazy_tf import quiet_dask
 from clipstudy.study import bundle, kernels, notebooks, probes, processes, runfiles
 from clipstudy.study.lock import FolderBusy, SweepLock
 from clipstudy.study.plan import Plan, load_plan

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import caches
-from clipstudy._quiet import keras, tf
 from clipstudy.data.split import Split
+from clipstudy.lazy_tf import keras, tf
 from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 
 #: Variance of the target (a sum of two independent U[0, 1]): the constant predictor's MSE.

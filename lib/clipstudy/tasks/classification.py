@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipstudy._quiet import keras, tf
 from clipstudy.data import mnist
 from clipstudy.data.split import Split
+from clipstudy.lazy_tf import keras, tf
 from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 
 ACCURACY_TARGETS = (0.98, 0.99)

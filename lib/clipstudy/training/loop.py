@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from clipstudy._quiet import keras, tf
 from clipstudy.data.split import Split, subset_indices
+from clipstudy.lazy_tf import keras, tf
 from clipstudy.training.config import RunConfig, thaw
 from clipstudy.training.monitor import DivergenceMonitor
 from clipstudy.training.optimizers import make_optimizer

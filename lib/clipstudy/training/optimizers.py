@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipstudy._quiet import keras
+from clipstudy.lazy_tf import keras
 from clipstudy.training.config import OPTIMIZERS
 
 

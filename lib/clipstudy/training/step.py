@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipstudy import caches
-from clipstudy._quiet import tf
+from clipstudy.lazy_tf import tf
 
 #: Compiled runs kept for a later run of the same shape in this process, the most recent (each holds its
 #: model, optimizer and training examples: its last run's, until the next one loads its own). Two, so that a

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import __version__, platforms
-from clipstudy._quiet import keras, tf
+from clipstudy.lazy_tf import keras, tf
 from clipstudy.training.monitor import loss_start
 
 

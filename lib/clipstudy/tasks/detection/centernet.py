@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from clipstudy._quiet import keras, tf
+from clipstudy.lazy_tf import keras, tf
 
 STRIDE = 4
 NUM_CLASSES = 10

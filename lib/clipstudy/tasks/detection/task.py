@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from clipstudy import caches
-from clipstudy._quiet import tf
 from clipstudy.data.boxes import Annotations
 from clipstudy.data.canvases import SPLIT_SIZES
 from clipstudy.data.split import Split
+from clipstudy.lazy_tf import tf
 from clipstudy.tasks.base import FailureRule, TaskSpec, check_size
 from clipstudy.tasks.detection import coco, figures
 from clipstudy.tasks.detection.centernet import centernet, decode, detection_loss, encode_targets, losses

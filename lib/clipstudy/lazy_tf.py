@@ -1,6 +1,6 @@
 """TensorFlow and Keras, imported on first use and without their start-up log lines.
 
-``from clipstudy._quiet import tf, keras`` gives stand-ins that import the real module the first
+``from clipstudy.lazy_tf import tf, keras`` gives stand-ins that import the real module the first
 time an attribute is read, so importing a clipstudy module costs nothing until TensorFlow is
 actually needed (the sweep driver and the report's profile checks never need it).
 """
