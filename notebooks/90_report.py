@@ -27,7 +27,7 @@
 # which is the same on every CPU (the numbers themselves differ in their last digits between CPUs).
 
 # %% tags=["parameters"]
-profile = "smoke"            # smoke, quick, paper, full, or the path of a profile .yaml
+profile = "paper"            # paper (the published study, read from results/paper/), smoke, quick, full, or a .yaml
 reports_dir = "../reports"   # holds <profile>/runs/ (a published profile is read from results/<profile>/)
 figures_dir = None           # where figures go; None: <reports_dir>/<profile>/figures
 

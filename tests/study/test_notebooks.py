@@ -171,3 +171,26 @@ def test_the_tuned_allocator_reuses_a_freed_large_buffer_instead_of_faulting_it_
     plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
     default, tuned = faults(plain), faults(processes.child_environment(plain))
     assert default > 4 * 20_000 and tuned < default / 20, (default, tuned)
+
+
+def test_the_committed_report_notebook_shows_the_published_paper_study():
+    """The report notebook's defaults are the published profile, and its stored outputs (what nbval compares) count
+    the runs the bundle holds: planned runs (a threshold from data read from its probe, which names the run) less
+    the run folders under results/paper/runs, counted here."""
+    import re
+
+    from clipstudy.study.plan import load_plan
+
+    nb = nbformat.read(paths.NOTEBOOKS / "90_report.ipynb", as_version=4)
+    parameters = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert re.search(r'^profile = "paper"', parameters.source, re.M)
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"
+    )
+    plan = load_plan("paper")
+    held = {p.name for p in (plan.bundle / "runs").iterdir() if p.is_dir()}
+    missing = [s for s in plan.resolved(plan.bundle / "probes") if s is None or s.run_id not in held]
+    if missing:
+        assert f"INCOMPLETE: {len(missing)} of {len(plan.specs)} planned runs did not finish" in printed
+    else:
+        assert "INCOMPLETE" not in printed
