@@ -279,6 +279,7 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
     for r in audit_table.itertuples():
         if r.kind == "by construction":
             continue
+        superseded = str(getattr(r, "decided_by", "stage 1")) != "stage 1"
         rows.append(
             {
                 "claim": r.claim,
@@ -292,38 +293,37 @@ def headline(audit_table: pd.DataFrame, answers: list[Answer]) -> pd.DataFrame:
                 "p": r.p_value,
                 "n": int(r.n),
                 "verdict": r.verdict,  # the verdict in force (the claims table's), whichever stage decided it
-                "answer": "stage 1's effect"
-                + (" (superseded)" if str(getattr(r, "decided_by", "stage 1")) != "stage 1" else ""),
+                "answer": "stage 1's effect" + (" (superseded)" if superseded else ""),
             }
         )
-        for a in answers:
-            q = a.question.split()[0]
-            if not _in_headline(a, r.claim):
-                continue
-            margin = (
-                CONFIRM_MARGINS["final_test_accuracy"]
-                if q in ("Q1", "Q6")
-                else CONFIRM_MARGINS["final_AP"]
-                if q == "Q3"
-                else math.nan
-            )
-            rows.append(
-                {
-                    "claim": r.claim,
-                    "row": f"claim {r.claim} · {a.question}",
-                    "stage": f"stage {a.stage} (confirmatory)",
-                    "metric": CONFIRM_METRICS[q],
-                    "effect": a.effect.mean,
-                    "low": a.effect.low,
-                    "high": a.effect.high,
-                    "margin": margin,
-                    "p": a.effect.p,
-                    "n": int(a.effect.n),
-                    "verdict": r.verdict,
-                    "answer": f"{q}: {a.verdict.split(':')[0]}",
-                }
-            )
+        rows += [_headline_answer(r, a) for a in answers if _in_headline(a, r.claim)]
     return pd.DataFrame(rows)
+
+
+def _headline_answer(claim_row, a: Answer) -> dict:
+    """The headline row of a confirmatory answer ``a`` that speaks to the claim of ``claim_row``."""
+    q = a.question.split()[0]
+    margin = (
+        CONFIRM_MARGINS["final_test_accuracy"]
+        if q in ("Q1", "Q6")
+        else CONFIRM_MARGINS["final_AP"]
+        if q == "Q3"
+        else math.nan
+    )
+    return {
+        "claim": claim_row.claim,
+        "row": f"claim {claim_row.claim} · {a.question}",
+        "stage": f"stage {a.stage} (confirmatory)",
+        "metric": CONFIRM_METRICS[q],
+        "effect": a.effect.mean,
+        "low": a.effect.low,
+        "high": a.effect.high,
+        "margin": margin,
+        "p": a.effect.p,
+        "n": int(a.effect.n),
+        "verdict": claim_row.verdict,
+        "answer": f"{q}: {a.verdict.split(':')[0]}",
+    }
 
 
 def write_csv(audit: pd.DataFrame, path) -> None:

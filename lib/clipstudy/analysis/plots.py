@@ -417,34 +417,8 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
     cols = min(3, len(order))
     rows = math.ceil(len(order) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.5 * rows + 0.8), squeeze=False, sharey=True)
-    top = 1.0
     for ax, level in zip(axes.flat, order):
-        sub = s[s[hue] == level]
-        kept = sub[sub["outcome"] != "diverged"]
-        inside, above = kept[kept["final_test_mse"] <= top], kept[kept["final_test_mse"] > top]
-        ax.scatter(inside["learning_rate"], inside["final_test_mse"], s=16, color=colors[level], alpha=0.7, lw=0,
-                   zorder=3)  # fmt: skip
-        if len(above):  # did not diverge, but ended above the axis: a triangle at its top
-            ax.scatter(above["learning_rate"], [top] * len(above), marker="^", s=30, color=colors[level], zorder=3,
-                       clip_on=False)  # fmt: skip
-        med = kept.groupby("learning_rate")["final_test_mse"].median()
-        ax.plot(med.index, med.clip(upper=top).to_numpy(), color=colors[level], lw=1.8, marker="o", ms=5, zorder=3)
-        gone = sub[sub["outcome"] == "diverged"]
-        counts = gone.groupby("learning_rate").size()
-        ax.scatter(counts.index, [top * 1.4] * len(counts), marker="x", s=40, color=FAILED_COLOR, lw=1.5, zorder=4,
-                   clip_on=False)  # fmt: skip
-        for rate, k in counts.items():
-            ax.annotate(f"{k}", (rate, top * 1.4), textcoords="offset points", xytext=(5, -3), fontsize=8,
-                        color=FAILED_COLOR, annotation_clip=False)  # fmt: skip
-        for y, _text in ADDING_LINES:
-            ax.axhline(y, color="black", lw=0.7, ls="--" if y > 0.05 else ":")
-        ax.set(xscale="log", yscale="log", ylim=(1e-3, top))
-        ax.set_title(textwrap.fill(level, 42), fontsize=9, pad=16)
-        rates = sorted(sub["learning_rate"].unique())
-        ax.set_xticks(rates, [f"{r:g}" for r in rates])
-        ax.minorticks_off()
-        ax.set_xlabel("learning rate (runs at the rates they ran at)")
-        ax.set_ylabel("final test MSE (log)")
+        _recurrent_panel(ax, s[s[hue] == level], level, colors[level])
     for y, text in ADDING_LINES:
         axes.flat[0].text(axes.flat[0].get_xlim()[0], y * 1.08, f" {text}", fontsize=7.5, va="bottom")
     for ax in list(axes.flat)[len(order) :]:
@@ -457,3 +431,29 @@ def recurrent_outcomes(summaries: pd.DataFrame, title: str | None = None):
     )
     fig.tight_layout()
     return fig
+
+
+def _recurrent_panel(ax, sub: pd.DataFrame, level: str, color, top: float = 1.0) -> None:
+    """One method setting's panel of ``recurrent_outcomes``."""
+    kept = sub[sub["outcome"] != "diverged"]
+    inside, above = kept[kept["final_test_mse"] <= top], kept[kept["final_test_mse"] > top]
+    ax.scatter(inside["learning_rate"], inside["final_test_mse"], s=16, color=color, alpha=0.7, lw=0, zorder=3)
+    if len(above):  # did not diverge, but ended above the axis: a triangle at its top
+        ax.scatter(above["learning_rate"], [top] * len(above), marker="^", s=30, color=color, zorder=3, clip_on=False)
+    med = kept.groupby("learning_rate")["final_test_mse"].median()
+    ax.plot(med.index, med.clip(upper=top).to_numpy(), color=color, lw=1.8, marker="o", ms=5, zorder=3)
+    counts = sub[sub["outcome"] == "diverged"].groupby("learning_rate").size()
+    ax.scatter(counts.index, [top * 1.4] * len(counts), marker="x", s=40, color=FAILED_COLOR, lw=1.5, zorder=4,
+               clip_on=False)  # fmt: skip
+    for rate, k in counts.items():
+        ax.annotate(f"{k}", (rate, top * 1.4), textcoords="offset points", xytext=(5, -3), fontsize=8,
+                    color=FAILED_COLOR, annotation_clip=False)  # fmt: skip
+    for y, _text in ADDING_LINES:
+        ax.axhline(y, color="black", lw=0.7, ls="--" if y > 0.05 else ":")
+    ax.set(xscale="log", yscale="log", ylim=(1e-3, top))
+    ax.set_title(textwrap.fill(level, 42), fontsize=9, pad=16)
+    rates = sorted(sub["learning_rate"].unique())
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.minorticks_off()
+    ax.set_xlabel("learning rate (runs at the rates they ran at)")
+    ax.set_ylabel("final test MSE (log)")

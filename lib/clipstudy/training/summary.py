@@ -110,6 +110,17 @@ def _lower_is_better(column: str) -> bool:
     return "loss" in column or "mse" in column
 
 
+def _final_metrics(task, epochs: pd.DataFrame) -> dict[str, float]:
+    """The last evaluation's training loss, the task's final metrics and its validation columns."""
+    last = epochs.iloc[-1]
+    final = {
+        "final_train_loss": float(last["train_loss"]),
+        **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()},
+    }
+    final.update({f"final_{c}": float(last[c]) for c in epochs.columns if c.startswith("val_")})
+    return final
+
+
 def summarize(
     config,
     task,
@@ -127,17 +138,12 @@ def summarize(
     parameters: int,
 ) -> dict[str, Any]:
     """The summary of a finished run, from its step and epoch tables."""
-    last = epochs.iloc[-1]
     targets = {
         key: (steps_to_target(epochs, value, column) if column in epochs else math.nan)
         for key, (column, value) in task.targets().items()
     }
     best_column = next(iter(task.targets().values()))[0]
-    final = {
-        "final_train_loss": float(last["train_loss"]),
-        **{k: (float(v) if v is not None else math.nan) for k, v in task.final_metrics(last).items()},
-    }
-    final.update({f"final_{c}": float(last[c]) for c in epochs.columns if c.startswith("val_")})
+    final = _final_metrics(task, epochs)
     start = loss_start(steps["loss"])
     return {
         **_identity(config, task, clip),
