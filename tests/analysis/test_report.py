@@ -822,3 +822,19 @@ def test_the_q3_robustness_check_is_worded_from_its_table():
     assert report.q3_one_cpu_words(table.assign(retrained_collapsed=None)).endswith(
         "not been retrained on one CPU yet."
     )
+
+
+def test_the_q3_robustness_check_counts_rescues_only_within_one_cpu():
+    """Counted by hand: seeds 5-7 unclipped retrained on CPU A (collapsed, collapsed, learned); the clipped arm's seed 5
+    retrained on A (learned: rescued), seed 6 published from A and not retrained (learned: rescued), seed 7 published
+    from B (not a pair): 2 rescued of 2 pairs."""
+    rows = [
+        ("none", 5, True, "B", True, "A"), ("none", 6, True, "B", True, "A"), ("none", 7, True, "B", False, "A"),
+        ("gn", 5, False, "A", False, "A"), ("gn", 6, False, "A", None, None), ("gn", 7, False, "B", None, None),
+    ]  # fmt: skip
+    columns = ["arm", "seed", "published_collapsed", "published_platform", "retrained_collapsed", "retrained_platform"]
+    words = report.q3_one_cpu_words(pd.DataFrame(rows, columns=columns))
+    assert "Pairs within one CPU" in words and "gn rescued 2 of 2." in words
+    moved = [(*r[:3], "B" if r[0] == "gn" else r[3], *r[4:]) for r in rows]  # every clipped run published from B
+    moved[3] = (*moved[3][:4], None, None)  # and none retrained: no pair on one CPU
+    assert "Pairs within one CPU" not in report.q3_one_cpu_words(pd.DataFrame(moved, columns=columns))
