@@ -177,21 +177,41 @@ def load_runs(root: str | Path, run_ids=None) -> ProfileRuns:
             continue
         row, run_steps, run_epochs = _read_run(run_dir)
         rows.append(row)
-        keys = {k: row[k] for k in ["run_id", *PARAM_COLUMNS, "clip_params", "label", "settings_key", "spiked"]}
-        steps.append(run_steps.assign(**keys))
-        epochs.append(run_epochs.assign(**keys))
+        steps.append(run_steps)
+        epochs.append(run_epochs)
     if not rows:
         raise FileNotFoundError(f"no finished runs under {root}: run the sweep first")
+    keys = pd.DataFrame({k: pd.Series([r[k] for r in rows], dtype=_key_dtype([r[k] for r in rows])) for k in RUN_KEYS})
     summaries = pd.DataFrame(rows)
     for col in summaries.columns:
         if summaries[col].dtype == object and summaries[col].map(lambda v: v is None or isinstance(v, float)).all():
             summaries[col] = summaries[col].astype(float)  # JSON null back to NaN
     return ProfileRuns(
         summaries,
-        pd.concat(steps, ignore_index=True),
-        pd.concat(epochs, ignore_index=True),
+        _with_run_keys(steps, keys),
+        _with_run_keys(epochs, keys),
         pd.DataFrame(failed, columns=["run_id", "error"]),
     )
+
+
+#: The columns of its run that every step and epoch row carries.
+RUN_KEYS = ("run_id", *PARAM_COLUMNS, "clip_params", "label", "settings_key", "spiked")
+
+
+def _key_dtype(values: list):
+    """A key column holding None stays ``object`` (None, not NaN, where a run has no such setting); else inferred."""
+    return object if any(v is None for v in values) else None
+
+
+def _with_run_keys(tables: list[pd.DataFrame], keys: pd.DataFrame) -> pd.DataFrame:
+    """The runs' tables one under the other, each row with its run's ``RUN_KEYS`` (row ``i`` of ``keys`` is the
+    run of ``tables[i]``): the key columns are built once for the whole table, not once per run."""
+    table = pd.concat(tables, ignore_index=True)
+    table = table.drop(columns=[k for k in RUN_KEYS if k in table])  # the run's own value wins, as assign's did
+    which = np.repeat(np.arange(len(tables)), [len(t) for t in tables])
+    repeated = keys.iloc[which].reset_index(drop=True)
+    order = dict.fromkeys(c for t in tables for c in [*t.columns, *RUN_KEYS])  # each run's columns, then its keys
+    return pd.concat([table, repeated], axis=1)[list(order)]
 
 
 def load_profile_runs(
