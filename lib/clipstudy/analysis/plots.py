@@ -354,16 +354,19 @@ def norms_by_method(steps: pd.DataFrame, title: str):
         var_name="series",
         value_name="value",
     ).dropna()
+    # the median over seeds at each step in one groupby (seaborn's estimator takes one per step and line)
+    medians = long.groupby([col, "series", "step"], sort=False)["value"].median().reset_index()
     g = sns.relplot(
-        data=long,
+        data=medians,
         x="step",
         y="value",
         hue="series",
+        hue_order=list(pd.unique(long["series"])),
         col=col,
         col_order=order,
         col_wrap=min(4, len(order)),
         kind="line",
-        estimator="median",
+        estimator=None,
         errorbar=None,
         height=2.6,
         aspect=1.3,
