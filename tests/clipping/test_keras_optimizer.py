@@ -413,6 +413,19 @@ def test_telemetry_steps_reads_the_latest_of_several_runs_logged_to_one_folder(t
     assert (steps["threshold"] == 2.0).all()
 
 
+def test_a_probe_says_what_share_of_its_steps_a_threshold_clips():
+    """Counted by hand: of the norms 1, 2, 3, 4 (and a NaN step, left out) a threshold of 2.5 is below two; the
+    recommended median (2.5 by numpy's interpolation) the same two; 4 is below none (clipping needs norm > it)."""
+    from clipstudy.clipping.probe import ThresholdProbe, threshold_from_norms
+
+    norms = np.array([1.0, 2.0, np.nan, 3.0, 4.0])
+    probe = ThresholdProbe(norms=norms, percentile=50.0, threshold=threshold_from_norms(norms, 50))
+    assert probe.threshold == 2.5
+    assert probe.clip_share() == 0.5 and probe.clip_share(2.5) == 0.5
+    assert probe.clip_share(0.5) == 1.0 and probe.clip_share(4.0) == 0.0
+    assert "below the norm of 50% of these steps" in str(probe)
+
+
 def test_the_probe_records_one_pass_over_a_small_data_set_by_default(toy):
     """256 examples in batches of 32: 8 unclipped steps (not 100, 12 passes); the threshold is numpy's percentile
     of those norms, and the weights are put back."""

@@ -71,11 +71,20 @@ class ThresholdProbe:
         """The norms' percentiles ``qs`` (100: the largest)."""
         return {q: float(np.percentile(self.norms, q)) for q in qs}
 
+    def clip_share(self, threshold: float | None = None) -> float:
+        """The share of the probe's steps whose norm is above ``threshold`` (default: the recommended one): what a
+        global-norm clipper at that threshold would have clipped over the probe. A run's later steps can clip far
+        more or fewer (their norms move with training); ``docs/library.md`` has the shares the study measured."""
+        norms = self.norms[np.isfinite(self.norms)]
+        return float(np.mean(norms > (self.threshold if threshold is None else float(threshold))))
+
     def __str__(self):
         shown = ", ".join(f"p{q:g} {v:.4g}" for q, v in self.percentiles().items())
         return (
             f"gradient-norm probe over {len(self.norms)} unclipped steps: {shown}; recommended "
-            f"global_norm threshold (p{self.percentile:g}) {self.threshold:.4g}"
+            f"global_norm threshold (p{self.percentile:g}) {self.threshold:.4g}, below the norm of "
+            f"{self.clip_share():.0%} of these steps (a run's later steps, whose norms move, can be clipped far more "
+            "or less often)"
         )
 
 
@@ -118,9 +127,11 @@ def probe_threshold(
       steps: unclipped steps to record; default one pass over array data, at most ``DEFAULT_STEPS`` (100), so a
         small data set is not trained on for many epochs; ``DEFAULT_STEPS`` for a ``tf.data.Dataset``.
       percentile: the percentile of the recorded norms to recommend (default 50, the median). The median is below
-        half of the probe's norms by construction and, as training lowers the norm, usually below nearly every
-        later one: with it the clipper rescales nearly every step (gradient normalisation). A high percentile
-        (90 or 99) clips only the steps above what the probe saw. The study's stage 3 (question Q7) compares them.
+        half of the probe's norms by construction and, in most of the study's cells, below nearly every later step's
+        norm: with it the clipper rescales nearly every step (gradient normalisation; not in every cell, see
+        ``docs/library.md``). A high percentile (90 or 99)
+        clips only the steps above most of what the probe saw. ``ThresholdProbe.clip_share`` says what share of
+        the probe's steps a threshold is below; the study's stage 3 (question Q7) compares the percentiles.
       x, y: arrays of inputs and targets (shuffled by ``seed`` in batches of ``batch_size``), or ``x`` a
         ``tf.data.Dataset`` of ``(inputs, targets)`` batches and ``y`` None.
       loss: the loss (a name, function or ``keras.losses.Loss``); default: the model's compiled loss.
