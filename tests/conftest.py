@@ -33,9 +33,3 @@ def mnist_splits(mnist):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def random_model_variables(rng):
-    """Variables shaped like a small conv net's: HWIO kernel, bias, IO kernel, bias."""
-    shapes = [(3, 3, 2, 4), (4,), (36, 5), (5,)]
-    return [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in shapes]

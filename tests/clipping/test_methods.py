@@ -10,7 +10,12 @@ import pytest
 import tensorflow as tf
 
 from clipstudy import clipping
-from conftest import random_model_variables
+
+
+def random_model_variables(rng):
+    """Variables shaped like a small conv net's: HWIO kernel, bias, IO kernel, bias."""
+    shapes = [(3, 3, 2, 4), (4,), (36, 5), (5,)]
+    return [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in shapes]
 
 
 def numpy_global_norm(arrays):
