@@ -39,7 +39,15 @@ def test_smoke_profile_runs_every_run_into_its_own_folder(smoke_sweep):
     assert sorted(planned) == sorted(s.run_id for s in specs) and len(set(planned)) == 7
     for spec in specs:
         run_dir = reports / "smoke" / "runs" / spec.run_id
-        expected = ["notebook.ipynb", "kernel.log", runs.PARAMS_FILE, runs.SUMMARY, runs.STEPS, runs.EPOCHS, runs.MANIFEST]
+        expected = [
+            "notebook.ipynb",
+            "kernel.log",
+            runs.PARAMS_FILE,
+            runs.SUMMARY,
+            runs.STEPS,
+            runs.EPOCHS,
+            runs.MANIFEST,
+        ]
         if spec.params["task"] == "detector":
             expected += ["ground_truth.json", "detections.json"]
         assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
