@@ -19,6 +19,10 @@ export CLIPSTUDY_VERBOSE := $(VERBOSE)
 NOTEBOOK_SOURCES := $(wildcard notebooks/[0-9]*.py)
 NOTEBOOKS := $(NOTEBOOK_SOURCES:.py=.ipynb)
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+# The suite on two pytest workers (pytest-xdist), one test file (or notebook) per worker at a time: a file's tests
+# and a notebook's cells run in order on one worker. TEST_WORKERS=0 runs it in this process, in order.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: help env data test lint unit nbtest smoke-runs bench workers reproduce sweep report verify kernel-settings notebooks lab kernel clean browser
 
@@ -68,7 +72,7 @@ ifeq ($(CHROMIUM),)
 endif
 
 test: $(STAMP) data smoke-runs browser lint
-	$(BIN)/python -m pytest tests $(NBVAL) $(NOTEBOOKS)
+	$(PYTEST) tests $(NBVAL) $(NOTEBOOKS)
 
 # ruff: the linter over the package, the tests and the notebooks' .py; the formatter's check over lib/ and tests/.
 lint: $(STAMP)
@@ -76,10 +80,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lib tests
 
 unit: $(STAMP) data
-	$(BIN)/python -m pytest tests
+	$(PYTEST) tests
 
 nbtest: $(STAMP) data smoke-runs
-	$(BIN)/python -m pytest $(NBVAL) $(NOTEBOOKS)
+	$(PYTEST) $(NBVAL) $(NOTEBOOKS)
 
 # Rebuild each notebook from its jupytext .py and execute it with its defaults (the outputs nbval compares).
 notebooks: $(STAMP) data smoke-runs
