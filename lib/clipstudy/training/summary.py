@@ -18,9 +18,10 @@ from clipstudy.training.monitor import loss_start
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:  # closed even when the first lines answer
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
