@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipstudy import tasks
-from clipstudy.analysis import claims, outcomes, page, plots, report, stage3_answers, stats
+from clipstudy.analysis import claims, outcomes, page, plots, report, stage2, stage3_answers, stats
 from clipstudy.analysis.classifier_figures import spike_traces, stability_map, steps_to_target_points
 from clipstudy.analysis.study_figures import forest, overhead_bars
 from clipstudy.tasks.detection.figures import draw_detections, norm_distribution
@@ -340,7 +340,7 @@ q3_check = rep.q3_one_cpu()
 if q3_check is not None:
     shown = q3_check[["arm", "seed", "published_collapsed", "published_AP", "published_platform",
                       "retrained_collapsed", "retrained_AP", "retrained_platform"]]
-    page.show_html(page.table(shown.round(4), report.q3_one_cpu_words(q3_check)))
+    page.show_html(page.table(shown.round(4), stage2.q3_one_cpu_words(q3_check)))
 else:
     page.show_html(page.note("No robustness check of Q3 is published with this profile."))
 

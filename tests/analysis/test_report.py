@@ -815,11 +815,11 @@ def test_the_q3_robustness_check_is_worded_from_its_table():
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=["arm", "seed", "published_collapsed", "retrained_collapsed"])
     table["retrained_platform"] = [None if r[3] is None else "cpu_family=25" for r in rows]
-    words = report.q3_one_cpu_words(table)
+    words = stage2.q3_one_cpu_words(table)
     assert "none: 2 of 3 collapsed retrained, 3 of 3 as published" in words
     assert "global_norm (threshold=10): 1 of 3 collapsed retrained, 1 of 3 as published" in words
     assert "p50" not in words and "(6 of 7 runs retrained)" in words and "(cpu_family=25)" in words
-    assert report.q3_one_cpu_words(table.assign(retrained_collapsed=None)).endswith(
+    assert stage2.q3_one_cpu_words(table.assign(retrained_collapsed=None)).endswith(
         "not been retrained on one CPU yet."
     )
 
@@ -833,8 +833,8 @@ def test_the_q3_robustness_check_counts_rescues_only_within_one_cpu():
         ("gn", 5, False, "A", False, "A"), ("gn", 6, False, "A", None, None), ("gn", 7, False, "B", None, None),
     ]  # fmt: skip
     columns = ["arm", "seed", "published_collapsed", "published_platform", "retrained_collapsed", "retrained_platform"]
-    words = report.q3_one_cpu_words(pd.DataFrame(rows, columns=columns))
+    words = stage2.q3_one_cpu_words(pd.DataFrame(rows, columns=columns))
     assert "Pairs within one CPU" in words and "gn rescued 2 of 2." in words
     moved = [(*r[:3], "B" if r[0] == "gn" else r[3], *r[4:]) for r in rows]  # every clipped run published from B
     moved[3] = (*moved[3][:4], None, None)  # and none retrained: no pair on one CPU
-    assert "Pairs within one CPU" not in report.q3_one_cpu_words(pd.DataFrame(moved, columns=columns))
+    assert "Pairs within one CPU" not in stage2.q3_one_cpu_words(pd.DataFrame(moved, columns=columns))

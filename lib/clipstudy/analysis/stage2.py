@@ -288,3 +288,56 @@ def confirmatory_answers(summaries: pd.DataFrame) -> list[Answer]:
         q3_detector(summaries),
         q4_positive_control(summaries),
     ]
+
+
+# The robustness check of Q3 (not registered; orchestration.robustness trains it), in words from its table.
+def q3_one_cpu_words(table: pd.DataFrame) -> str:
+    """The check in words, from its table: per arm, the collapses as published and as retrained on one CPU."""
+    done = table[table["retrained_collapsed"].notna()]
+    if done.empty:
+        return "Q3's runs of seeds 5-7 have not been retrained on one CPU yet."
+    cpus = sorted(set(done["retrained_platform"]))
+    parts = []
+    for arm, rows in done.groupby("arm", sort=False):
+        published = int(rows["published_collapsed"].astype(bool).sum())
+        retrained = int(rows["retrained_collapsed"].astype(bool).sum())
+        parts.append(f"{arm}: {retrained} of {len(rows)} collapsed retrained, {published} of {len(rows)} as published")
+    seeds = ", ".join(str(s) for s in sorted(set(done["seed"])))
+    return (
+        f"Q3's arms of seeds {seeds} retrained on one CPU ({'; '.join(cpus)}): "
+        + "; ".join(parts)
+        + f" ({len(done)} of {len(table)} runs retrained)."
+        + _q3_pairs_on_one_cpu(table)
+        + " A robustness check beside Q3's registered verdict, which it does not change: with 3 seeds it decides"
+        " nothing."
+    )
+
+
+def _q3_pairs_on_one_cpu(table: pd.DataFrame) -> str:
+    """Per clipped arm, the seeds whose unclipped run, retrained, shares its platform with the clipped run (retrained,
+    or as published where it was made on that platform already), and how many of them clipping rescued (the
+    unclipped run collapsed, the clipped one did not)."""
+    if "published_platform" not in table:
+        return ""
+    unclipped = table[(table["arm"] == "none") & table["retrained_collapsed"].notna()].set_index("seed")
+    parts = []
+    for arm, rows in table[table["arm"] != "none"].groupby("arm", sort=False):
+        pairs = rescued = 0
+        for r in rows.itertuples():
+            if r.seed not in unclipped.index:
+                continue
+            base = unclipped.loc[r.seed]
+            retrained = isinstance(r.retrained_platform, str)
+            platform = r.retrained_platform if retrained else r.published_platform
+            collapsed = r.retrained_collapsed if retrained else r.published_collapsed
+            if platform == base["retrained_platform"]:
+                pairs += 1
+                rescued += bool(base["retrained_collapsed"]) and not bool(collapsed)
+        if pairs:
+            parts.append(f"{arm} rescued {rescued} of {pairs}")
+    return (
+        " Pairs within one CPU (the unclipped run retrained; the clipped run retrained, or as published where it was"
+        " made on that CPU): " + "; ".join(parts) + "."
+        if parts
+        else ""
+    )

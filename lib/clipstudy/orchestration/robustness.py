@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             print(f"FAILED {run}: {error}", file=sys.stderr)
     table = q3_one_cpu_table(plan, folder)
     print(table.drop(columns=["run_id"]).to_string(index=False))
-    print(report.q3_one_cpu_words(table))
+    print(stage2.q3_one_cpu_words(table))
     print(json.dumps({"retrained": int(table["retrained_collapsed"].notna().sum()), "of": len(table)}))
     return 0
 
