@@ -362,10 +362,14 @@ if any(a.effect is not None and a.effect.n for a in stage3):
                                       "and p only from 5 pairs), the share of steps the clipped arm clipped, and "
                                       "how many of the registered seeds are in"))
     chosen = stage3_answers.recommended_percentile(rep.evidence())
-    page.show_html(page.note("Q7's registered choice of the probe's default percentile, per cell (the percentile "
-                             "with the best median final metric among those that clip at most 90% of steps; "
-                             "read only once Q7 is complete): " + "; ".join(
-                                 f"{cell}: {'p' + str(p) if p else 'none yet'}" for cell, p in chosen.items())))
+    default = stage3_answers.default_percentile(rep.evidence())
+    page.show_html(page.note(
+        "Q7's choice of the probe's default percentile (read only once Q7 is complete). A percentile is allowed in "
+        "a cell when its median share of clipped steps is at most 90% and most of its runs learned; per cell, the "
+        "allowed one with the best median final metric: " + "; ".join(
+            f"{cell}: {'p' + str(p) if p else 'none allowed'}" for cell, p in chosen.items())
+        + ". One default for every cell, the percentile allowed in the most cells (a tie to the lower): "
+        + (f"p{default}." if default else "none yet.")))
 else:
     page.show_html(page.note("This profile has no stage-3 confirmatory runs."))
 

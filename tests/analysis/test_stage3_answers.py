@@ -185,6 +185,61 @@ def test_q7_compares_each_percentile_with_the_fixed_1_and_names_normalisation():
     assert chosen["classifier sgd"] == 90 and chosen["adding sgd"] is None
 
 
+def q7_cells(sgd_p50_clip=0.999, adding_p99_learns=False):
+    """Q7's three cells by hand: classifier SGD (p50 normalises, p90 learns, p99 never clips and stalls at chance),
+    momentum (every percentile clips little and learns; p50 best), the adding problem (p50 and p90 normalise,
+    p99 diverges in most seeds unless ``adding_p99_learns``)."""
+    label = stage3_answers.percentile_label
+    rows = []
+    for opt, seeds in (("sgd", SGD_SEEDS), ("momentum", claims.STAGE3_SEEDS["momentum"])):
+        lr = claims.STAGE3_CLASSIFIER_TUNED[opt][CANONICAL]
+        for seed in seeds:
+            rows.append(classifier_run(CANONICAL, opt, lr, seed, 0.986))
+            if opt == "sgd":
+                rows.append(classifier_run(label(50), opt, lr, seed, 0.980, clip=sgd_p50_clip))
+                rows.append(classifier_run(label(90), opt, lr, seed, 0.986, clip=0.05))
+                rows.append(classifier_run(label(99), opt, lr, seed, 0.1135, clip=0.0) | {"failure": "chance"})
+            else:
+                for pct, acc, clip in ((50, 0.989, 0.07), (90, 0.988, 0.01), (99, 0.987, 0.001)):
+                    rows.append(classifier_run(label(pct), opt, lr, seed, acc, clip=clip))
+    lr = claims.STAGE3_ADDING_TUNED[CANONICAL]
+    for i, seed in enumerate(ADDING_SEEDS):
+        rows.append(adding_run(CANONICAL, lr, seed, 0.02, clip=0.9))
+        rows.append(adding_run(label(50), lr, seed, 0.03, clip=0.999))
+        rows.append(adding_run(label(90), lr, seed, 0.03, clip=0.998))
+        diverges = not adding_p99_learns and i % 3 != 0  # 12 of 19 diverge, or none
+        rows.append(adding_run(label(99), lr, seed, 1e30 if diverges else 0.01, diverged=diverges, clip=0.06))
+    return pd.DataFrame(rows)
+
+
+def q7_evidence(table):
+    return stage3_answers.claims.gather_evidence(table, table.iloc[0:0]).summaries
+
+
+def test_q7_default_is_the_percentile_allowed_in_the_most_cells():
+    s = q7_evidence(q7_cells())
+    # allowed: clips at most 90% of steps (median) and most of its runs learned; scored by the median metric
+    allowed = {
+        "adding sgd": {},
+        "classifier sgd": {90: 0.986},
+        "classifier momentum": {50: 0.989, 90: 0.988, 99: 0.987},
+    }
+    assert stage3_answers.eligible_percentiles(s) == allowed
+    assert stage3_answers.recommended_percentile(s) == {"adding sgd": None, "classifier sgd": 90,
+                                                        "classifier momentum": 50}  # fmt: skip
+    assert stage3_answers.default_percentile(s) == 90  # allowed in two cells, p50 and p99 in one
+
+
+def test_q7_default_breaks_a_tie_towards_the_lower_percentile():
+    # p99 learns on the adding problem: p90 (SGD, momentum) and p99 (momentum, adding) are allowed in two cells each
+    s = q7_evidence(q7_cells(adding_p99_learns=True))
+    assert stage3_answers.eligible_percentiles(s)["adding sgd"] == {99: -0.01}
+    assert stage3_answers.default_percentile(s) == 90
+    # p50 clips half of SGD's steps: p50 and p90 are allowed in two cells each (p99 in one)
+    assert stage3_answers.default_percentile(q7_evidence(q7_cells(sgd_p50_clip=0.5))) == 50
+    assert stage3_answers.default_percentile(q7_evidence(q7_cells().iloc[0:0])) is None
+
+
 # --- a complete stage-3 answer decides its claim ----------------------------------------------------------
 
 

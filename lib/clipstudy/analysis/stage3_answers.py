@@ -299,11 +299,12 @@ def q7_thresholds(s: pd.DataFrame) -> list[Answer]:
     return answers
 
 
-def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
-    """Per Q7 cell, the registered choice of ``probe_threshold``'s default: among the percentiles whose median
-    share of clipped steps is at most 90%, the one with the best median final test metric (``None`` when no
-    run is in)."""
-    chosen = {}
+def eligible_percentiles(s: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """Per Q7 cell, the percentiles that may be ``probe_threshold``'s default there, each with its median final
+    metric (higher is better: accuracy, or minus the test MSE): those whose median share of clipped steps is at most
+    90% (``outcomes.NORMALISES``; more is normalisation) and most of whose runs learned (an arm whose runs mostly
+    diverged or stalled does best at nothing)."""
+    found = {}
     for task, opt, lr, seeds_key in Q7_CELLS:
         rows = stage3_runs(s[s["optimizer"] == opt], task, seeds_key)
         scores = {}
@@ -311,13 +312,32 @@ def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
             arm = contrasts.select(rows[rows["label"] == percentile_label(pct)], {"learning_rate": lr}, spiked=None)
             if arm.empty or arm["clip_fraction"].median() > outcomes.NORMALISES:
                 continue
-            if task == "adding":
-                value = -arm["final_test_mse"].where(arm["outcome"] != "diverged", math.inf).median()
+            if (arm["outcome"] == "learned").sum() * 2 <= len(arm):
+                continue
+            if task == "adding":  # a diverged run scores the worst MSE there is
+                scores[pct] = float(-arm["final_test_mse"].where(arm["outcome"] != "diverged", math.inf).median())
             else:
-                value = arm["final_test_accuracy"].median()
-            scores[pct] = value
-        chosen[f"{task} {opt}"] = max(scores, key=scores.get) if scores else None
-    return chosen
+                scores[pct] = float(arm["final_test_accuracy"].median())
+        found[f"{task} {opt}"] = scores
+    return found
+
+
+def recommended_percentile(s: pd.DataFrame) -> dict[str, int | None]:
+    """Per Q7 cell, the registered choice of ``probe_threshold``'s default: among the eligible percentiles
+    (``eligible_percentiles``), the one with the best median final test metric (``None`` when none is)."""
+    return {cell: max(scores, key=scores.get) if scores else None
+            for cell, scores in eligible_percentiles(s).items()}  # fmt: skip
+
+
+def default_percentile(s: pd.DataFrame) -> int | None:
+    """The one default for every cell (docs/protocol.md, written before Q7's adding cell was complete): the
+    percentile eligible in the most Q7 cells; a tie goes to the lower percentile (it clips more while staying
+    under the bound). ``None`` when no percentile is eligible anywhere."""
+    counts: dict[int, int] = {}
+    for scores in eligible_percentiles(s).values():
+        for pct in scores:
+            counts[pct] = counts.get(pct, 0) + 1
+    return min(counts, key=lambda pct: (-counts[pct], pct)) if counts else None
 
 
 def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
