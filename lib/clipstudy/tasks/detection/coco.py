@@ -16,6 +16,7 @@ from pycocotools.cocoeval import COCOeval
 
 from clipstudy.data.boxes import xyxy_to_coco
 from clipstudy.fileio import write_json_atomic
+from clipstudy.tasks.detection import fast_ap
 
 METRICS = ("AP", "AP50", "AP75", "AR100")
 
@@ -59,7 +60,19 @@ def detections(boxes: list, scores: list, labels: list) -> list[dict]:
 
 
 def evaluate(gt: dict, dets: list[dict]) -> dict[str, float]:
-    """AP@[.5:.95], AP50, AP75 and AR@100 from pycocotools' COCOeval (bbox). No detections scores 0."""
+    """AP@[.5:.95], AP50, AP75 and AR@100 as pycocotools' COCOeval (bbox) gives them, computed by ``fast_ap`` (the
+    same numbers to the last bit, in a fraction of the time) or by pycocotools where ``fast_ap`` does not cover the
+    input (crowd boxes). No detections scores 0."""
+    if not dets or not gt["annotations"]:
+        return {k: 0.0 for k in METRICS}
+    found = fast_ap.evaluate(gt, dets)
+    if found is None:
+        return evaluate_pycocotools(gt, dets)
+    return {k: max(float(v), 0.0) for k, v in found.items()}  # -1 means "no such objects": report 0
+
+
+def evaluate_pycocotools(gt: dict, dets: list[dict]) -> dict[str, float]:
+    """``evaluate`` by pycocotools' COCOeval itself (the reference ``fast_ap`` is tested against)."""
     if not dets or not gt["annotations"]:
         return {k: 0.0 for k in METRICS}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and tables
