@@ -274,9 +274,17 @@ def test_a_threshold_from_data_comes_from_a_probe_and_is_part_of_the_run_id(tmp_
     exp = good_experiment(methods=[{"method": "global_norm", "threshold": {"probe_percentile": 50}}])
     path = write_profile(tmp_path, {"experiments": [exp]})
     reports = tmp_path / "reports"
+    _, (pending,) = profiles.load_profile(path)
+    plan = sweep.load_plan(path)
+    # --list: before its probe the run is listed under its planned id, waiting
+    lines, counts = sweep.listing(plan, reports)
+    assert lines == [f"{pending.run_id} waiting-for-a-probe {json.dumps(pending.params, sort_keys=True)}"]
+    assert counts == {"finished": 0, "to run": 0, "waiting for a probe": 1}
     result = sweep.run_sweep(path, reports, workers=1, progress=False)
     assert result.ok and len(result.done) == 1
-    _, (pending,) = profiles.load_profile(path)
+    # ... and after, under the id it trained under (its threshold read from the probe), finished
+    lines, counts = sweep.listing(plan, reports)
+    assert lines[0].startswith(f"{result.done[0]} finished ") and counts["finished"] == 1
     probe = reports / "custom" / "probes" / f"{probes.probe_id(pending.config)}.json"
     record = json.loads(probe.read_text())
     assert record["steps"] == 100 and record["probe"]["seed"] != pending.config.seed

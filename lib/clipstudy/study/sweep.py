@@ -448,6 +448,23 @@ def _finished_anywhere(profile: Plan, run_id: str, reports: str) -> bool:
     return runfiles.is_finished(here) or bool(profile.bundle and runfiles.is_finished(profile.bundle / "runs" / run_id))
 
 
+def listing(profile: Plan, reports: str | None) -> tuple[list[str], dict[str, int]]:
+    """Each planned run as one line, ``<id> <state> <parameters>``, and the count of each state. A run whose
+    threshold comes from a probe is listed under the id it trains under (its threshold read from the probe, as
+    the bundle names it) once the probe is recorded; until then under its planned id, waiting for the probe."""
+    probes_dir = profile.record(reports) / "probes"
+    lines, counts = [], {"finished": 0, "to run": 0, "waiting for a probe": 0}
+    for planned in profile.specs:
+        s = probes.resolve(planned, probes_dir)
+        if s is None:
+            state, s = "waiting for a probe", planned
+        else:
+            state = "finished" if _finished_anywhere(profile, s.run_id, reports) else "to run"
+        counts[state] += 1
+        lines.append(f"{s.run_id} {state.replace(' ', '-')} {json.dumps(s.params, sort_keys=True)}")
+    return lines, counts
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipstudy.study.sweep", description="Run a profile's grid of runs (skips finished runs)."
@@ -456,7 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reports", default=str(paths.reports_dir()), help="output root (default: reports/)")
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (or $CLIPSTUDY_SCHEDULER)")
     parser.add_argument("--workers", type=int, help=f"local workers (default {DEFAULT_WORKERS})")
-    parser.add_argument("--list", action="store_true", help="print the runs and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print each run with its state (finished, to run, waiting for a probe)"
+    )
     parser.add_argument("--wait", action="store_true", help="wait for another sweep on the same folder to finish")
     parser.add_argument(
         "--fresh-kernels",
@@ -483,8 +502,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.list:
-        for s in profile.specs:
-            print(s.run_id, json.dumps(s.params, sort_keys=True))
+        lines, counts = listing(profile, args.reports)
+        print("\n".join(lines))
+        print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(profile.specs)} planned)")
         return 0
     try:
         result = run_sweep(
