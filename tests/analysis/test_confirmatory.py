@@ -236,3 +236,19 @@ def test_the_study_audit_lets_a_complete_q1_decide_claim_7_and_keeps_stage_1_bes
     assert where.startswith("stage 2: classifier, sgd: global_norm (threshold=1) at lr=")
     assert "; stage 1: classifier, 3 epochs" in where and where.count("classifier, ") == 5
     assert not audited.loc["1", "tested_where"].startswith("stage")
+
+
+@pytest.mark.parametrize(
+    "fractions, words",
+    [
+        ([0.05, 0.05], "clipped 5.0% of steps"),
+        ([0.0, 0.0], "never clipped a step"),
+        ([0.042, 0.056], "clipped 4.2% to 5.6% of steps"),
+        ([0.998, 1.0], "clipped 99.8% to 100.0% of steps: gradient normalisation, not occasional clipping"),
+        ([0.318, 0.999], "clipped 31.8% to 99.9% of steps (up to 99.9%: normalisation in some runs)"),
+        # a run that never clipped beside one that normalised: a range, not "never clipped" (the words said that)
+        ([0.0, 0.5, 0.999], "clipped 0.0% to 99.9% of steps (up to 99.9%: normalisation in some runs)"),
+    ],
+)
+def test_the_clipped_arms_share_of_clipped_steps_in_words(fractions, words):
+    assert stage2.clip_share(pd.DataFrame({"clip_fraction": fractions})) == words

@@ -177,6 +177,7 @@ def test_q7_compares_each_percentile_with_the_fixed_1_and_names_normalisation():
     assert found["Q7 classifier sgd p50"].verdict == "p50 worse than the fixed 1"
     assert "gradient normalisation, not occasional clipping" in found["Q7 classifier sgd p50"].numbers
     assert found["Q7 classifier sgd p90"].verdict == "no significant difference"
+    assert "outcomes of the arm: 30 learned; of the reference: 30 learned" in found["Q7 classifier sgd p90"].numbers
     assert found["Q7 classifier sgd p99"].verdict == "p99 worse than the fixed 1"
     assert not found["Q7 adding sgd p50"].complete  # no adding run in this table
     # the registered default: the best median metric among percentiles clipping at most 90% of steps

@@ -160,11 +160,13 @@ def clip_share(p: pd.DataFrame) -> str:
     if p.empty or "clip_fraction" not in p:
         return "clip share unknown"
     low, high = float(p["clip_fraction"].min()), float(p["clip_fraction"].max())
-    words = outcomes.clipping_words(low)
-    if high != low:
-        words = words.replace(f"{low:.1%}", f"{low:.1%} to {high:.1%}")
-        if low <= outcomes.NORMALISES < high:
-            words += f" (up to {high:.1%}: normalisation in some runs)"
+    if high == low or not math.isfinite(low) or not math.isfinite(high):
+        return outcomes.clipping_words(low)
+    words = f"clipped {low:.1%} to {high:.1%} of steps"
+    if low > outcomes.NORMALISES:
+        return words + ": gradient normalisation, not occasional clipping"
+    if high > outcomes.NORMALISES:
+        return words + f" (up to {high:.1%}: normalisation in some runs)"
     return words
 
 

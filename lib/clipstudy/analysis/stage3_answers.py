@@ -200,7 +200,8 @@ def _t_answers(found, question_of, words, stage_where) -> list[Answer]:
     for (key, p, effect, complete, note, where), q in zip(found, adjusted, strict=True):
         verdict = words(key, effect, q) if complete else _incomplete(note)
         holm = "Holm p n/a" if math.isnan(q) else f"Holm p={q:.2g}"
-        numbers = f"{where}: {effect.format()}, {holm}; the clipped arm {stage2.clip_share(p)}; {note}"
+        kinds = f"outcomes of the arm: {stage2._kinds(p)}; of the reference: {stage2._kinds(p, '_base')}"
+        numbers = f"{where}: {effect.format()}, {holm}; {kinds}; the clipped arm {stage2.clip_share(p)}; {note}"
         answers.append(Answer(question_of(key), verdict, numbers, effect, stage_where(key), complete, stage=3))
     return answers
 
