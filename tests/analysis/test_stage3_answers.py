@@ -241,6 +241,18 @@ def test_q7_default_breaks_a_tie_towards_the_lower_percentile():
     assert stage3_answers.default_percentile(q7_evidence(q7_cells().iloc[0:0])) is None
 
 
+def test_the_probes_default_percentile_is_q7s_answer_on_the_published_runs():
+    """``probe_threshold``'s default follows Q7's registered answer, read from the published bundle once every
+    Q7 cell has all its registered seeds."""
+    from clipstudy.analysis import report
+    from clipstudy.clipping import probe
+
+    rep = report.ProfileReport.load("paper")
+    q7 = [a for a in rep.stage3_answers() if a.question.startswith("Q7")]
+    assert len(q7) == 9 and all(a.complete for a in q7)
+    assert probe.DEFAULT_PERCENTILE == stage3_answers.default_percentile(rep.evidence()) == 90
+
+
 # --- a complete stage-3 answer decides its claim ----------------------------------------------------------
 
 

@@ -453,6 +453,8 @@ def test_the_probe_records_one_pass_over_a_small_data_set_by_default(toy):
     assert probe.threshold == pytest.approx(float(np.percentile(probe.norms, 90)))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     assert len(probe_threshold(model, *toy, batch_size=32, steps=20).norms) == 20
+    default = probe_threshold(model, *toy, batch_size=32)  # the default percentile: the 90th (the study's Q7)
+    assert default.percentile == 90 and default.threshold == pytest.approx(float(np.percentile(default.norms, 90)))
 
 
 def test_telemetry_warns_when_tensorboard_cannot_see_its_per_step_values(toy, tmp_path):
