@@ -76,8 +76,9 @@ model = keras.Sequential([
 # %% [markdown]
 # ## What threshold? Ask the data
 # The probe trains a copy of the optimizer without clipping for 100 steps, records each step's global
-# gradient norm, and puts the weights back. Its recommendation is the median norm, the study's rule
-# for thresholds from data (use it with `"global_norm"`; ZClip below sets its own threshold).
+# gradient norm, and puts the weights back. Its recommendation is the norms' 90th percentile, the
+# study's answer to which percentile to pick (use it with `"global_norm"`; ZClip below sets its own
+# threshold).
 
 # %%
 model.compile(optimizer=keras.optimizers.Adam(learning_rate),
