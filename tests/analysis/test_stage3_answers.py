@@ -283,7 +283,12 @@ def test_a_complete_q5a_decides_claim_3a_in_place_of_q4(q5a, expected):
     }
     verdict, words, question = claims._claim_3a_from(answers)  # fmt: skip
     assert (verdict, question) == (expected, "Q5a")
-    assert "at tuned rates: global norm 1, final test MSE: lower test MSE" in words
+    assert "; at tuned rates (global norm 1, final test MSE: lower test MSE)" in words
+    answers["Q5b quantile, final test MSE"] = answer("Q5b quantile, final test MSE", "no significant difference")
+    words = claims._claim_3a_from(answers)[1]
+    # Q5b's answers are separated from each other by semicolons, inside one parenthesis
+    both = "global norm 1, final test MSE: lower test MSE; quantile, final test MSE: no significant difference"
+    assert f"; at tuned rates ({both})" in words
 
 
 def test_an_incomplete_q5a_leaves_claim_3a_to_q4():
@@ -302,6 +307,7 @@ def test_a_complete_q6_replaces_q1s_sgd_and_momentum_answers_for_claim_7():
     deciding = [a.question for a in claims._deciding(answers, "Q6 + Q1")]
     assert sorted(deciding) == ["Q1 adam", "Q1 rmsprop", "Q6 momentum", "Q6 sgd"]
     assert claims._stage_of("Q6 + Q1") == "stages 3 and 2 (Q6 + Q1)"
+    assert claims._stage_of("Q8") == "stage 3 (Q8)" and claims._stage_of("Q3") == "stage 2 (Q3)"
     answers["Q6 momentum"] = answer("Q6 momentum", SAME, complete=False)
     assert claims._claim_7_from(answers)[2] == "Q1"  # half of Q6 is not enough
 
@@ -349,7 +355,8 @@ def test_q8_counts_collapses_and_pairs_the_warm_up_arms_by_seed_across_their_set
     assert "collapsed unclipped 14 of 19, clipped 3 of 19; prevented 12, caused 1" in primary.numbers
     assert "global norm 10: 16 of 19 learned (final_AP median 0.580" in primary.numbers
     warm = found["Q8 (warm-up vs clipping)"]
-    assert "collapsed reference 3 of 19, arm 2 of 19" in warm.numbers and warm.effect.n == 19
+    assert "collapsed global norm 10 3 of 19, warm-up 2 of 19" in warm.numbers and warm.effect.n == 19
+    assert "the warm-up arm never clipped a step" in warm.numbers
     assert warm.verdict == "no significant difference in collapse"
 
 
@@ -369,3 +376,74 @@ def test_a_complete_q8_decides_claim_8_in_place_of_q3():
 def test_no_mcnemar_p_value_from_fewer_than_five_pairs():
     (primary, _) = stage3_answers.q5a_divergence(q5a_table(seeds=ADDING_SEEDS[:3]))
     assert "exact McNemar p n/a (fewer than 5 pairs), n=3" in primary.numbers and math.isnan(primary.effect.p)
+
+
+def q8_table(collapsed_when, ap_of=lambda arm, i: 0.58, seeds=claims.STAGE3_DETECTOR_SEEDS):
+    """Q8's four arms on ``seeds``; ``collapsed_when[arm](i)`` says whether the arm's run of the i-th seed collapsed,
+    ``ap_of(arm, i)`` its final AP when it learned."""
+    rows = []
+    for i, seed in enumerate(seeds):
+        for arm in claims.STAGE3_DETECTOR_ARMS:
+            rows.append(detector_run(arm[0], seed, collapsed_when[arm](i), warmup=arm[1], ap=ap_of(arm, i)))
+    return pd.DataFrame(rows)
+
+
+NONE_ARM, CLIP_ARM, WARM_ARM, BOTH_ARM = claims.STAGE3_DETECTOR_ARMS
+
+
+def test_q8_pairs_the_ap_of_runs_that_both_learned_against_scipy_with_holm_across_the_contrasts():
+    """Collapses as many with warm-up as with clipping (seeds 0-2), so the AP where both learned decides which
+    first: warm-up's AP is higher in 16 pairs (SciPy's paired t); Holm across the three contrasts by hand."""
+    jitter = [0.004 * ((7 * i) % 5) for i in range(19)]
+    base = {NONE_ARM: 0.50, CLIP_ARM: 0.55, WARM_ARM: 0.60, BOTH_ARM: 0.60}
+    shift = {NONE_ARM: 1, CLIP_ARM: 3, WARM_ARM: 0, BOTH_ARM: 3}
+    ap_of = lambda arm, i: base[arm] + jitter[(i + shift[arm]) % 19]  # noqa: E731
+    collapsed = {NONE_ARM: lambda i: i < 14, CLIP_ARM: lambda i: i < 3, WARM_ARM: lambda i: i < 3,
+                 BOTH_ARM: lambda i: i < 3}  # fmt: skip
+    found = {a.question: a for a in stage3_answers.q8_detector(q8_table(collapsed, ap_of))}
+    diffs = {  # arm − reference over the pairs where both learned
+        "Q8": [ap_of(CLIP_ARM, i) - ap_of(NONE_ARM, i) for i in range(14, 19)],
+        "Q8 (warm-up vs clipping)": [ap_of(WARM_ARM, i) - ap_of(CLIP_ARM, i) for i in range(3, 19)],
+        "Q8 (warm-up + clipping vs warm-up)": [ap_of(BOTH_ARM, i) - ap_of(WARM_ARM, i) for i in range(3, 19)],
+    }
+    raw = {q: sps.ttest_1samp(d, 0).pvalue for q, d in diffs.items()}
+    order = sorted(raw, key=raw.get)
+    holm = {}
+    for rank, q in enumerate(order):
+        holm[q] = max([min(1.0, (3 - rank) * raw[q])] + [holm[o] for o in order[:rank]])
+    for q, d in diffs.items():
+        shown = f"final_AP {sum(d) / len(d):+.4f} ["
+        assert shown in found[q].numbers and f"n={len(d)}, Holm p={holm[q]:.2g}" in found[q].numbers, q
+    first = found["Q8 (which first)"]
+    assert first.complete and first.effect is None
+    assert first.verdict.startswith("warm-up first: as many collapses, a higher AP@[.5:.95] where both learned")
+    assert first.verdict.endswith("changed collapses by no significant amount")
+
+
+def test_q8_which_first_follows_collapses_before_ap_and_says_when_neither():
+    all_ap = lambda arm, i: 0.58  # noqa: E731
+    # global norm 10 collapses in 12 seeds, warm-up in none: warm-up first (exact McNemar 2·0.5¹², Holm ×3)
+    collapsed = {NONE_ARM: lambda i: i < 14, CLIP_ARM: lambda i: i < 12, WARM_ARM: lambda i: False,
+                 BOTH_ARM: lambda i: False}  # fmt: skip
+    found = {a.question: a for a in stage3_answers.q8_detector(q8_table(collapsed, all_ap))}
+    assert found["Q8 (warm-up vs clipping)"].verdict == "fewer collapses with warm-up than with global norm 10"
+    assert "Holm-adjusted 0.0015" in found["Q8 (warm-up vs clipping)"].numbers  # 3 · 2 · 0.5¹² = 0.00146
+    assert found["Q8 (which first)"].verdict.startswith("warm-up first: it collapsed significantly less often")
+    # the reverse, and clipping added to the warm-up rescues it: global norm 10 first, add it to the warm-up
+    collapsed = {NONE_ARM: lambda i: i < 14, CLIP_ARM: lambda i: False, WARM_ARM: lambda i: i < 12,
+                 BOTH_ARM: lambda i: False}  # fmt: skip
+    found = {a.question: a for a in stage3_answers.q8_detector(q8_table(collapsed, all_ap))}
+    verdict = found["Q8 (which first)"].verdict
+    assert verdict.startswith("global norm 10 first") and "; add global norm 10 to the warm-up" in verdict
+    assert found["Q8 (warm-up + clipping vs warm-up)"].verdict == (
+        "fewer collapses with warm-up + global norm 10 than with warm-up"
+    )
+    # as many collapses and the same AP: neither first
+    collapsed = {NONE_ARM: lambda i: i < 14, CLIP_ARM: lambda i: i < 2, WARM_ARM: lambda i: 1 <= i < 3,
+                 BOTH_ARM: lambda i: i < 2}  # fmt: skip
+    found = {a.question: a for a in stage3_answers.q8_detector(q8_table(collapsed, all_ap))}
+    assert found["Q8 (which first)"].verdict.startswith("neither first")
+    # with seeds missing, nothing is read
+    few = q8_table(collapsed, all_ap, seeds=claims.STAGE3_DETECTOR_SEEDS[:4])
+    first = {a.question: a for a in stage3_answers.q8_detector(few)}["Q8 (which first)"]
+    assert not first.complete and first.verdict.startswith("incomplete")

@@ -123,7 +123,8 @@ def _claim_3a_from(answers: dict[str, Answer]) -> tuple[str, str, str] | None:
         verdict, text = _in_words(q5a, "divergence", rnn, f"prevents divergence {rnn}", f"causes divergence {rnn}")
         q5b = [a for q, a in answers.items() if q.startswith("Q5b") and a.complete]
         if q5b:
-            text += "; at tuned rates: " + ", ".join(f"{a.question.removeprefix('Q5b ')}: {a.verdict}" for a in q5b)
+            each = "; ".join(f"{a.question.removeprefix('Q5b ')}: {a.verdict}" for a in q5b)
+            text += f"; at tuned rates ({each})"
         return verdict, text + _q2_beside(answers.get("Q2")), "Q5a"
     q4 = answers.get("Q4")
     if q4 is None or not q4.complete:
@@ -201,7 +202,7 @@ def _where_by_stage(deciding: list[Answer]) -> str:
 
 def _stage_of(question: str) -> str:
     """``'stage 2 (Q1)'``, ``'stage 3 (Q5a)'``, ``'stages 3 and 2 (Q6 + Q1)'``: which registration decided."""
-    stages = [3 if q.startswith(("Q5", "Q6", "Q7")) else 2 for q in question.split(" + ")]
+    stages = [3 if q.startswith(("Q5", "Q6", "Q7", "Q8")) else 2 for q in question.split(" + ")]
     word = f"stage {stages[0]}" if len(set(stages)) == 1 else "stages " + " and ".join(map(str, dict.fromkeys(stages)))
     return f"{word} ({question})"
 

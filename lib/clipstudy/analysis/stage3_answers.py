@@ -1,4 +1,4 @@
-"""Stage 3's confirmatory answers (Q5, Q6, Q7), by the rules registered in commit 806d3ba before their first run
+"""Stage 3's confirmatory answers (Q5-Q8), by the rules registered in 806d3ba (Q8: e7c8b95) before their first run
 (docs/protocol.md, "Stage 3"; the cells and seeds are ``claims.STAGE3_*``):
 
 * every contrast is paired by seed, and a pair whose two runs record different platforms (CPU vendor, family,
@@ -120,7 +120,7 @@ def _incomplete(note: str) -> str:
 
 
 #: The words of Q5a's contrast; Q8's are the same with a collapse (``COLLAPSE``) and, in its secondary contrasts,
-#: two arms that may both be clipped (``ARMS``).
+#: the two arms' names (``_two_arms``).
 DIVERGENCE = {
     "outcome": "diverged",
     "noun": "divergence",
@@ -129,7 +129,6 @@ DIVERGENCE = {
     "actor": "clipping",
 }
 COLLAPSE = {**DIVERGENCE, "outcome": "collapsed", "noun": "collapse"}
-ARMS = {**COLLAPSE, "arm": "arm", "reference": "reference", "actor": "the arm"}
 
 
 def _mcnemar_answer(
@@ -165,6 +164,8 @@ def _mcnemar_answer(
     )
     if not complete:
         verdict = _incomplete(note)
+    elif pval < contrasts.ALPHA and "fewer" in w:  # two arms, both possibly treated: which collapses less
+        verdict = w["fewer"] if prevented > caused else w["more"]
     elif pval < contrasts.ALPHA:  # complete: every registered seed (at least 11) is paired, so pval is a number
         verdict = f"{w['actor']} {'prevents' if prevented > caused else 'causes'} {w['noun']}"
     elif not hit_base.any():
@@ -365,6 +366,19 @@ def _arm_name(arm: tuple[str, int]) -> str:
     return clip + (f" with a {arm[1]}-step warm-up" if arm[1] else "")
 
 
+def _short_name(arm: tuple[str, int]) -> str:
+    """An arm's name in a verdict: ``no clipping``, ``global norm 10``, ``warm-up``, ``warm-up + global norm 10``."""
+    clip = "global norm 10" if arm[0] != "none" else ""
+    return " + ".join(n for n in ("warm-up" if arm[1] else "", clip) if n) or "no clipping"
+
+
+def _two_arms(arm: tuple[str, int], base: tuple[str, int]) -> dict:
+    """The words of a contrast between two arms that may both be treated (Q8's secondary ones)."""
+    a, b = _short_name(arm), _short_name(base)
+    return {**COLLAPSE, "arm": a, "reference": b, "actor": a, "fewer": f"fewer collapses with {a} than with {b}",
+            "more": f"more collapses with {a} than with {b}"}  # fmt: skip
+
+
 def _learned_ap(rows: pd.DataFrame) -> str:
     """Per arm, the final AP and AP50 of the runs that did not collapse (median and range), and the clip share."""
     parts = []
@@ -372,16 +386,52 @@ def _learned_ap(rows: pd.DataFrame) -> str:
         runs = rows[(rows["label"] == arm[0]) & (rows["warmup_steps"] == arm[1])]
         ok = runs[runs["outcome"] == "learned"]
         ap = ", ".join(f"{m} median {ok[m].median():.3f} [{ok[m].min():.3f}, {ok[m].max():.3f}]"
-                       for m in ("final_AP", "final_AP50") if m in ok and len(ok))  # fmt: skip
+                       for m in AP_METRICS if m in ok and len(ok))  # fmt: skip
         share = f", {outcomes.clipping_words(float(runs['clip_fraction'].mean()))}" if len(runs) else ""
         parts.append(f"{_arm_name(arm)}: {len(ok)} of {len(runs)} learned" + (f" ({ap})" if ap else "") + share)
     return "; ".join(parts)
 
 
+#: Q8's AP metrics, compared among runs that did not collapse.
+AP_METRICS = ("final_AP", "final_AP50")
+
+
+def _both_learned_effects(pairs: list[pd.DataFrame]) -> list[dict[str, tuple[stats.Effect, float]]]:
+    """Per contrast (its pairs), per AP metric: the paired effect (arm − reference) over the pairs where both runs
+    learned (interval and p only from 5 such pairs) and its p Holm-adjusted across the contrasts, per metric."""
+    effects = []
+    for p in pairs:
+        both = p[(p["outcome"] == "learned") & (p["outcome_base"] == "learned")] if len(p) else p
+        effects.append({m: stats.tested(stats.paired_effect((both[m] - both[f"{m}_base"]) if len(both) else []))
+                        for m in AP_METRICS})  # fmt: skip
+    found = [{} for _ in pairs]
+    for m in AP_METRICS:
+        for i, q in enumerate(stats.holm([e[m].p for e in effects])):
+            found[i][m] = (effects[i][m], q)
+    return found
+
+
+def _ap_text(found: dict[str, tuple[stats.Effect, float]]) -> str:
+    if not any(e.n for e, _ in found.values()):
+        return "no pair where both runs learned"
+    parts = [f"{m} {e.format()}" + ("" if math.isnan(q) else f", Holm p={q:.2g}") for m, (e, q) in found.items()]
+    return "where both runs of a pair learned (arm − reference): " + "; ".join(parts)
+
+
+def _collapses(p: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    return p["outcome"].isin(COLLAPSED), p["outcome_base"].isin(COLLAPSED)
+
+
+#: A collapsed detector run: the protocol's failed kinds.
+COLLAPSED = ("diverged", "stalled")
+
+
 def q8_detector(s: pd.DataFrame) -> list[Answer]:
     """Q8: the detector at Adam 1e-2 in four arms. Primary: collapses (diverged or stalled) of global norm 10 against
     none, exact McNemar; secondary: warm-up against global norm 10, warm-up with global norm 10 against warm-up
-    alone, Holm across the three contrasts; the AP of runs that learned and each arm's clip share beside them."""
+    alone, Holm across the three contrasts; the AP of runs that learned (per arm, and paired where both runs of a
+    pair learned, Holm across the three contrasts per metric) and each arm's clip share beside them; then which
+    to reach for first (``q8_first``)."""
     rows = detector_runs(s)
     none, clip, warm, both = claims.STAGE3_DETECTOR_ARMS
     contrasts = [("Q8", clip, none), ("Q8 (warm-up vs clipping)", warm, clip), ("Q8 (warm-up + clipping vs warm-up)",
@@ -389,19 +439,59 @@ def q8_detector(s: pd.DataFrame) -> list[Answer]:
     found = [(q, arm, base, *_detector_pair(rows, arm, base)) for q, arm, base in contrasts]
     raw = []
     for _, _, _, p, _ in found:
-        bad, bad_base = p["outcome"].isin(("diverged", "stalled")), p["outcome_base"].isin(("diverged", "stalled"))
+        bad, bad_base = _collapses(p)
         raw.append(stats.exact_mcnemar(int((bad & ~bad_base).sum()), int((bad_base & ~bad).sum())) if len(p) else 1.0)
     adjusted = stats.holm(raw)
+    ap = _both_learned_effects([p for *_, p, _ in found])
     answers = []
     for i, (question, arm, base, p, refused) in enumerate(found):
         where = (f"detector, Adam lr=0.01, 30,000 canvases, 3 epochs: {_arm_name(arm)} (the arm) vs {_arm_name(base)} "
                  "(the reference), collapses (diverged or stalled)")  # fmt: skip
-        answer = _mcnemar_answer(question, p, where, "detector", refused, ("diverged", "stalled"),
-                                 ARMS if i else COLLAPSE, None if i == 0 else adjusted[i])  # fmt: skip
+        answer = _mcnemar_answer(question, p, where, "detector", refused, COLLAPSED,
+                                 _two_arms(arm, base) if i else COLLAPSE, None if i == 0 else adjusted[i])  # fmt: skip
+        answer.numbers += "; " + _ap_text(ap[i])
         if i == 0:
             answer.numbers += f"; among runs that learned: {_learned_ap(rows)}"
         answers.append(answer)
-    return answers
+    return answers + [q8_first(answers[1], answers[2], ap[1]["final_AP"])]
+
+
+def q8_first(warm_vs_clip: Answer, both_vs_warm: Answer, ap: tuple[stats.Effect, float]) -> Answer:
+    """Which to reach for first against the detector's start-up collapse, warm-up or global norm 10, read from Q8's
+    two secondary contrasts once both are complete (the rule of docs/protocol.md, "Q8: which first", added to the
+    registration as a design change):
+
+    * the arm with significantly fewer collapses (warm-up against global norm 10, exact McNemar, Holm p < 0.05);
+    * if neither, the one with the higher final AP@[.5:.95] where both runs of a pair learned (at least 5 such
+      pairs, Holm p < 0.05 across the three contrasts);
+    * otherwise neither comes first: the runs do not tell them apart;
+    * then whether to add global norm 10 to the warm-up: the warm-up with it against the warm-up alone.
+    """
+    question, where = "Q8 (which first)", "detector, Adam lr=0.01: warm-up vs global norm 10, then both vs warm-up"
+    complete = warm_vs_clip.complete and both_vs_warm.complete
+    basis = f"warm-up vs global norm 10: {warm_vs_clip.verdict}; warm-up + global norm 10 vs warm-up: " + (
+        both_vs_warm.verdict)  # fmt: skip
+    effect, p = ap
+    if not complete:
+        return Answer(question, _incomplete("read once Q8's contrasts are complete"), basis, None, where, False, 3)
+    if warm_vs_clip.verdict.startswith("fewer"):
+        first = "warm-up first: it collapsed significantly less often than global norm 10"
+    elif warm_vs_clip.verdict.startswith("more"):
+        first = "global norm 10 first: it collapsed significantly less often than the warm-up"
+    elif p < contrasts.ALPHA:
+        better = "warm-up" if effect.mean > 0 else "global norm 10"
+        first = f"{better} first: as many collapses, a higher AP@[.5:.95] where both learned"
+    else:
+        first = "neither first: warm-up and global norm 10 differ significantly neither in collapses nor in AP"
+    add = {
+        "fewer": "; add global norm 10 to the warm-up: together they collapsed significantly less often",
+        "more": "; do not add global norm 10 to the warm-up: together they collapsed significantly more often",
+    }
+    first += add.get(both_vs_warm.verdict.split()[0], "; adding global norm 10 to the warm-up changed collapses "
+                                                     "by no significant amount")  # fmt: skip
+    numbers = f"{basis}; AP@[.5:.95], warm-up − global norm 10, where both learned: {effect.format()}" + (
+        "" if math.isnan(p) else f", Holm p={p:.2g}")  # fmt: skip
+    return Answer(question, first, numbers, None, where, True, 3)
 
 
 def answers(summaries: pd.DataFrame, epochs: pd.DataFrame) -> list[Answer]:
