@@ -1,5 +1,6 @@
 """Aggregation of run folders into tidy tables, and the HTML report build."""
 
+import json
 import math
 
 import matplotlib.pyplot as plt
@@ -457,6 +458,27 @@ def test_method_table_never_averages_runs_of_different_lengths():
     assert t["test_accuracy median"].tolist() == [pytest.approx(0.981), pytest.approx(0.9905)]
 
 
+def test_runs_with_a_learning_rate_warm_up_are_never_put_with_runs_without_one():
+    """Q8's warm-up arms share method, rate and length with the unclipped detector: the method table counts them
+    apart (its warmup_steps column), and their label, which the figures group by, names the warm-up."""
+    from clipstudy.analysis import stage3_answers
+
+    def run(i, warmup, ap):
+        key = {"epochs": 3} | ({"warmup_steps": warmup} if warmup else {})
+        return {"run_id": f"r{i}", "optimizer": "adam", "learning_rate": 0.01, "epochs": 3, "method": "none",
+                "clip_params": "", "settings_key": json.dumps(key), "diverged": False, "failure": None,
+                "final_AP50": ap, "clip_fraction": 0.0}  # fmt: skip
+
+    rows = pd.DataFrame([run(0, 0, 0.2), run(1, 0, 0.4), run(2, 300, 0.9), run(3, 300, 0.95)])
+    t = report.method_table(rows, "final_AP50")
+    assert t["warmup_steps"].tolist() == [0, 300] and t["runs"].tolist() == [2, 2]
+    assert t["AP50 median"].tolist() == [pytest.approx(0.3), pytest.approx(0.925)]
+    assert "warmup_steps" in report.design_view(t)
+    assert "warmup_steps" not in report.method_table(rows.iloc[:2], "final_AP50")  # no column where none has one
+    assert stage3_answers.warmup_label("none", 300) == "none + warm-up 300"
+    assert stage3_answers.warmup_label("none", 0) == "none"
+
+
 def test_outcomes_are_counted_as_three_kinds_and_a_diverged_metric_is_never_summarised():
     """docs/protocol.md's kinds, from each run's fields: the loop's divergence, an explosion it did not stop
     (final loss above 100 times the loss at step 0, as the adding runs that ended at 1e15), the task's floor."""
@@ -698,6 +720,43 @@ def test_the_norm_histogram_weights_each_kept_step_by_the_steps_it_stands_for():
     steps = pd.DataFrame({"run_id": "r", "step": kept, "norm_before": 1.0, "learning_rate": 0.01})
     weights = detection_figures.step_weights(steps)
     assert weights.sum() == 200 and weights.iloc[:50].tolist() == [1.0] * 50 and set(weights.iloc[50:]) == {10.0}
+
+
+def test_the_warm_up_figure_draws_every_q8_run_and_marks_each_collapse():
+    """Q8's figure: one loss trace per run, cut at the first steps asked for, red where the run collapsed; the
+    warm-up shaded in the warm-up arms only; every run's final AP a point, a collapsed one a red ×, and each panel's
+    title counts its collapses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_hex
+
+    from clipstudy.palette import FAILED_COLOR
+    from clipstudy.tasks.detection import figures as detection_figures
+
+    arms = {"no clipping": 0, "global norm 10": 0, "warm-up": 300, "warm-up + global norm 10": 300}
+    collapsed = {"no clipping": {0, 1, 2}, "global norm 10": {0, 1}, "warm-up": {2}, "warm-up + global norm 10": set()}
+    runs = pd.DataFrame([{"run_id": f"{arm}-{seed}", "arm": arm, "warmup_steps": w, "seed": seed,
+                          "outcome": "stalled" if seed in collapsed[arm] else "learned",
+                          "final_AP": 0.0 if seed in collapsed[arm] else 0.6 + 0.01 * seed}
+                         for arm, w in arms.items() for seed in range(4)])  # fmt: skip
+    steps = pd.DataFrame([{"run_id": r, "step": k, "loss": 3.0 - k / 1000} for r in runs["run_id"]
+                          for k in (*range(1, 51), *range(55, 1501, 5))])  # fmt: skip
+    fig = detection_figures.warmup_arms(runs, steps, first_steps=600)
+    *top, bottom = fig.axes
+    assert [ax.get_title() for ax in top] == [f"{a}\n{len(collapsed[a])} of 4 collapsed" for a in arms]
+    for ax, arm in zip(top, arms, strict=True):
+        traces = ax.lines
+        assert len(traces) == 4 and all(line.get_xdata().max() <= 600 for line in traces)
+        red = [line for line in traces if to_hex(line.get_color()) == FAILED_COLOR]
+        assert len(red) == len(collapsed[arm])
+        assert len(ax.patches) == (1 if arms[arm] else 0)  # the warm-up's shaded steps
+    points = [c for c in bottom.collections if c.get_offsets().shape[0]]
+    crosses = [c for c in points if to_hex(c.get_facecolor()[0]) == FAILED_COLOR]
+    assert sum(c.get_offsets().shape[0] for c in points) == len(runs)
+    assert sum(c.get_offsets().shape[0] for c in crosses) == sum(len(v) for v in collapsed.values())
+    assert len(bottom.lines) == 4  # one grey line per seed, joining its four runs
+    plt.close(fig)
 
 
 def test_the_cost_figure_reads_the_benchs_spread_and_draws_it(tmp_path):

@@ -332,7 +332,8 @@ def detector_run(label, seed, collapsed, warmup=0, platform=ZEN3, ap=0.58):
     key = {"batch_size": 32, "dataset": "full", "epochs": 3, "eval_every": 470, "validation": 1000}
     key.update({"warmup_steps": warmup} if warmup else {})
     return {"run_id": f"det-{label}-{warmup}-{seed}", "task": "detector", "optimizer": "adam", "learning_rate": 0.01,
-            "seed": seed, "label": label, "settings_key": json.dumps(key, sort_keys=True), "spiked": False,
+            "seed": seed, "label": stage3_answers.warmup_label(label, warmup), "spiked": False,
+            "settings_key": json.dumps(key, sort_keys=True),
             "final_AP": 1e-5 if collapsed else ap, "final_AP50": 1e-4 if collapsed else 0.93, "diverged": False,
             "failure": "AP50 below 0.01" if collapsed else None, "final_train_loss": 3.2 if collapsed else 0.7,
             "loss_start": 4.0, "platform": platform, "clip_fraction": 0.001 if label != "none" else 0.0}  # fmt: skip

@@ -62,7 +62,9 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
         "settings_key": json.dumps({"task": config.task, **config.settings()}, sort_keys=True),
         "spiked": bool(config.spikes),
         "clip_params": runfiles.format_params(clip_params),
-        "label": config.method + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""),
+        "label": stage3_answers.warmup_label(
+            config.method + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""), config.warmup_steps
+        ),
     }
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
     versions = summary.get("versions") or {}
@@ -327,6 +329,7 @@ DESIGN_COLUMNS = (
     "epochs",
     "method",
     "clip_params",
+    "warmup_steps",
     "label",
     "runs",
     "pairs",
@@ -346,10 +349,14 @@ def design_view(frame: pd.DataFrame) -> pd.DataFrame:
 def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -> pd.DataFrame:
     """Per optimizer, learning rate, training length (epochs) and method setting: the runs, how many diverged,
     stalled and learned (``outcomes``), the median and range of ``metric`` over the runs that did not diverge (a
-    diverged run's metric is never averaged), and the mean share of steps clipped. Runs of different lengths are
-    never put together."""
+    diverged run's metric is never averaged), and the mean share of steps clipped. Runs of different lengths, or
+    with and without a learning-rate warm-up (a ``warmup_steps`` column where any run has one), are never put
+    together."""
     s = outcomes.add_outcomes(summaries)
     keys = ["optimizer", "learning_rate", *(["epochs"] if "epochs" in s else []), "method", "clip_params"]
+    warmup = stage3_answers.warmup_steps(s)
+    if warmup.any():
+        s, keys = s.assign(warmup_steps=warmup), [*keys, "warmup_steps"]
     name = metric.removeprefix("final_")
     rows = []
     for key, group in s.groupby(keys, sort=True):

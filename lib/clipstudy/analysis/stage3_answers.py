@@ -342,23 +342,47 @@ def default_percentile(s: pd.DataFrame) -> int | None:
     return min(counts, key=lambda pct: (-counts[pct], pct)) if counts else None
 
 
+def warmup_label(label: str, steps: int) -> str:
+    """A run's label with its learning-rate warm-up, if it has one (``none + warm-up 300``): runs with and without
+    a warm-up are never drawn or counted together."""
+    return f"{label}{WARMUP_SUFFIX}{steps}" if steps else label
+
+
+WARMUP_SUFFIX = " + warm-up "
+
+
+def warmup_steps(s: pd.DataFrame) -> pd.Series:
+    """Each run's learning-rate warm-up in steps (0: none), read from its settings."""
+    if "settings_key" not in s:
+        return pd.Series(0, index=s.index, dtype=int)
+    return s["settings_key"].map(lambda k: int(json.loads(k).get("warmup_steps", 0))).astype(int)
+
+
 def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
-    """Q8's runs: the detector at its unstable rate on Q8's seeds, each with its outcome and ``warmup_steps``
-    (a setting: read from the run's settings)."""
+    """Q8's runs: the detector at its unstable rate on Q8's seeds, each with its outcome, ``warmup_steps`` (a
+    setting: read from the run's settings) and its clipping ``label`` without the warm-up."""
     cell = claims.STAGE3_DETECTOR
     rows = s[(s["task"] == cell["task"]) & s["seed"].isin(claims.STAGE3_DETECTOR_SEEDS)]
     rows = contrasts.select(rows[rows["optimizer"] == cell["optimizer"]], {"learning_rate": cell["learning_rate"]},
                          spiked=None)  # fmt: skip
     if rows.empty:
         return rows.assign(outcome=pd.Series(dtype=str), warmup_steps=pd.Series(dtype=int))
-    warmup = rows["settings_key"].map(lambda k: int(json.loads(k).get("warmup_steps", 0)))
-    return outcomes.add_outcomes(rows.assign(warmup_steps=warmup))
+    warmup = warmup_steps(rows)
+    label = [lab.removesuffix(f"{WARMUP_SUFFIX}{w}") for lab, w in zip(rows["label"], warmup, strict=True)]
+    return outcomes.add_outcomes(rows.assign(warmup_steps=warmup, label=label))
 
 
 def _detector_pair(rows: pd.DataFrame, arm: tuple[str, int], base: tuple[str, int]) -> tuple[pd.DataFrame, int]:
     """Q8's runs of ``arm`` (label, warm-up steps) beside ``base``'s of the same seed; cross-platform pairs refused."""
     pick = [rows[(rows["label"] == label) & (rows["warmup_steps"] == w)] for label, w in (arm, base)]
     return one_platform(pick[0].merge(pick[1], on=["seed"], suffixes=("", "_base")))
+
+
+def detector_arms(s: pd.DataFrame) -> pd.DataFrame:
+    """Q8's runs (``detector_runs``) with each run's ``arm`` named as in its verdicts (``warm-up + global norm 10``)."""
+    rows = detector_runs(s)
+    names = {arm: _short_name(arm) for arm in claims.STAGE3_DETECTOR_ARMS}
+    return rows.assign(arm=[names.get((lab, w), lab) for lab, w in zip(rows["label"], rows["warmup_steps"])])
 
 
 def _arm_name(arm: tuple[str, int]) -> str:

@@ -105,3 +105,63 @@ def norm_distribution(
     fig.suptitle(title or "Gradient norms of the unclipped runs against common thresholds", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+#: Q8's arms in the order the figure draws them, each in its colour (red is no arm's: it marks a collapsed run).
+ARM_COLORS = {
+    "no clipping": METHOD_COLORS["none"],
+    "global norm 10": METHOD_COLORS["global_norm"],
+    "warm-up": "#393b79",
+    "warm-up + global norm 10": "#8c6d31",
+}
+
+
+def warmup_arms(runs: pd.DataFrame, steps: pd.DataFrame, first_steps: int = 1000, title: str | None = None):
+    """The unstable detector's arms side by side (``runs``: one row per run with ``arm``, ``warmup_steps``,
+    ``seed``, ``outcome`` and ``final_AP``, arms named as in ``ARM_COLORS``; ``steps``: their kept steps). Top:
+    each run's training loss over its first ``first_steps`` steps, a collapsed run red, the warm-up's steps shaded.
+    Bottom: each seed's final test AP@[.5:.95] per arm, a seed's runs joined, a collapsed run a red ×."""
+    import matplotlib.pyplot as plt  # deferred: a run that draws nothing never loads it
+
+    arms = [a for a in ARM_COLORS if a in set(runs["arm"])]
+    fig = plt.figure(figsize=(11.5, 7.2))
+    grid = fig.add_gridspec(2, len(arms), height_ratios=(1.0, 1.05), hspace=0.55, wspace=0.12)
+    early = steps[(steps["step"] <= first_steps) & steps["run_id"].isin(runs["run_id"])]
+    top = [fig.add_subplot(grid[0, 0])]
+    top += [fig.add_subplot(grid[0, i], sharey=top[0]) for i in range(1, len(arms))]
+    for ax, arm in zip(top, arms, strict=True):
+        mine = runs[runs["arm"] == arm]
+        warmup = int(mine["warmup_steps"].max())
+        if warmup:
+            ax.axvspan(0, warmup, color="#dddddd", lw=0)
+            ax.text(warmup / 2, 0.97, "warm-up", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
+        for run in mine.sort_values("outcome", ascending=False).itertuples():  # collapsed runs drawn last, on top
+            trace = early[early["run_id"] == run.run_id].sort_values("step")
+            failed = run.outcome != "learned"
+            ax.plot(trace["step"], trace["loss"], lw=0.8, alpha=0.75, color=FAILED_COLOR if failed else ARM_COLORS[arm])
+        collapsed = int((mine["outcome"] != "learned").sum())
+        ax.set_title(f"{arm}\n{collapsed} of {len(mine)} collapsed", fontsize=9.5)
+        ax.set(xlim=(0, first_steps), yscale="log", xlabel="optimizer step")
+        ax.set_xticks(range(0, first_steps, 300) if first_steps > 600 else [0, first_steps // 2])
+        if ax is not top[0]:
+            ax.tick_params(labelleft=False)
+    top[0].set_ylabel("training loss (log)")
+    bottom = fig.add_subplot(grid[1, :])
+    x = {arm: i for i, arm in enumerate(arms)}
+    for _, seed in runs.groupby("seed"):
+        seed = seed.sort_values("arm", key=lambda a: a.map(x))
+        bottom.plot(seed["arm"].map(x), seed["final_AP"], color="#bbbbbb", lw=0.7, zorder=1)
+    for arm in arms:
+        mine = runs[runs["arm"] == arm]
+        ok = mine["outcome"] == "learned"
+        bottom.scatter(np.full(int(ok.sum()), x[arm]), mine.loc[ok, "final_AP"], s=22, color=ARM_COLORS[arm],
+                       zorder=2, label=None)  # fmt: skip
+        bottom.scatter(np.full(int((~ok).sum()), x[arm]), mine.loc[~ok, "final_AP"], s=30, marker="x",
+                       color=FAILED_COLOR, zorder=3)  # fmt: skip
+    bottom.set_xticks(range(len(arms)), [f"{a}\n({(runs['arm'] == a).sum()} runs)" for a in arms])
+    bottom.set(xlim=(-0.5, len(arms) - 0.5), ylim=(-0.03, max(0.8, float(runs["final_AP"].max()) + 0.05)),
+               ylabel="final test AP@[.5:.95]")  # fmt: skip
+    bottom.set_title("Final test AP per run (grey lines join one seed's runs; red ×: collapsed)", fontsize=9.5)
+    fig.suptitle(title or "The detector at Adam 1e-2: the start of training and where it ends, per arm", fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.87, bottom=0.09)
+    return fig
