@@ -252,3 +252,21 @@ def test_the_study_audit_lets_a_complete_q1_decide_claim_7_and_keeps_stage_1_bes
 )
 def test_the_clipped_arms_share_of_clipped_steps_in_words(fractions, words):
     assert stage2.clip_share(pd.DataFrame({"clip_fraction": fractions})) == words
+
+
+def test_claim_8_decided_by_q8_keeps_stage_1s_stable_rate_beside_it():
+    """Claim 8 asks for the classifier's pattern (rescue at the unstable rate, no cost at the stable one); Q8 tests
+    the unstable rate only, so stage 1's words at the stable rate stay beside its verdict."""
+    table = q1_table((0.9801, 0.9809, 0.9821, 0.9829, 0.9841)).assign(
+        method="x", clip_fraction=0.5, failure=None, diverged=False
+    )
+    epochs = pd.DataFrame(columns=["run_id", "step", "test_accuracy"])
+    q8 = stage2.Answer("Q8", "clipping prevents collapse", "numbers of Q8", None, "detector", True, stage=3)
+    audited = claims.study_audit(table, epochs, later=[q8]).set_index("claim")
+    assert audited.loc["8", "decided_by"] == "stage 3 (Q8)" and audited.loc["8", "verdict"] == "supported"
+    stage1 = audited.loc["8", "stage1_words"]
+    assert audited.loc["8", "words"] == (
+        f"prevents collapses on the detector at its unstable rate; at its stable rate (Adam 3e-3), stage 1 "
+        f"(exploratory): {stage1}"
+    )
+    assert "stable rate" not in audited.loc["7", "words"]  # only where a setting is left to stage 1

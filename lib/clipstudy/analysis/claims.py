@@ -180,6 +180,10 @@ def _q2_beside(q2: Answer | None) -> str:
 
 
 DECIDED_BY = {"7": _claim_7_from, "3a": _claim_3a_from, "8": _claim_8_from}
+#: Where a later question decides a claim at one setting, stage 1's words at the other, said beside it: claim 8
+#: asks for the classifier's pattern on the detector (clipping rescues the unstable rate, costs nothing at the
+#: stable one), and Q8 tests only the unstable rate.
+STAGE1_BESIDE = {("8", "Q8"): "at its stable rate (Adam 3e-3), stage 1 (exploratory): "}
 
 
 def _deciding(answers: dict[str, Answer], question: str) -> list[Answer]:
@@ -235,6 +239,9 @@ def study_audit(
             continue
         verdict, words, question = d
         deciding = _deciding(answers, question)
+        if (c, question) in STAGE1_BESIDE:
+            stage1_words = table.loc[table["claim"] == c, "stage1_words"].iloc[0]
+            words += f"; {STAGE1_BESIDE[c, question]}{stage1_words}"
         conf_v.append(verdict)
         conf_w.append(words)
         conf_n.append("; ".join(a.numbers for a in deciding))
