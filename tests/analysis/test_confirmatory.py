@@ -248,6 +248,9 @@ def test_the_study_audit_lets_a_complete_q1_decide_claim_7_and_keeps_stage_1_bes
         ([0.318, 0.999], "clipped 31.8% to 99.9% of steps (up to 99.9%: normalisation in some runs)"),
         # a run that never clipped beside one that normalised: a range, not "never clipped" (the words said that)
         ([0.0, 0.5, 0.999], "clipped 0.0% to 99.9% of steps (up to 99.9%: normalisation in some runs)"),
+        # a share above 0 that one decimal would print as 0.0%: two significant digits (1 step in 2,814)
+        ([1 / 2814, 5 / 2814], "clipped 0.036% to 0.2% of steps"),
+        ([1 / 2814, 1 / 2814], "clipped 0.036% of steps"),
     ],
 )
 def test_the_clipped_arms_share_of_clipped_steps_in_words(fractions, words):

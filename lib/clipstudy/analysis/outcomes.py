@@ -59,11 +59,17 @@ def counts_text(kinds) -> str:
     return ", ".join(parts) if parts else "no runs"
 
 
+def share_text(fraction: float) -> str:
+    """A share of steps as a percentage to one decimal, or to two significant digits where that would print a
+    share above 0 as ``0.0%`` (``0.036%``)."""
+    return f"{100 * fraction:.2g}%" if 0 < fraction < 0.0005 else f"{fraction:.1%}"
+
+
 def clipping_words(clip_fraction: float) -> str:
     """What a threshold did, in words: never engaged, clipped some steps, or normalised nearly every step."""
     if not math.isfinite(clip_fraction):
         return "clip share unknown"
-    share = f"clipped {clip_fraction:.1%} of steps"
+    share = f"clipped {share_text(clip_fraction)} of steps"
     if clip_fraction == 0:
         return "never clipped a step"
     if clip_fraction > NORMALISES:

@@ -162,7 +162,7 @@ def clip_share(p: pd.DataFrame) -> str:
     low, high = float(p["clip_fraction"].min()), float(p["clip_fraction"].max())
     if high == low or not math.isfinite(low) or not math.isfinite(high):
         return outcomes.clipping_words(low)
-    words = f"clipped {low:.1%} to {high:.1%} of steps"
+    words = f"clipped {outcomes.share_text(low)} to {outcomes.share_text(high)} of steps"
     if low > outcomes.NORMALISES:
         return words + ": gradient normalisation, not occasional clipping"
     if high > outcomes.NORMALISES:
