@@ -91,7 +91,8 @@ def test_a_runs_axes_are_defined_once_and_its_settings_are_the_rest():
     summary = {"params": config.to_params()}
     row = report._summary_row(Path("run"), summary)
     assert json.loads(row["settings_key"]) == {"task": config.task, **config.settings()}
-    assert (row["method"], row["seed"], row["label"]) == ("global_norm", 3, "global_norm (threshold=1)")
+    # a warm-up is part of the label, so that runs with and without one are never drawn or counted together
+    assert (row["method"], row["seed"], row["label"]) == ("global_norm", 3, "global_norm (threshold=1) + warm-up 5")
     with pytest.raises(ConfigError, match="unknown run parameter"):
         report._summary_row(Path("run"), {"params": {**config.to_params(), "colour": "red"}})
     experiment = bench_workers.profile_doc(2, 1)["experiments"][0]
