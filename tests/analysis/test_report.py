@@ -461,7 +461,7 @@ def test_method_table_never_averages_runs_of_different_lengths():
 def test_runs_with_a_learning_rate_warm_up_are_never_put_with_runs_without_one():
     """Q8's warm-up arms share method, rate and length with the unclipped detector: the method table counts them
     apart (its warmup_steps column), and their label, which the figures group by, names the warm-up."""
-    from clipstudy.analysis import stage3_answers
+    from clipstudy.analysis import contrasts
 
     def run(i, warmup, ap):
         key = {"epochs": 3} | ({"warmup_steps": warmup} if warmup else {})
@@ -475,8 +475,9 @@ def test_runs_with_a_learning_rate_warm_up_are_never_put_with_runs_without_one()
     assert t["AP50 median"].tolist() == [pytest.approx(0.3), pytest.approx(0.925)]
     assert "warmup_steps" in report.design_view(t)
     assert "warmup_steps" not in report.method_table(rows.iloc[:2], "final_AP50")  # no column where none has one
-    assert stage3_answers.warmup_label("none", 300) == "none + warm-up 300"
-    assert stage3_answers.warmup_label("none", 0) == "none"
+    assert contrasts.run_label("none", "-", 300) == "none + warm-up 300"
+    assert contrasts.run_label("none", "-", 0) == "none"
+    assert contrasts.run_label("global_norm", "threshold=10", 300) == "global_norm (threshold=10) + warm-up 300"
 
 
 def test_outcomes_are_counted_as_three_kinds_and_a_diverged_metric_is_never_summarised():

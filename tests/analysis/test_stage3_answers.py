@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from clipstudy.analysis import claims, stage1, stage2, stage3_answers
+from clipstudy.analysis import claims, contrasts, stage1, stage2, stage3_answers
 from clipstudy.analysis.stage1 import CANONICAL
 from clipstudy.analysis.stage3_answers import ADAPTIVE
 
@@ -332,7 +332,7 @@ def detector_run(label, seed, collapsed, warmup=0, platform=ZEN3, ap=0.58):
     key = {"batch_size": 32, "dataset": "full", "epochs": 3, "eval_every": 470, "validation": 1000}
     key.update({"warmup_steps": warmup} if warmup else {})
     return {"run_id": f"det-{label}-{warmup}-{seed}", "task": "detector", "optimizer": "adam", "learning_rate": 0.01,
-            "seed": seed, "label": stage3_answers.warmup_label(label, warmup), "spiked": False,
+            "seed": seed, "label": contrasts.run_label(label, "-", warmup), "spiked": False,
             "settings_key": json.dumps(key, sort_keys=True),
             "final_AP": 1e-5 if collapsed else ap, "final_AP50": 1e-4 if collapsed else 0.93, "diverged": False,
             "failure": "AP50 below 0.01" if collapsed else None, "final_train_loss": 3.2 if collapsed else 0.7,

@@ -9,6 +9,7 @@ Holm-adjusted, which never decides a verdict.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,24 @@ class Verdict:
     effect: stats.Effect | None = None
     secondary: str = ""
     words: str = ""  # the verdict in words that match its rule ("no effect within ±0.002"); default: ``verdict``
+
+
+def run_label(method: str, clip_params: str, warmup_steps: int) -> str:
+    """A run's label: its method, its clipping parameters (``clip_params`` as formatted, ``-`` for none) and its
+    learning-rate warm-up, if it has one (``none + warm-up 300``): runs with and without a warm-up are never drawn,
+    paired or counted together."""
+    label = method + (f" ({clip_params})" if clip_params != "-" else "")
+    return f"{label}{WARMUP_SUFFIX}{warmup_steps}" if warmup_steps else label
+
+
+WARMUP_SUFFIX = " + warm-up "
+
+
+def warmup_steps(s: pd.DataFrame) -> pd.Series:
+    """Each run's learning-rate warm-up in steps (0: none), read from its settings."""
+    if "settings_key" not in s:
+        return pd.Series(0, index=s.index, dtype=int)
+    return s["settings_key"].map(lambda k: int(json.loads(k).get("warmup_steps", 0))).astype(int)
 
 
 def select(s: pd.DataFrame, where: dict, spiked: bool | None = False) -> pd.DataFrame:

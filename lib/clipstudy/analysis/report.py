@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from clipstudy import paths, tasks
-from clipstudy.analysis import claims, outcomes, plots, stage1, stage2, stage3_answers, stats
+from clipstudy.analysis import claims, contrasts, outcomes, plots, stage1, stage2, stage3_answers, stats
 from clipstudy.data import boxes as box_formats
 from clipstudy.data.canvases import split_canvases
 from clipstudy.data.split import subset_indices
@@ -62,9 +62,7 @@ def _summary_row(run_dir: Path, summary: dict) -> dict:
         "settings_key": json.dumps({"task": config.task, **config.settings()}, sort_keys=True),
         "spiked": bool(config.spikes),
         "clip_params": runfiles.format_params(clip_params),
-        "label": stage3_answers.warmup_label(
-            config.method + (f" ({runfiles.format_params(clip_params)})" if clip_params else ""), config.warmup_steps
-        ),
+        "label": contrasts.run_label(config.method, runfiles.format_params(clip_params), config.warmup_steps),
     }
     row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in row})
     versions = summary.get("versions") or {}
@@ -354,7 +352,7 @@ def method_table(summaries: pd.DataFrame, metric: str = "final_test_accuracy") -
     together."""
     s = outcomes.add_outcomes(summaries)
     keys = ["optimizer", "learning_rate", *(["epochs"] if "epochs" in s else []), "method", "clip_params"]
-    warmup = stage3_answers.warmup_steps(s)
+    warmup = contrasts.warmup_steps(s)
     if warmup.any():
         s, keys = s.assign(warmup_steps=warmup), [*keys, "warmup_steps"]
     name = metric.removeprefix("final_")

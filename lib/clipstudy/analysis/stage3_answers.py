@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
@@ -342,22 +341,6 @@ def default_percentile(s: pd.DataFrame) -> int | None:
     return min(counts, key=lambda pct: (-counts[pct], pct)) if counts else None
 
 
-def warmup_label(label: str, steps: int) -> str:
-    """A run's label with its learning-rate warm-up, if it has one (``none + warm-up 300``): runs with and without
-    a warm-up are never drawn or counted together."""
-    return f"{label}{WARMUP_SUFFIX}{steps}" if steps else label
-
-
-WARMUP_SUFFIX = " + warm-up "
-
-
-def warmup_steps(s: pd.DataFrame) -> pd.Series:
-    """Each run's learning-rate warm-up in steps (0: none), read from its settings."""
-    if "settings_key" not in s:
-        return pd.Series(0, index=s.index, dtype=int)
-    return s["settings_key"].map(lambda k: int(json.loads(k).get("warmup_steps", 0))).astype(int)
-
-
 def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
     """Q8's runs: the detector at its unstable rate on Q8's seeds, each with its outcome, ``warmup_steps`` (a
     setting: read from the run's settings) and its clipping ``label`` without the warm-up."""
@@ -367,8 +350,8 @@ def detector_runs(s: pd.DataFrame) -> pd.DataFrame:
                          spiked=None)  # fmt: skip
     if rows.empty:
         return rows.assign(outcome=pd.Series(dtype=str), warmup_steps=pd.Series(dtype=int))
-    warmup = warmup_steps(rows)
-    label = [lab.removesuffix(f"{WARMUP_SUFFIX}{w}") for lab, w in zip(rows["label"], warmup, strict=True)]
+    warmup = contrasts.warmup_steps(rows)
+    label = [lab.removesuffix(f"{contrasts.WARMUP_SUFFIX}{w}") for lab, w in zip(rows["label"], warmup, strict=True)]
     return outcomes.add_outcomes(rows.assign(warmup_steps=warmup, label=label))
 
 
