@@ -417,6 +417,8 @@ def test_q8_pairs_the_ap_of_runs_that_both_learned_against_scipy_with_holm_acros
         assert shown in found[q].numbers and f"n={len(d)}, Holm p={holm[q]:.2g}" in found[q].numbers, q
     first = found["Q8 (which first)"]
     assert first.complete and first.effect is None
+    # a stage-3 question, as every Q8 row: the claims table's "where" names its stage (it said "stage 2" once)
+    assert {a.stage for a in found.values()} == {3} and first.per_optimizer == {}
     assert first.verdict.startswith("warm-up first: as many collapses, a higher AP@[.5:.95] where both learned")
     assert first.verdict.endswith("changed collapses by no significant amount")
 

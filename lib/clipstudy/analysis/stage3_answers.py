@@ -480,7 +480,9 @@ def q8_first(warm_vs_clip: Answer, both_vs_warm: Answer, ap: tuple[stats.Effect,
         both_vs_warm.verdict)  # fmt: skip
     effect, p = ap
     if not complete:
-        return Answer(question, _incomplete("read once Q8's contrasts are complete"), basis, None, where, False, 3)
+        return Answer(
+            question, _incomplete("read once Q8's contrasts are complete"), basis, None, where, False, stage=3
+        )
     if warm_vs_clip.verdict.startswith("fewer"):
         first = "warm-up first: it collapsed significantly less often than global norm 10"
     elif warm_vs_clip.verdict.startswith("more"):
@@ -498,7 +500,7 @@ def q8_first(warm_vs_clip: Answer, both_vs_warm: Answer, ap: tuple[stats.Effect,
                                                      "by no significant amount")  # fmt: skip
     numbers = f"{basis}; AP@[.5:.95], warm-up − global norm 10, where both learned: {effect.format()}" + (
         "" if math.isnan(p) else f", Holm p={p:.2g}")  # fmt: skip
-    return Answer(question, first, numbers, None, where, True, 3)
+    return Answer(question, first, numbers, None, where, True, stage=3)
 
 
 def answers(summaries: pd.DataFrame, epochs: pd.DataFrame) -> list[Answer]:
