@@ -390,7 +390,8 @@ if len(q8_runs):
 # %% tags=["report-hidden"]
 # NBVAL_CHECK_OUTPUT
 for a in stage3:
-    print(f"{a.question}: {'complete' if a.complete else 'incomplete'}, n={a.effect.n if a.effect else 0}")
+    # n where an effect was measured; a reading of other answers (Q8's which first) has none of its own
+    print(f"{a.question}: {'complete' if a.complete else 'incomplete'}" + (f", n={a.effect.n}" if a.effect else ""))
 
 # %% [markdown]
 # # Cost of clipping
